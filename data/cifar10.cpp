@@ -1,0 +1,2 @@
+// Replaced by the CIFAR-10 reader.
+namespace ng {}

@@ -1,0 +1,60 @@
+// Training data as device-ready tensors: CIFAR-10 from the standard binary files, or the Gaussian
+// inputs of the paper's small-scale experiments.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace ng {
+
+class Config;
+
+struct Dataset {
+  at::Tensor x;        // (n, 3, 32, 32) for CIFAR-10, (n, d) for gaussian; float32 on CPU
+  at::Tensor targets;  // (n, C) float32: one-hot labels for classification, y for regression
+  at::Tensor labels;   // (n) int64 class labels 0..C-1; undefined for regression
+  int64_t num_classes = 0;        // C (target dimension for regression)
+  std::vector<int64_t> indices;   // CIFAR-10: global training index (file k holds k*10000..)
+  std::vector<int64_t> original_labels;  // CIFAR-10 label before relabelling
+  at::Tensor mean, std;           // per-channel normalisation applied (undefined if none)
+  std::string description;        // one line for logs and manifests
+  int64_t size() const { return x.defined() ? x.size(0) : 0; }
+};
+
+struct CifarOptions {
+  std::string dir;
+  std::vector<int64_t> classes;  // empty: all ten
+  int64_t max_samples = 0;       // 0: all; otherwise a seeded random subset (kept in file order)
+  bool normalize = true;         // per-channel mean/std of the selected training samples
+  uint64_t seed = 0;
+};
+
+// Reads data_batch_1..5.bin. Wrong sizes, bad labels, missing files: ng::Error naming the file.
+Dataset load_cifar10_train(const CifarOptions& opt);
+// test_batch.bin, same selection of classes, normalised with the training statistics given.
+Dataset load_cifar10_test(const CifarOptions& opt, const at::Tensor& mean, const at::Tensor& std);
+
+// Validates a cifar-10-batches-bin directory; returns a human-readable report, throws on errors.
+std::string check_cifar10_dir(const std::string& dir);
+
+// --data-dir flag (may be empty), then $NOISEGEOM_DATA, then data/cifar-10-batches-bin.
+std::string resolve_data_dir(const std::string& flag);
+
+struct GaussianOptions {
+  int64_t n = 1000;
+  int64_t d = 50;
+  std::string covariance = "isotropic";  // isotropic | power (S_kk = k^-power)
+  double power = 0.5;
+  int64_t outputs = 1;
+  uint64_t seed = 0;
+};
+// x ~ N(0, S) with S diagonal; y = x W* with W* ~ N(0, I) (d x outputs).
+Dataset make_gaussian(const GaussianOptions& opt);
+
+// The whole data path of a config (data.* keys); `data_dir_flag` is the CLI's --data-dir.
+Dataset load_training_data(const Config& cfg, const std::string& data_dir_flag);
+
+}  // namespace ng

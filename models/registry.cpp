@@ -1,0 +1,2 @@
+// Replaced by the model registry.
+namespace ng {}

@@ -1,0 +1,151 @@
+#include "src/io/files.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <ATen/core/Dict.h>
+#include <torch/serialize.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "src/core/error.h"
+
+namespace fs = std::filesystem;
+
+namespace ng {
+
+void write_file_atomic(const std::string& path, const std::string& bytes) {
+  const fs::path target(path);
+  if (target.has_parent_path()) fs::create_directories(target.parent_path());
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) fail("{}: cannot write ({})", path, std::strerror(errno));
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0) {
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      fail("{}: write failed ({})", path, std::strerror(errno));
+    }
+    done += static_cast<size_t>(n);
+  }
+  // Without fsync a crash right after rename can leave an empty file under the final name.
+  ::fsync(fd);
+  ::close(fd);
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    ::unlink(tmp.c_str());
+    fail("{}: cannot rename from {} ({})", path, tmp, std::strerror(errno));
+  }
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("{}: cannot read", path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string Json::quote(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20)
+          out += fmt::format("\\u{:04x}", static_cast<int>(c));
+        else
+          out += c;
+    }
+  }
+  return out + "\"";
+}
+
+Json& Json::str(const std::string& key, const std::string& v) {
+  items_.emplace_back(key, quote(v));
+  return *this;
+}
+Json& Json::num(const std::string& key, double v) {
+  // JSON has no NaN/Inf; null is what Python's json and pandas read back as missing.
+  items_.emplace_back(key, std::isfinite(v) ? fmt::format("{}", v) : "null");
+  return *this;
+}
+Json& Json::integer(const std::string& key, int64_t v) {
+  items_.emplace_back(key, std::to_string(v));
+  return *this;
+}
+Json& Json::boolean(const std::string& key, bool v) {
+  items_.emplace_back(key, v ? "true" : "false");
+  return *this;
+}
+Json& Json::raw(const std::string& key, const std::string& json) {
+  items_.emplace_back(key, json);
+  return *this;
+}
+
+std::string Json::dump(int indent) const {
+  const std::string pad(indent, ' ');
+  std::string out = "{\n";
+  for (size_t k = 0; k < items_.size(); ++k) {
+    std::string v = items_[k].second;
+    // Indent nested multi-line values one level further.
+    for (size_t p = v.find('\n'); p != std::string::npos; p = v.find('\n', p + 1))
+      v.insert(p + 1, pad);
+    out += pad + quote(items_[k].first) + ": " + v + (k + 1 < items_.size() ? ",\n" : "\n");
+  }
+  return out + "}";
+}
+
+void save_ivalue(const std::string& path, const c10::IValue& value) {
+  const std::vector<char> bytes = torch::pickle_save(value);
+  write_file_atomic(path, std::string(bytes.begin(), bytes.end()));
+}
+
+c10::IValue load_ivalue(const std::string& path) {
+  const std::string s = read_file(path);
+  try {
+    return torch::pickle_load(std::vector<char>(s.begin(), s.end()));
+  } catch (const std::exception& e) {
+    std::string msg = e.what();
+    msg = msg.substr(0, msg.find('\n'));
+    fail("{}: not a readable tensor file ({})", path, msg);
+  }
+}
+
+void save_tensor_dict(const std::string& path,
+                      const std::vector<std::pair<std::string, at::Tensor>>& tensors) {
+  c10::Dict<std::string, at::Tensor> d;
+  // Detached contiguous CPU copies: Python then sees plain tensors without requires_grad.
+  for (const auto& [name, t] : tensors) d.insert(name, t.detach().cpu().contiguous());
+  save_ivalue(path, c10::IValue(d));
+}
+
+std::vector<std::pair<std::string, at::Tensor>> load_tensor_dict(const std::string& path) {
+  const c10::IValue v = load_ivalue(path);
+  if (!v.isGenericDict()) fail("{}: expected a dict of named tensors", path);
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& kv : v.toGenericDict()) {
+    if (!kv.key().isString() || !kv.value().isTensor())
+      fail("{}: expected a dict of named tensors", path);
+    out.emplace_back(kv.key().toStringRef(), kv.value().toTensor());
+  }
+  return out;
+}
+
+}  // namespace ng

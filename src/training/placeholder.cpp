@@ -1,0 +1,2 @@
+// Replaced by the trainer.
+namespace ng {}

@@ -1,0 +1,104 @@
+#include "tests/testing.h"
+
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+#include <vector>
+
+namespace fs = std::filesystem;
+
+namespace ngtest {
+namespace {
+
+struct TempRoot {
+  fs::path root;
+  TempRoot() {
+    std::string tmpl = (fs::temp_directory_path() / "noisegeom-test-XXXXXX").string();
+    std::vector<char> buf(tmpl.begin(), tmpl.end());
+    buf.push_back('\0');
+    if (!mkdtemp(buf.data())) throw std::runtime_error("mkdtemp failed");
+    root = buf.data();
+  }
+  ~TempRoot() {
+    if (!std::getenv("NG_KEEP_TEST_FILES")) {
+      std::error_code ec;
+      fs::remove_all(root, ec);
+    }
+  }
+};
+
+TempRoot& temp_root() {
+  static TempRoot r;
+  return r;
+}
+
+}  // namespace
+
+std::string temp_dir(const std::string& tag) {
+  static int counter = 0;
+  fs::path p = temp_root().root / (tag + "-" + std::to_string(counter++));
+  fs::create_directories(p);
+  return p.string();
+}
+
+void write_synthetic_cifar(const std::string& dir, int64_t per_file, uint64_t seed,
+                           bool with_test) {
+  fs::create_directories(dir);
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int> noise(0, 63);
+  auto write = [&](const std::string& name, int64_t records) {
+    std::ofstream out(fs::path(dir) / name, std::ios::binary);
+    std::vector<unsigned char> rec(3073);
+    for (int64_t r = 0; r < records; ++r) {
+      const int label = static_cast<int>(r % 10);
+      rec[0] = static_cast<unsigned char>(label);
+      for (int c = 0; c < 3; ++c)
+        for (int k = 0; k < 1024; ++k) {
+          // A bright stripe whose row depends on the class makes the labels learnable.
+          const int row = k / 32;
+          const int base = (row / 3 == label) ? 160 : 40 + 10 * c;
+          rec[1 + c * 1024 + k] = static_cast<unsigned char>(base + noise(rng));
+        }
+      out.write(reinterpret_cast<const char*>(rec.data()), rec.size());
+    }
+  };
+  for (int f = 1; f <= 5; ++f) write("data_batch_" + std::to_string(f) + ".bin", per_file);
+  if (with_test) write("test_batch.bin", per_file);
+}
+
+int run_cli(const std::string& args, std::string* output) {
+  const std::string cmd = std::string("'") + NG_BINARY + "' " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) throw std::runtime_error("popen failed");
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  const int status = pclose(p);
+  if (output) *output = out;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+std::string real_cifar_dir() {
+  const fs::path p = fs::path(NG_SOURCE_DIR) / ".." / "shared" / "data" / "cifar-10-batches-bin";
+  return fs::exists(p / "data_batch_1.bin") ? fs::canonical(p).string() : "";
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream(path, std::ios::binary) << text;
+}
+
+}  // namespace ngtest
