@@ -1,0 +1,33 @@
+// A small argument parser with per-command option lists, so that a mistyped option is an error.
+#pragma once
+
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace ng {
+
+struct ArgSpec {
+  std::set<std::string> flags;                      // options without a value: --resume
+  std::set<std::string> valued;                     // options with one value: --out DIR
+  std::set<std::string> repeated;                   // valued options that may repeat: --set
+};
+
+struct Args {
+  std::vector<std::string> positional;
+  std::map<std::string, std::vector<std::string>> values;
+  std::set<std::string> flags;
+  bool has(const std::string& f) const { return flags.count(f) > 0; }
+  std::string get(const std::string& opt, const std::string& def = "") const;
+  const std::vector<std::string>& all(const std::string& opt) const;
+};
+
+// Throws UsageError on an unknown option or a missing value.
+Args parse_args(const std::vector<std::string>& argv, const ArgSpec& spec, const std::string& cmd);
+
+struct UsageError {
+  std::string message;
+};
+
+}  // namespace ng

@@ -1,0 +1,25 @@
+// Subcommands of the `noisegeom` CLI. Each returns the process exit code; ng::Error propagates to
+// main, which prints it as one line and exits 1; UsageError exits 2.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace ng {
+
+struct Command {
+  const char* name;
+  const char* summary;
+  const char* help;  // full --help text
+  int (*run)(const std::vector<std::string>& args);
+};
+
+int cmd_models(const std::vector<std::string>& args);
+int cmd_data(const std::vector<std::string>& args);
+int cmd_train(const std::vector<std::string>& args);
+
+// Exit codes beyond 0/1/2.
+constexpr int kExitDiverged = 3;
+constexpr int kExitInterrupted = 130;
+
+}  // namespace ng

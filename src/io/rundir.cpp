@@ -1,0 +1,76 @@
+#include "src/io/rundir.h"
+
+#include <chrono>
+#include <ctime>
+#include <filesystem>
+#include <sstream>
+
+#include "src/core/error.h"
+#include "src/io/files.h"
+
+namespace fs = std::filesystem;
+
+namespace ng {
+
+RunDir::RunDir(std::string root) : root_(std::move(root)) {
+  std::error_code ec;
+  fs::create_directories(root_, ec);
+  if (ec) fail("{}: cannot create the run directory ({})", root_, ec.message());
+}
+
+std::string RunDir::path(const std::string& name) const { return (fs::path(root_) / name).string(); }
+
+bool RunDir::exists(const std::string& name) const { return fs::exists(path(name)); }
+
+CsvLog::CsvLog(const std::string& path, const std::string& header, int64_t keep_until_step)
+    : path_(path) {
+  if (keep_until_step >= 0 && fs::exists(path)) {
+    std::string text = read_file(path);
+    // A row cut short by a crash has no newline yet: it is dropped with the later ones.
+    text.erase(text.find_last_of('\n') == std::string::npos ? 0 : text.find_last_of('\n') + 1);
+    std::istringstream in(text);
+    std::string line, kept;
+    bool first = true;
+    while (std::getline(in, line)) {
+      if (line.empty()) continue;
+      if (first) {
+        first = false;
+        kept += line + "\n";
+        continue;
+      }
+      const std::string step = line.substr(0, line.find(','));
+      char* end = nullptr;
+      const long long s = std::strtoll(step.c_str(), &end, 10);
+      if (*end == '\0' && s <= keep_until_step) kept += line + "\n";
+    }
+    write_file_atomic(path, kept);
+  }
+  const bool fresh = !fs::exists(path) || fs::file_size(path) == 0;
+  out_.open(path, std::ios::app);
+  if (!out_) fail("{}: cannot open for writing", path);
+  if (fresh) {
+    row(header);
+  } else {
+    std::istringstream in(read_file(path));
+    std::string line;
+    while (std::getline(in, line)) data_rows_ += !line.empty();
+  }
+}
+
+void CsvLog::row(const std::string& line) {
+  out_ << line << '\n';
+  out_.flush();
+  ++data_rows_;
+  if (!out_) fail("{}: write failed", path_);
+}
+
+std::string iso_time_now() {
+  const std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+}  // namespace ng

@@ -1,2 +1,0 @@
-// Replaced by the trainer.
-namespace ng {}

@@ -1,0 +1,410 @@
+#include "src/training/train.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
+#include <torch/version.h>
+#include <unistd.h>
+
+#include <ATen/core/Dict.h>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <filesystem>
+#include <random>
+
+#include "data/dataset.h"
+#include "models/model.h"
+#include "src/core/config.h"
+#include "src/core/error.h"
+#include "src/io/files.h"
+#include "src/io/rundir.h"
+
+namespace fs = std::filesystem;
+
+namespace ng {
+namespace {
+
+std::atomic<int> g_stop_signal{0};
+void on_signal(int sig) { g_stop_signal = sig; }
+
+// splitmix64: decorrelates (seed, epoch) pairs before they seed the generator.
+uint64_t mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+std::string format_duration(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  const auto t = static_cast<int64_t>(s + 0.5);
+  if (t >= 3600) return fmt::format("{}h{:02d}m", t / 3600, (t % 3600) / 60);
+  if (t >= 60) return fmt::format("{}m{:02d}s", t / 60, t % 60);
+  return fmt::format("{}s", t);
+}
+
+struct Eval {
+  double loss = 0;
+  double accuracy = -1;  // -1: regression, no accuracy
+};
+
+at::Tensor batch_loss(const at::Tensor& out, const at::Tensor& target, const at::Tensor& label,
+                      bool cross_entropy) {
+  if (cross_entropy) return at::cross_entropy_loss(out, label);
+  // The paper's square loss: 1/2 |f - y|^2 summed over outputs, averaged over samples.
+  return (out - target).pow(2).sum(1).mean() * 0.5;
+}
+
+Eval evaluate(NetImpl& model, const at::Tensor& x, const at::Tensor& y, const at::Tensor& labels,
+              bool cross_entropy, int64_t batch) {
+  at::NoGradGuard no_grad;
+  model.eval();
+  const int64_t n = x.size(0);
+  double total = 0;
+  int64_t correct = 0;
+  for (int64_t s = 0; s < n; s += batch) {
+    const int64_t e = std::min(n, s + batch);
+    const at::Tensor out = model.forward(x.slice(0, s, e));
+    const at::Tensor lab = labels.defined() ? labels.slice(0, s, e) : at::Tensor();
+    total += batch_loss(out, y.slice(0, s, e), lab, cross_entropy).item<double>() * (e - s);
+    if (labels.defined()) correct += out.argmax(1).eq(lab).sum().item<int64_t>();
+  }
+  model.train();
+  return {total / n, labels.defined() ? double(correct) / n : -1.0};
+}
+
+std::vector<std::pair<std::string, at::Tensor>> named_params(NetImpl& model) {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& p : model.named_parameters()) out.emplace_back(p.key(), p.value());
+  return out;
+}
+
+bool all_finite(NetImpl& model) {
+  for (const auto& p : model.parameters())
+    if (!p.isfinite().all().item<bool>()) return false;
+  return true;
+}
+
+void save_checkpoint(const std::string& path, NetImpl& model, int64_t step, double initial_loss,
+                     double wall) {
+  c10::Dict<std::string, at::Tensor> params;
+  for (const auto& [name, t] : named_params(model)) params.insert(name, t.detach().cpu());
+  c10::impl::GenericDict d(c10::StringType::get(), c10::AnyType::get());
+  d.insert("model", c10::IValue(params));
+  d.insert("step", c10::IValue(step));
+  d.insert("initial_loss", c10::IValue(initial_loss));
+  d.insert("wall_seconds", c10::IValue(wall));
+  d.insert("format", c10::IValue(std::string("noisegeom-checkpoint-1")));
+  save_ivalue(path, c10::IValue(d));
+}
+
+// Copies a saved parameter dict into the model; any mismatch names the file and the parameter.
+void load_parameters(NetImpl& model, const c10::Dict<c10::IValue, c10::IValue>& saved,
+                     const std::string& file) {
+  at::NoGradGuard no_grad;
+  size_t matched = 0;
+  for (auto& p : model.named_parameters()) {
+    auto it = saved.find(p.key());
+    if (it == saved.end()) fail("{}: parameter '{}' of the model is missing", file, p.key());
+    const at::Tensor src = it->value().toTensor();
+    if (src.sizes() != p.value().sizes())
+      fail("{}: parameter '{}' has shape {} but the model expects {}", file, p.key(),
+           fmt::format("{}", fmt::join(src.sizes().vec(), "x")),
+           fmt::format("{}", fmt::join(p.value().sizes().vec(), "x")));
+    p.value().copy_(src);
+    ++matched;
+  }
+  if (matched != saved.size())
+    fail("{}: holds {} tensors but the model has {} parameters (a different model?)", file,
+         saved.size(), matched);
+}
+
+}  // namespace
+
+std::vector<int64_t> epoch_permutation(int64_t n, uint64_t seed, int64_t epoch) {
+  std::vector<int64_t> p(n);
+  for (int64_t k = 0; k < n; ++k) p[k] = k;
+  std::mt19937_64 rng(mix(seed * 1000003ULL + static_cast<uint64_t>(epoch)));
+  // Explicit Fisher-Yates: std::shuffle's algorithm is not fixed by the standard.
+  for (int64_t k = n - 1; k > 0; --k) {
+    const uint64_t j = rng() % static_cast<uint64_t>(k + 1);
+    std::swap(p[k], p[j]);
+  }
+  return p;
+}
+
+std::string resolve_device(const std::string& requested, const std::string& origin) {
+  const bool gpu = torch::cuda::is_available();
+  if (requested == "cuda" && !gpu)
+    fail("{}: device: cuda requested but no CUDA device is usable ({}); use device: auto or cpu",
+         origin, NOISEGEOM_CUDA_BUILD ? "no GPU found" : "this is a CPU build");
+  if (requested == "auto") return gpu ? "cuda" : "cpu";
+  return requested;
+}
+
+TrainResult train(const TrainOptions& opt) {
+  const auto t_start = std::chrono::steady_clock::now();
+  Config cfg = Config::load(opt.config_path, opt.overrides);
+  std::string name = cfg.s("name");
+  if (name.empty()) name = fs::path(opt.config_path).stem().string();
+  const std::string root = opt.out_dir.empty() ? (fs::path("runs") / name).string() : opt.out_dir;
+
+  const bool has_run = fs::exists(fs::path(root) / "config.yaml");
+  int64_t start_step = 0;
+  double initial_loss = NAN, wall_before = 0;
+  c10::IValue ckpt;
+  if (opt.resume) {
+    if (!has_run) fail("{}: nothing to resume (no config.yaml); start the run without --resume", root);
+    const std::string stored_path = (fs::path(root) / "config.yaml").string();
+    Config stored = Config::load(stored_path);
+    stored.set("name=" + name);
+    cfg.set("name=" + name);
+    const auto changed = cfg.diff(stored);
+    if (!changed.empty())
+      fail("{}: --resume with a different config ({} differs); resume with the same config and "
+           "--set values",
+           stored_path, fmt::format("{}", fmt::join(changed, ", ")));
+    const std::string ck = (fs::path(root) / "checkpoint.pt").string();
+    if (fs::exists(ck)) {
+      ckpt = load_ivalue(ck);
+      if (!ckpt.isGenericDict()) fail("{}: not a noisegeom checkpoint", ck);
+      const auto d = ckpt.toGenericDict();
+      if (!d.contains("step") || !d.contains("model")) fail("{}: not a noisegeom checkpoint", ck);
+      start_step = d.at("step").toInt();
+      initial_loss = d.at("initial_loss").toDouble();
+      wall_before = d.at("wall_seconds").toDouble();
+    }
+  } else if (has_run) {
+    fail("{}: a run directory is already there; pass --resume to continue it or --out DIR for a "
+         "new one",
+         root);
+  }
+  cfg.set("name=" + name);
+
+  if (cfg.i("threads") > 0) at::set_num_threads(static_cast<int>(cfg.i("threads")));
+  const std::string device_name = resolve_device(cfg.s("device"), cfg.origin());
+  const at::Device device(device_name == "cuda" ? at::kCUDA : at::kCPU);
+  const at::ScalarType dtype = cfg.s("dtype") == "float64" ? at::kDouble : at::kFloat;
+  const uint64_t seed = static_cast<uint64_t>(cfg.i("seed"));
+
+  Dataset data = load_training_data(cfg, opt.data_dir);
+  const int64_t n = data.size();
+  const int64_t input_dim = data.x.dim() == 2 ? data.x.size(1) : 0;
+  at::manual_seed(seed);
+  Net model = make_model(model_spec_from_config(cfg, data.num_classes, input_dim));
+  model->to(device, dtype);
+  const int64_t p = count_parameters(*model);
+  if (!ckpt.isNone())
+    load_parameters(*model, ckpt.toGenericDict().at("model").toGenericDict(),
+                    (fs::path(root) / "checkpoint.pt").string());
+  // Only now, with config, data and model known to be good, does the run directory appear.
+  RunDir run(root);
+
+  if (!opt.resume) {
+    write_file_atomic(run.path("config.yaml"), cfg.to_yaml());
+    std::string samples = "position,index,label,class\n";
+    for (int64_t k = 0; k < n; ++k)
+      samples += fmt::format("{},{},{},{}\n", k, data.indices.empty() ? k : data.indices[k],
+                             data.original_labels.empty() ? -1 : data.original_labels[k],
+                             data.labels.defined() ? data.labels[k].item<int64_t>() : -1);
+    write_file_atomic(run.path("samples.csv"), samples);
+  }
+
+  const bool ce = cfg.s("train.loss") == "cross_entropy";
+  if (ce && !data.labels.defined())
+    fail("{}: train.loss: cross_entropy needs class labels (data.source is {})", cfg.origin(),
+         cfg.s("data.source"));
+  const at::Tensor x = data.x.to(device, dtype);
+  const at::Tensor y = data.targets.to(device, dtype);
+  const at::Tensor labels = data.labels.defined() ? data.labels.to(device) : at::Tensor();
+  const double lr = cfg.f("train.lr");
+  const int64_t batch = std::min(cfg.i("train.batch_size"), n);
+  const int64_t per_epoch = (n + batch - 1) / batch;
+  const int64_t max_steps = cfg.i("train.max_steps");
+  const int64_t eval_every = cfg.i("train.eval_every");
+  const int64_t ckpt_every = cfg.i("train.checkpoint_every");
+  const double target = cfg.f("train.target_loss");
+  const std::vector<at::Tensor> params = model->parameters();
+
+  auto manifest = [&](const std::string& status, int64_t step, const Eval& ev, double wall,
+                      const std::string& message) {
+    Json j;
+    j.str("tool", "noisegeom")
+        .str("version", NOISEGEOM_VERSION)
+        .str("git_commit", NOISEGEOM_GIT_COMMIT)
+        .str("updated", iso_time_now())
+        .str("name", name)
+        .str("config_file", cfg.origin())
+        .integer("seed", cfg.i("seed"))
+        .str("device", device_name)
+        .str("dtype", cfg.s("dtype"))
+        .integer("threads", at::get_num_threads())
+        .str("libtorch_version", TORCH_VERSION)
+        .boolean("cuda_build", NOISEGEOM_CUDA_BUILD)
+        .str("model", model->describe())
+        .integer("parameter_count", p)
+        .str("data", data.description)
+        .integer("num_samples", n)
+        .str("samples_file", "samples.csv")
+        .integer("steps", step)
+        .integer("resumed_from_step", opt.resume ? start_step : -1)
+        .num("epochs", double(step) / per_epoch)
+        .num("wall_seconds", wall)
+        .num("initial_loss", initial_loss)
+        .num("final_loss", ev.loss)
+        .num("final_accuracy", ev.accuracy)
+        .num("target_loss", target)
+        .str("status", status)
+        .str("message", message);
+    write_file_atomic(run.path("manifest.json"), j.dump() + "\n");
+  };
+
+  CsvLog log(run.path("train_log.csv"),
+             "step,epoch,loss,accuracy,batch_loss,lr,wall_seconds,steps_per_second",
+             opt.resume ? start_step : -1);
+
+  g_stop_signal = 0;
+  auto old_int = std::signal(SIGINT, on_signal);
+  auto old_term = std::signal(SIGTERM, on_signal);
+  const bool tty = !opt.quiet && isatty(STDERR_FILENO);
+  auto wall = [&] {
+    return wall_before +
+           std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  };
+
+  if (!opt.quiet)
+    fmt::print(stderr, "noisegeom train: {} | {} | {} params | {} | {} | lr {} batch {}\n", name,
+               model->describe(), p, data.description, device_name, lr, batch);
+
+  int64_t step = start_step;
+  Eval ev = evaluate(*model, x, y, labels, ce, cfg.i("train.eval_batch"));
+  if (std::isnan(initial_loss)) initial_loss = ev.loss;
+  double batch_loss_sum = 0;
+  int64_t batch_loss_count = 0;
+  auto t_rate = std::chrono::steady_clock::now();
+  int64_t rate_step = step;
+  double rate = 0;
+  std::vector<std::pair<int64_t, double>> recent;  // (step, log loss) of the last evaluations
+  std::string status, message;
+  std::vector<int64_t> perm;
+  int64_t perm_epoch = -1;
+
+  auto record = [&](const Eval& e) {
+    const auto now = std::chrono::steady_clock::now();
+    const double dt = std::chrono::duration<double>(now - t_rate).count();
+    if (step > rate_step && dt > 0) rate = (step - rate_step) / dt;
+    t_rate = now;
+    rate_step = step;
+    const double bl = batch_loss_count ? batch_loss_sum / batch_loss_count : NAN;
+    batch_loss_sum = 0;
+    batch_loss_count = 0;
+    log.row(fmt::format("{},{:.4f},{:.8g},{},{:.8g},{},{:.3f},{:.2f}", step, double(step) / per_epoch,
+                        e.loss, e.accuracy < 0 ? std::string() : fmt::format("{:.6f}", e.accuracy),
+                        bl, lr, wall(), rate));
+    if (opt.quiet) return;
+    // ETA to the target from the log-linear decrease of the loss over the last evaluations
+    // (SGD's loss is noisy from one evaluation to the next), else to the step cap.
+    recent.emplace_back(step, e.loss > 0 ? std::log(e.loss) : NAN);
+    if (recent.size() > 6) recent.erase(recent.begin());
+    std::string eta = "ETA ?";
+    if (rate > 0) {
+      const auto& [s0, l0] = recent.front();
+      const double slope = step > s0 && std::isfinite(l0) && e.loss > 0
+                               ? (l0 - std::log(e.loss)) / double(step - s0)
+                               : 0;
+      const double to_cap = (max_steps - step) / rate;
+      if (slope > 0 && e.loss > target) {
+        const double steps_needed = (std::log(e.loss) - std::log(target)) / slope;
+        eta = "ETA " + format_duration(std::min(to_cap, steps_needed / rate));
+      } else {
+        eta = "ETA <=" + format_duration(to_cap);
+      }
+    }
+    const std::string acc = e.accuracy < 0 ? "" : fmt::format(" acc {:.1f}%", 100 * e.accuracy);
+    fmt::print(stderr, "{}step {}/{} epoch {:.1f} loss {:.3e}{} {:.0f} steps/s {}{}", tty ? "\r" : "",
+               step, max_steps, double(step) / per_epoch, e.loss, acc, rate, eta,
+               tty ? "\x1b[K" : "\n");
+  };
+  // A resumed run's log already holds the rows up to its checkpoint.
+  if (log.data_rows() == 0) record(ev);
+  manifest("running", step, ev, wall(), "");
+
+  model->train();
+  while (true) {
+    if (ev.loss < target) {
+      status = "converged";
+      message = fmt::format("training loss {:.3e} < {:.0e} after {} steps", ev.loss, target, step);
+      break;
+    }
+    if (!std::isfinite(ev.loss) || ev.loss > cfg.f("train.divergence_factor") * initial_loss) {
+      status = "diverged";
+      message = fmt::format(
+          "{}: training diverged at step {} (loss {:.3e}, initial {:.3e}); the last good "
+          "checkpoint is kept; lower train.lr",
+          cfg.origin(), step, ev.loss, initial_loss);
+      break;
+    }
+    if (step >= max_steps) {
+      status = "max_steps";
+      message = fmt::format("step cap {} reached with loss {:.3e} >= {:.0e}", max_steps, ev.loss,
+                            target);
+      break;
+    }
+    if (g_stop_signal) {
+      status = "interrupted";
+      message = fmt::format("interrupted by signal {} at step {}; continue with --resume",
+                            g_stop_signal.load(), step);
+      save_checkpoint(run.path("checkpoint.pt"), *model, step, initial_loss, wall());
+      break;
+    }
+    const int64_t epoch = step / per_epoch, pos = step % per_epoch;
+    if (epoch != perm_epoch) {
+      perm = epoch_permutation(n, seed, epoch);
+      perm_epoch = epoch;
+    }
+    const int64_t b0 = pos * batch, b1 = std::min(n, b0 + batch);
+    const at::Tensor idx =
+        at::from_blob(perm.data() + b0, {b1 - b0}, at::kLong).to(device, /*non_blocking=*/false);
+    const at::Tensor out = model->forward(x.index_select(0, idx));
+    const at::Tensor loss = batch_loss(out, y.index_select(0, idx),
+                                       labels.defined() ? labels.index_select(0, idx) : at::Tensor(),
+                                       ce);
+    for (auto& t : params) t.mutable_grad() = at::Tensor();
+    loss.backward();
+    {
+      at::NoGradGuard no_grad;
+      for (auto& t : params)
+        if (t.grad().defined()) t.add_(t.grad(), -lr);
+    }
+    ++step;
+    if (step % eval_every == 0 || step >= max_steps) {
+      batch_loss_sum += loss.item<double>();
+      ++batch_loss_count;
+      ev = evaluate(*model, x, y, labels, ce, cfg.i("train.eval_batch"));
+      record(ev);
+    }
+    // Only finite parameters become a checkpoint, so a diverged run keeps the last good one.
+    if (step % ckpt_every == 0 && all_finite(*model)) {
+      save_checkpoint(run.path("checkpoint.pt"), *model, step, initial_loss, wall());
+      manifest("running", step, ev, wall(), "");
+    }
+  }
+  std::signal(SIGINT, old_int);
+  std::signal(SIGTERM, old_term);
+  if (tty) fmt::print(stderr, "\n");
+
+  const double total = wall();
+  if (status != "diverged") {
+    if (status != "interrupted") save_checkpoint(run.path("checkpoint.pt"), *model, step, initial_loss, total);
+    save_tensor_dict(run.path("theta.pt"), named_params(*model));
+  }
+  manifest(status, step, ev, total, message);
+  if (!opt.quiet && status != "diverged")
+    fmt::print(stderr, "noisegeom train: {}: {} ({}) -> {}\n", status, message,
+               format_duration(total), root);
+  return {root, status, step, ev.loss, total, message};
+}
+
+}  // namespace ng
