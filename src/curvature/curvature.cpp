@@ -1,0 +1,371 @@
+#include "src/curvature/curvature.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <c10/core/GradMode.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/nn/module.h>
+
+#include <algorithm>
+
+#include "src/core/error.h"
+
+namespace ng {
+
+namespace {
+
+using torch::autograd::grad;
+
+std::string shape_text(const at::Tensor& t) {
+  if (!t.defined()) return "undefined";
+  std::string s;
+  for (int64_t d : t.sizes()) s += (s.empty() ? "" : ", ") + std::to_string(d);
+  return "[" + s + "]";
+}
+
+// Forward-mode AD level, exited on every path: a level left open would leak tangents into the
+// next product.
+class DualLevel {
+ public:
+  DualLevel() : level_(torch::autograd::forward_ad::enter_dual_level()) {}
+  ~DualLevel() { torch::autograd::forward_ad::exit_dual_level(level_); }
+  DualLevel(const DualLevel&) = delete;
+  DualLevel& operator=(const DualLevel&) = delete;
+  uint64_t level() const { return level_; }
+
+ private:
+  uint64_t level_;
+};
+
+at::Tensor dot_parts(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b) {
+  at::Tensor s;
+  for (size_t k = 0; k < a.size(); ++k) {
+    if (!a[k].defined()) continue;
+    at::Tensor t = (a[k] * b[k]).sum();
+    s = s.defined() ? s + t : t;
+  }
+  return s;
+}
+
+template <typename E>
+E parse_enum(const std::string& s, const std::string& field,
+             const std::vector<std::pair<std::string, E>>& names) {
+  std::string known;
+  for (const auto& kv : names) {
+    if (kv.first == s) return kv.second;
+    known += (known.empty() ? "" : " | ") + kv.first;
+  }
+  fail("{}: expected {}, got '{}'", field, known, s);
+}
+
+const std::vector<std::pair<std::string, LossKind>> kLoss = {
+    {"mse", LossKind::Mse}, {"cross_entropy", LossKind::CrossEntropy}};
+const std::vector<std::pair<std::string, MatrixKind>> kMatrix = {{"G", MatrixKind::G},
+                                                                 {"sigma", MatrixKind::Sigma},
+                                                                 {"sigma0", MatrixKind::Sigma0},
+                                                                 {"hessian", MatrixKind::Hessian}};
+const std::vector<std::pair<std::string, Estimator>> kEstimator = {
+    {"exact", Estimator::Exact}, {"per_sample", Estimator::PerSample}};
+const std::vector<std::pair<std::string, JvpMethod>> kJvp = {
+    {"auto", JvpMethod::Auto}, {"forward", JvpMethod::ForwardAD}, {"rop", JvpMethod::ROp}};
+
+template <typename E>
+std::string name_of(E e, const std::vector<std::pair<std::string, E>>& names) {
+  for (const auto& kv : names)
+    if (kv.second == e) return kv.first;
+  return "?";
+}
+
+}  // namespace
+
+std::string to_string(LossKind k) {
+  return name_of(k, kLoss);
+}
+std::string to_string(MatrixKind k) {
+  return name_of(k, kMatrix);
+}
+std::string to_string(Estimator k) {
+  return name_of(k, kEstimator);
+}
+std::string to_string(JvpMethod k) {
+  return name_of(k, kJvp);
+}
+LossKind parse_loss_kind(const std::string& s, const std::string& f) {
+  return parse_enum(s, f, kLoss);
+}
+MatrixKind parse_matrix_kind(const std::string& s, const std::string& f) {
+  return parse_enum(s, f, kMatrix);
+}
+Estimator parse_estimator(const std::string& s, const std::string& f) {
+  return parse_enum(s, f, kEstimator);
+}
+JvpMethod parse_jvp_method(const std::string& s, const std::string& f) {
+  return parse_enum(s, f, kJvp);
+}
+
+CurvatureOperator::CurvatureOperator(Net model, const at::Tensor& x, const at::Tensor& targets,
+                                     const CurvatureOptions& options)
+    : model_(std::move(model)), opt_(options), jvp_(options.jvp) {
+  if (!model_) fail("curvature: no model given");
+  if (!x.defined() || x.dim() < 1 || x.size(0) < 1)
+    fail("curvature: expected a batch of at least one input sample, got shape {}", shape_text(x));
+  if (!targets.defined() || targets.dim() != 2 || targets.size(0) != x.size(0) ||
+      !targets.is_floating_point())
+    fail("curvature: expected floating targets of shape ({}, C), got {}", x.size(0),
+         shape_text(targets));
+  if (opt_.batch_size < 1) fail("curvature: batch size must be >= 1, got {}", opt_.batch_size);
+  if (opt_.dtype != at::kFloat && opt_.dtype != at::kDouble)
+    fail("curvature: dtype must be float32 or float64");
+  n_ = x.size(0);
+  c_ = targets.size(1);
+
+  model_->to(opt_.device, opt_.dtype);
+  model_->eval();
+  layout_ = ParameterLayout::of(*model_);
+  if (layout_.size == 0) fail("curvature: the model has no trainable parameters");
+  x_ = x.to(opt_.device, opt_.dtype).contiguous();
+  y_ = targets.to(opt_.device, opt_.dtype).contiguous();
+
+  {
+    c10::NoGradGuard no_grad;
+    std::vector<at::Tensor> outs;
+    for (int64_t s = 0; s < n_; s += opt_.batch_size)
+      outs.push_back(forward(s, std::min(opt_.batch_size, n_ - s)).detach());
+    out_ = at::cat(outs);
+    at::Tensor per_sample;
+    if (opt_.loss == LossKind::CrossEntropy) {
+      const at::Tensor logp = at::log_softmax(out_, 1);
+      prob_ = logp.exp();
+      resid_ = prob_ - y_;
+      per_sample = -(y_ * logp).sum(1);
+    } else {
+      resid_ = out_ - y_;
+      per_sample = 0.5 * resid_.pow(2).sum(1);
+    }
+    loss_ = per_sample.to(at::kDouble).sum().item<double>() / static_cast<double>(n_);
+  }
+  if (opt_.estimator == Estimator::PerSample && opt_.matrix != MatrixKind::Hessian) build_rows();
+  if (opt_.probe)
+    check_operator(*this,
+                   fmt::format("curvature operator {} ({}, {})", to_string(opt_.matrix),
+                               to_string(opt_.estimator), to_string(opt_.loss)),
+                   opt_.probe_seed);
+}
+
+at::TensorOptions CurvatureOperator::options() const {
+  return at::TensorOptions().dtype(opt_.dtype).device(opt_.device);
+}
+
+const at::Tensor& CurvatureOperator::rows() const {
+  if (!rows_.defined())
+    fail("curvature: operator {} ({}) has no per-sample rows", to_string(opt_.matrix),
+         to_string(opt_.estimator));
+  return rows_;
+}
+
+at::Tensor CurvatureOperator::forward(int64_t start, int64_t count) {
+  at::Tensor f = model_->forward(x_.narrow(0, start, count));
+  if (f.dim() != 2 || f.size(0) != count || f.size(1) != c_)
+    fail("curvature: the model maps {} samples to shape {}, but the targets need ({}, {})", count,
+         shape_text(f), count, c_);
+  return f;
+}
+
+at::Tensor CurvatureOperator::batch_loss_sum(const at::Tensor& f, int64_t start,
+                                             int64_t count) const {
+  const at::Tensor y = y_.narrow(0, start, count);
+  if (opt_.loss == LossKind::CrossEntropy) return -(y * at::log_softmax(f, 1)).sum();
+  return 0.5 * (f - y).pow(2).sum();
+}
+
+int64_t CurvatureOperator::factor_rows() const {
+  return opt_.matrix == MatrixKind::G ? c_ : 1;
+}
+
+at::Tensor CurvatureOperator::factor(int64_t i) const {
+  if (opt_.matrix != MatrixKind::G) return resid_[i].unsqueeze(0);
+  if (opt_.loss == LossKind::Mse) return at::eye(c_, options());
+  // diag(p) - p p^T = A^T A with A = diag(sqrt p) (I - 1 p^T), because sum(p) = 1.
+  const at::Tensor p = prob_[i];
+  const at::Tensor s = p.sqrt();
+  return at::diag(s) - at::outer(s, p);
+}
+
+at::Tensor CurvatureOperator::weight(const at::Tensor& jv, int64_t start, int64_t count) const {
+  if (opt_.matrix == MatrixKind::G) {
+    if (opt_.loss == LossKind::Mse) return jv;
+    const at::Tensor p = prob_.narrow(0, start, count);
+    const at::Tensor pj = p * jv;
+    return pj - p * pj.sum(1, true);
+  }
+  const at::Tensor r = resid_.narrow(0, start, count);
+  return r * (r * jv).sum(1, true);
+}
+
+void CurvatureOperator::build_rows() {
+  const int64_t m = factor_rows();
+  const int64_t count = n_ * m;
+  const double bytes = static_cast<double>(count) * static_cast<double>(layout_.size) *
+                       static_cast<double>(c10::elementSize(opt_.dtype));
+  if (bytes > static_cast<double>(opt_.max_row_bytes))
+    fail(
+        "curvature: per-sample rows for {} need {:.2f} GiB ({} rows x p = {}), over the limit of "
+        "{:.2f} GiB; use fewer samples or the exact estimator",
+        to_string(opt_.matrix), bytes / (1 << 30), count, layout_.size,
+        static_cast<double>(opt_.max_row_bytes) / (1 << 30));
+  rows_ = at::zeros({count, layout_.size}, options());
+  c10::AutoGradMode grad_on(true);
+  // One forward per sample and one backward per factor row. A backward with a one-hot cotangent
+  // through a whole-batch graph would cost the whole batch each time, and LibTorch's C++ API has
+  // no vmap for per-sample gradients, so single-sample passes are the cheapest generic form.
+  for (int64_t i = 0; i < n_; ++i) {
+    const at::Tensor f = forward(i, 1);
+    const at::Tensor mi = factor(i);
+    for (int64_t r = 0; r < m; ++r) {
+      const auto g = grad({f}, layout_.tensors, {mi[r].unsqueeze(0)},
+                          /*retain_graph=*/r + 1 < m, /*create_graph=*/false,
+                          /*allow_unused=*/true);
+      at::Tensor row = rows_[i * m + r];
+      layout_.add_into(row, g);
+    }
+  }
+  // Sigma0 over b samples is (1/b) sum (g_i - mean g)(g_i - mean g)^T: centred rows.
+  if (opt_.matrix == MatrixKind::Sigma0) rows_ -= rows_.mean(0, true);
+}
+
+at::Tensor CurvatureOperator::batch_jv_forward_ad(int64_t start, int64_t count,
+                                                  const std::vector<at::Tensor>& vparts,
+                                                  at::Tensor* f) {
+  DualLevel level;
+  // The parameters themselves carry the tangent v for this level; exiting the level clears it.
+  for (size_t k = 0; k < layout_.tensors.size(); ++k)
+    layout_.tensors[k]._set_fw_grad(vparts[k], level.level(), /*is_inplace_op=*/false);
+  at::Tensor out = forward(start, count);
+  const at::Tensor& t = out._fw_grad(level.level());
+  at::Tensor jv = t.defined() ? t.detach().clone() : at::zeros_like(out.detach());
+  if (f) *f = out;
+  return jv;
+}
+
+at::Tensor CurvatureOperator::batch_jv_rop(int64_t start, int64_t count,
+                                           const std::vector<at::Tensor>& vparts, at::Tensor* f) {
+  at::Tensor out = forward(start, count);
+  // J v = d/du (v . J^T u): the vector-Jacobian product is linear in the dummy cotangent u.
+  const at::Tensor u = at::zeros_like(out.detach()).requires_grad_(true);
+  const auto g = grad({out}, layout_.tensors, {u}, /*retain_graph=*/true, /*create_graph=*/true,
+                      /*allow_unused=*/true);
+  const at::Tensor s = dot_parts(g, vparts);
+  at::Tensor jv;
+  if (s.defined() && s.requires_grad())
+    jv =
+        grad({s}, {u}, {}, /*retain_graph=*/true, /*create_graph=*/false, /*allow_unused=*/true)[0];
+  if (!jv.defined()) jv = at::zeros_like(out.detach());
+  if (f) *f = out;
+  return jv;
+}
+
+at::Tensor CurvatureOperator::batch_jv(int64_t start, int64_t count,
+                                       const std::vector<at::Tensor>& vparts, JvpMethod method,
+                                       at::Tensor* f) {
+  if (method == JvpMethod::ROp) return batch_jv_rop(start, count, vparts, f);
+  if (method == JvpMethod::ForwardAD) return batch_jv_forward_ad(start, count, vparts, f);
+  // Auto: some layers lack forward-mode formulas in some LibTorch versions; the R-op needs only
+  // double backward, so fall back to it for good after the first failure.
+  try {
+    at::Tensor jv = batch_jv_forward_ad(start, count, vparts, f);
+    if (jvp_ == JvpMethod::Auto) jvp_ = JvpMethod::ForwardAD;
+    return jv;
+  } catch (const c10::Error&) {
+    jvp_ = JvpMethod::ROp;
+    return batch_jv_rop(start, count, vparts, f);
+  }
+}
+
+at::Tensor CurvatureOperator::jacobian_vector(const at::Tensor& v, JvpMethod method) {
+  if (v.dim() != 1 || v.size(0) != dim())
+    fail("curvature: expected a flat vector of {} entries, got shape {}", dim(), shape_text(v));
+  c10::AutoGradMode grad_on(true);
+  const at::Tensor vv = v.to(opt_.device, opt_.dtype).contiguous();
+  const auto parts = layout_.split(vv);
+  if (method == JvpMethod::Auto) method = jvp_;
+  std::vector<at::Tensor> out;
+  for (int64_t s = 0; s < n_; s += opt_.batch_size)
+    out.push_back(batch_jv(s, std::min(opt_.batch_size, n_ - s), parts, method, nullptr));
+  return at::cat(out);
+}
+
+at::Tensor CurvatureOperator::apply_gauss_newton(const at::Tensor& v) {
+  const auto parts = layout_.split(v);
+  at::Tensor out = at::zeros({layout_.size}, options());
+  for (int64_t s = 0; s < n_; s += opt_.batch_size) {
+    const int64_t m = std::min(opt_.batch_size, n_ - s);
+    at::Tensor f;
+    const at::Tensor jv = batch_jv(s, m, parts, jvp_, &f);
+    // Sum over the batch divided by n (not by the batch size): batches of any length add up to
+    // the exact average.
+    const at::Tensor w = weight(jv, s, m) / static_cast<double>(n_);
+    const auto g = grad({f}, layout_.tensors, {w}, /*retain_graph=*/false,
+                        /*create_graph=*/false, /*allow_unused=*/true);
+    layout_.add_into(out, g);
+  }
+  return out;
+}
+
+at::Tensor CurvatureOperator::apply_hessian(const at::Tensor& v) {
+  const auto parts = layout_.split(v);
+  at::Tensor out = at::zeros({layout_.size}, options());
+  for (int64_t s = 0; s < n_; s += opt_.batch_size) {
+    const int64_t m = std::min(opt_.batch_size, n_ - s);
+    const at::Tensor f = forward(s, m);
+    const at::Tensor l = batch_loss_sum(f, s, m) / static_cast<double>(n_);
+    const auto g = grad({l}, layout_.tensors, {}, /*retain_graph=*/true, /*create_graph=*/true,
+                        /*allow_unused=*/true);
+    const at::Tensor gv = dot_parts(g, parts);
+    if (!gv.defined() || !gv.requires_grad()) continue;  // loss linear in theta here
+    const auto hv = grad({gv}, layout_.tensors, {}, /*retain_graph=*/false,
+                         /*create_graph=*/false, /*allow_unused=*/true);
+    layout_.add_into(out, hv);
+  }
+  return out;
+}
+
+const at::Tensor& CurvatureOperator::gradient() {
+  if (grad_.defined()) return grad_;
+  c10::AutoGradMode grad_on(true);
+  at::Tensor out = at::zeros({layout_.size}, options());
+  for (int64_t s = 0; s < n_; s += opt_.batch_size) {
+    const int64_t m = std::min(opt_.batch_size, n_ - s);
+    const at::Tensor l = batch_loss_sum(forward(s, m), s, m) / static_cast<double>(n_);
+    layout_.add_into(out, grad({l}, layout_.tensors, {}, false, false, true));
+  }
+  grad_ = out;
+  return grad_;
+}
+
+at::Tensor CurvatureOperator::apply_impl(const at::Tensor& v) {
+  if (rows_.defined()) return at::mv(rows_.t(), at::mv(rows_, v)) / static_cast<double>(n_);
+  c10::AutoGradMode grad_on(true);
+  if (opt_.matrix == MatrixKind::Hessian) return apply_hessian(v);
+  at::Tensor out = apply_gauss_newton(v);
+  if (opt_.matrix == MatrixKind::Sigma0) {
+    const at::Tensor& g = gradient();
+    out -= g * at::dot(g, v);
+  }
+  return out;
+}
+
+std::vector<int64_t> random_subset(int64_t n, int64_t b, uint64_t seed) {
+  std::vector<int64_t> idx;
+  if (b >= n) {
+    for (int64_t i = 0; i < n; ++i) idx.push_back(i);
+    return idx;
+  }
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  const at::Tensor perm = at::randperm(n, gen, at::TensorOptions().dtype(at::kLong));
+  const int64_t* p = perm.data_ptr<int64_t>();
+  idx.assign(p, p + b);
+  std::sort(idx.begin(), idx.end());
+  return idx;
+}
+
+}  // namespace ng

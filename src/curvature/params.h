@@ -1,0 +1,39 @@
+// Flat parameter vectors. Every p-vector of this tool (eigenvectors, theta - theta*, Lanczos
+// vectors) orders the trainable parameters as Module::named_parameters() lists them (registration
+// order, depth first through submodules), each tensor flattened row-major. Parameters with
+// requires_grad = false are not part of theta and are left out.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/TensorOptions.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace torch {
+namespace nn {
+class Module;
+}
+}  // namespace torch
+
+namespace ng {
+
+struct ParameterLayout {
+  std::vector<std::string> names;
+  std::vector<at::Tensor> tensors;  // the module's own parameters (shared storage)
+  std::vector<int64_t> offsets;     // start of each tensor in the flat vector
+  int64_t size = 0;                 // p
+
+  static ParameterLayout of(const torch::nn::Module& m);
+  // Per-parameter views into the flat vector `v` (no copy), shaped like the parameters.
+  std::vector<at::Tensor> split(const at::Tensor& v) const;
+  // Concatenation of per-parameter tensors; undefined entries (unused parameters) give zeros.
+  at::Tensor flatten(const std::vector<at::Tensor>& parts, const at::TensorOptions& o) const;
+  // out += parts, flattened (undefined entries skipped).
+  void add_into(at::Tensor& out, const std::vector<at::Tensor>& parts) const;
+  // Current theta as one detached flat copy.
+  at::Tensor values() const;
+};
+
+}  // namespace ng

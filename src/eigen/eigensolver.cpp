@@ -1,0 +1,195 @@
+#include "src/eigen/eigensolver.h"
+
+#include <ATen/ATen.h>
+#include <Spectra/SymEigsSolver.h>
+
+#include <Eigen/Core>
+#include <Eigen/Eigenvalues>
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+
+#include "src/core/error.h"
+#include "src/curvature/curvature.h"
+#include "src/curvature/linear_operator.h"
+
+namespace ng {
+
+double Eigenpairs::max_residual() const {
+  double m = 0;
+  for (double r : residuals) m = std::max(m, r);
+  return m;
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Spectra works on host double arrays, the operator on device tensors of its own dtype: this is
+// the only place where vectors cross between the two, and it counts every product.
+class SpectraAdapter {
+ public:
+  using Scalar = double;
+  explicit SpectraAdapter(LinearOperator& op) : op_(&op), n_(op.dim()) {}
+  Eigen::Index rows() const { return n_; }
+  Eigen::Index cols() const { return n_; }
+  int64_t count() const { return count_; }
+
+  void perform_op(const double* x_in, double* y_out) const {
+    const at::Tensor x = at::from_blob(const_cast<double*>(x_in), {n_}, at::kDouble);
+    const at::TensorOptions o = op_->options();
+    // .to() may alias x_in when the operator is a host double one; apply() only reads it.
+    const at::Tensor y = op_->apply(x.to(o.device(), o.dtype().toScalarType()));
+    const at::Tensor host = y.to(at::kCPU, at::kDouble).contiguous();
+    std::memcpy(y_out, host.data_ptr<double>(), sizeof(double) * static_cast<size_t>(n_));
+    ++count_;
+  }
+
+ private:
+  LinearOperator* op_;
+  int64_t n_;
+  mutable int64_t count_ = 0;
+};
+
+// |A u - lambda u| / |lambda| per row of `vectors`, one product each.
+std::vector<double> residuals_of(const SpectraAdapter& a, const std::vector<double>& values,
+                                 const at::Tensor& vectors) {
+  std::vector<double> res;
+  const int64_t p = vectors.size(1);
+  Eigen::VectorXd au(p);
+  for (size_t j = 0; j < values.size(); ++j) {
+    const at::Tensor u = vectors[static_cast<int64_t>(j)].contiguous();
+    const double* up = u.data_ptr<double>();
+    a.perform_op(up, au.data());
+    const Eigen::Map<const Eigen::VectorXd> um(up, p);
+    const double r = (au - values[j] * um).norm();
+    res.push_back(values[j] != 0 ? r / std::fabs(values[j]) : r);
+  }
+  return res;
+}
+
+}  // namespace
+
+Eigenpairs lanczos_top_k(LinearOperator& op, const EigenOptions& opt) {
+  const auto t0 = Clock::now();
+  const int64_t p = op.dim();
+  if (opt.k < 1 || opt.k >= p)
+    fail("eigen: k must satisfy 1 <= k < p = {} for Lanczos, got k = {}", p, opt.k);
+  int64_t ncv = opt.ncv > 0 ? opt.ncv : std::max(2 * opt.k + 1, opt.k + 20);
+  ncv = std::min(ncv, p);
+  if (ncv <= opt.k)
+    fail("eigen: ncv must satisfy k < ncv <= p = {}, got ncv = {} for k = {}", p, ncv, opt.k);
+  if (opt.maxit < 1) fail("eigen: maxit must be >= 1, got {}", opt.maxit);
+  if (!(opt.tol > 0)) fail("eigen: tol must be positive, got {}", opt.tol);
+
+  SpectraAdapter adapter(op);
+  Spectra::SymEigsSolver<SpectraAdapter> eigs(adapter, opt.k, ncv);
+  const at::Tensor start = seeded_normal(p, opt.seed, at::TensorOptions().dtype(at::kDouble));
+  eigs.init(start.data_ptr<double>());
+  int64_t nconv = 0;
+  try {
+    nconv = eigs.compute(Spectra::SortRule::LargestAlge, opt.maxit, opt.tol,
+                         Spectra::SortRule::LargestAlge);
+  } catch (const std::invalid_argument& e) {
+    fail("eigen: Lanczos rejected its arguments: {}", e.what());
+  }
+  if (eigs.info() != Spectra::CompInfo::Successful || nconv < opt.k)
+    fail(
+        "Lanczos did not converge: {} of {} eigenpairs after {} iterations (ncv {}); raise "
+        "--maxit or --ncv",
+        nconv, opt.k, eigs.num_iterations(), ncv);
+
+  const Eigen::VectorXd vals = eigs.eigenvalues();
+  const Eigen::MatrixXd vecs = eigs.eigenvectors();  // p x k, column major = k rows of p
+  Eigenpairs r;
+  r.values.assign(vals.data(), vals.data() + vals.size());
+  r.vectors =
+      at::from_blob(const_cast<double*>(vecs.data()), {vecs.cols(), p}, at::kDouble).clone();
+  r.residuals = residuals_of(adapter, r.values, r.vectors);
+  r.matvecs = adapter.count();
+  r.iterations = eigs.num_iterations();
+  r.ncv = ncv;
+  r.solver = "lanczos";
+  r.seconds = seconds_since(t0);
+  return r;
+}
+
+Eigenpairs gram_top_k(CurvatureOperator& op, int64_t k) {
+  const auto t0 = Clock::now();
+  const at::Tensor& rows = op.rows();
+  const int64_t m = rows.size(0), p = rows.size(1);
+  const double b = static_cast<double>(op.num_samples());
+  if (k < 1 || k > m)
+    fail("eigen: the Gram solver has {} rows (b*C); k must be between 1 and {}, got {}", m, m, k);
+  // K = B B^T / b in float64, accumulated over column blocks so that the float64 copy of the rows
+  // never exceeds ~256 MiB on the device.
+  const int64_t block = std::max<int64_t>(1, (int64_t{32} << 20) / std::max<int64_t>(m, 1));
+  at::Tensor kd = at::zeros({m, m}, rows.options().dtype(at::kDouble));
+  for (int64_t s = 0; s < p; s += block) {
+    const at::Tensor bl = rows.narrow(1, s, std::min(block, p - s)).to(at::kDouble);
+    kd.addmm_(bl, bl.t());
+  }
+  kd = (kd / b).to(at::kCPU).contiguous();
+  const Eigen::Map<const Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> km(
+      kd.data_ptr<double>(), m, m);
+  const Eigen::MatrixXd kmat = km;
+  Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> es(kmat);
+  if (es.info() != Eigen::Success) fail("eigen: Gram matrix eigendecomposition failed");
+  // Ascending from Eigen; the top k, descending.
+  const Eigen::VectorXd& ev = es.eigenvalues();
+  const double top = std::max(std::fabs(ev(m - 1)), std::numeric_limits<double>::min());
+  // A Gram eigenvalue at rounding level of the rows has no eigenvector in their span to speak of.
+  const double eps = op.options().dtype().toScalarType() == at::kDouble
+                         ? std::numeric_limits<double>::epsilon()
+                         : static_cast<double>(std::numeric_limits<float>::epsilon());
+  Eigen::MatrixXd w(m, k);
+  Eigenpairs r;
+  for (int64_t j = 0; j < k; ++j) {
+    const double lam = ev(m - 1 - j);
+    if (!(lam > top * eps * static_cast<double>(m)))
+      fail(
+          "eigen: the {} per-sample rows have numerical rank {} < k = {}; lower k or use more "
+          "samples",
+          m, j, k);
+    r.values.push_back(lam);
+    w.col(j) = es.eigenvectors().col(m - 1 - j);
+  }
+  // u_j = B^T w_j / |B^T w_j| (= B^T w_j / sqrt(b lambda_j) in exact arithmetic), by column blocks.
+  const at::Tensor wt =
+      at::from_blob(w.data(), {k, m}, at::kDouble).to(rows.device()).contiguous();  // k x m
+  at::Tensor u = at::empty({k, p}, at::TensorOptions().dtype(at::kDouble));
+  for (int64_t s = 0; s < p; s += block) {
+    const int64_t len = std::min(block, p - s);
+    u.narrow(1, s, len).copy_(at::mm(wt, rows.narrow(1, s, len).to(at::kDouble)).to(at::kCPU));
+  }
+  u /= u.pow(2).sum(1, true).sqrt();
+  r.vectors = u;
+  SpectraAdapter adapter(op);
+  r.residuals = residuals_of(adapter, r.values, r.vectors);
+  r.matvecs = adapter.count();
+  r.solver = "gram";
+  r.seconds = seconds_since(t0);
+  return r;
+}
+
+std::string choose_solver(const CurvatureOperator& op, const EigenOptions& opt) {
+  if (op.has_rows() && op.rows().size(0) <= opt.gram_limit && opt.k <= op.rows().size(0))
+    return "gram";
+  return "lanczos";
+}
+
+Eigenpairs top_eigenpairs(CurvatureOperator& op, const EigenOptions& opt) {
+  std::string s = opt.solver == "auto" ? choose_solver(op, opt) : opt.solver;
+  if (s == "gram") return gram_top_k(op, opt.k);
+  if (s == "lanczos") return lanczos_top_k(op, opt);
+  fail("eigen.solver: expected auto | lanczos | gram, got '{}'", opt.solver);
+}
+
+}  // namespace ng

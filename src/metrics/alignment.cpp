@@ -1,0 +1,168 @@
+#include "src/metrics/alignment.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <limits>
+
+#include "src/core/error.h"
+#include "src/curvature/curvature.h"
+#include "src/eigen/eigensolver.h"
+
+namespace ng {
+
+namespace {
+
+// Squared Frobenius norm of A B^T in float64, by column blocks of the rows.
+double frob_sq_of_product(const at::Tensor& a, const at::Tensor& b) {
+  const int64_t p = a.size(1);
+  const int64_t block =
+      std::max<int64_t>(1, (int64_t{32} << 20) / std::max<int64_t>(a.size(0) + b.size(0), 1));
+  at::Tensor m = at::zeros({a.size(0), b.size(0)}, a.options().dtype(at::kDouble));
+  for (int64_t s = 0; s < p; s += block) {
+    const int64_t len = std::min(block, p - s);
+    m.addmm_(a.narrow(1, s, len).to(at::kDouble), b.narrow(1, s, len).to(at::kDouble).t());
+  }
+  return m.pow(2).sum().item<double>();
+}
+
+double frob_sq(const at::Tensor& a) {
+  return a.to(at::kDouble).pow(2).sum().item<double>();
+}
+
+struct Moments {
+  double mean = 0, se = 0;
+};
+
+Moments moments(const std::vector<double>& x) {
+  Moments m;
+  const double n = static_cast<double>(x.size());
+  if (x.empty()) return m;
+  for (double v : x) m.mean += v;
+  m.mean /= n;
+  if (x.size() > 1) {
+    double ss = 0;
+    for (double v : x) ss += (v - m.mean) * (v - m.mean);
+    m.se = std::sqrt(ss / (n - 1) / n);
+  }
+  return m;
+}
+
+Estimate estimate(const std::vector<double>& x) {
+  const Moments m = moments(x);
+  return {m.mean, m.se, static_cast<int64_t>(x.size())};
+}
+
+// a_mean / b_mean with its delta-method standard error from paired samples.
+Estimate ratio(const std::vector<double>& a, const std::vector<double>& b) {
+  const Moments ma = moments(a), mb = moments(b);
+  Estimate r;
+  r.probes = static_cast<int64_t>(a.size());
+  r.value = ma.mean / mb.mean;
+  std::vector<double> lin(a.size());
+  for (size_t j = 0; j < a.size(); ++j) lin[j] = a[j] - r.value * b[j];
+  r.se = moments(lin).se / std::fabs(mb.mean);
+  return r;
+}
+
+Estimate scaled(Estimate e, double s) {
+  e.value *= s;
+  e.se *= std::fabs(s);
+  return e;
+}
+
+}  // namespace
+
+std::vector<double> quadratic_forms(LinearOperator& a, const at::Tensor& vectors) {
+  std::vector<double> out;
+  const at::TensorOptions o = a.options();
+  for (int64_t j = 0; j < vectors.size(0); ++j) {
+    const at::Tensor u = vectors[j].to(o.device(), o.dtype().toScalarType());
+    out.push_back(at::dot(u, a.apply(u)).item<double>());
+  }
+  return out;
+}
+
+TraceStats trace_stats(CurvatureOperator& a, int64_t probes, uint64_t seed) {
+  TraceStats t;
+  if (a.has_rows()) {
+    const double b = static_cast<double>(a.num_samples());
+    t.trace = {frob_sq(a.rows()) / b, 0, 0};
+    t.trace_sq = {frob_sq_of_product(a.rows(), a.rows()) / (b * b), 0, 0};
+    return t;
+  }
+  if (probes < 2) fail("metrics: Hutchinson needs at least 2 probes, got {}", probes);
+  std::vector<double> tr, tr2;
+  for (int64_t j = 0; j < probes; ++j) {
+    const at::Tensor z = seeded_rademacher(a.dim(), seed + static_cast<uint64_t>(j), a.options());
+    const at::Tensor az = a.apply(z);
+    tr.push_back(at::dot(z, az).item<double>());
+    tr2.push_back(at::dot(az, az).item<double>());
+  }
+  t.trace = estimate(tr);
+  t.trace_sq = estimate(tr2);
+  return t;
+}
+
+Alignment compute_alignment(CurvatureOperator& g, CurvatureOperator& sigma, const Eigenpairs& eig,
+                            const AlignmentOptions& opt) {
+  if (g.settings().matrix != MatrixKind::G)
+    fail("metrics: the first operator must be G, got {}", to_string(g.settings().matrix));
+  if (g.dim() != sigma.dim() || g.num_samples() != sigma.num_samples() ||
+      std::fabs(g.loss() - sigma.loss()) > 1e-6 * std::max(1.0, std::fabs(g.loss())))
+    fail(
+        "metrics: G and Sigma must be built on the same model and samples (p {} vs {}, n {} vs "
+        "{}, L {} vs {})",
+        g.dim(), sigma.dim(), g.num_samples(), sigma.num_samples(), g.loss(), sigma.loss());
+  if (eig.values.empty() || !eig.vectors.defined() || eig.vectors.size(1) != g.dim())
+    fail("metrics: need eigenpairs of G with p = {} entries", g.dim());
+
+  Alignment r;
+  r.loss = g.loss();
+  const double two_l = 2 * r.loss;
+  r.lambda = eig.values;
+  const std::vector<double> quad = quadratic_forms(sigma, eig.vectors);
+  for (size_t j = 0; j < quad.size(); ++j) {
+    const double a = two_l > 0 ? quad[j] / two_l : std::numeric_limits<double>::quiet_NaN();
+    r.alpha.push_back(a);
+    r.g.push_back(a / r.lambda[j]);
+  }
+  const double lam1 = r.lambda.front();
+
+  if (g.has_rows() && sigma.has_rows()) {
+    r.method = "gram";
+    const double b = static_cast<double>(g.num_samples());
+    // tr(Sigma G) = (1/b^2) tr(B_S^T B_S B_G^T B_G) = |B_G B_S^T|_F^2 / b^2.
+    r.trace_sigma_g = {frob_sq_of_product(g.rows(), sigma.rows()) / (b * b), 0, 0};
+    r.frob_g_sq = {frob_sq_of_product(g.rows(), g.rows()) / (b * b), 0, 0};
+    r.trace_g = {frob_sq(g.rows()) / b, 0, 0};
+  } else {
+    r.method = "hutchinson";
+    if (opt.probes < 2) fail("metrics: Hutchinson needs at least 2 probes, got {}", opt.probes);
+    std::vector<double> a, bq, t;
+    for (int64_t j = 0; j < opt.probes; ++j) {
+      const at::Tensor z =
+          seeded_rademacher(g.dim(), opt.seed + static_cast<uint64_t>(j), g.options());
+      const at::Tensor gz = g.apply(z);
+      const at::Tensor sgz = sigma.apply(gz);
+      a.push_back(at::dot(z, sgz).item<double>());
+      bq.push_back(at::dot(gz, gz).item<double>());
+      t.push_back(at::dot(z, gz).item<double>());
+    }
+    r.trace_sigma_g = estimate(a);
+    r.frob_g_sq = estimate(bq);
+    r.trace_g = estimate(t);
+    if (two_l > 0) r.mu = scaled(ratio(a, bq), 1 / two_l);
+  }
+  if (r.method == "gram" && two_l > 0)
+    r.mu = {r.trace_sigma_g.value / (two_l * r.frob_g_sq.value), 0, 0};
+  if (!(two_l > 0)) r.mu = {1.0, 0, r.trace_sigma_g.probes};  // 0/0 := 1 (Sec. 3)
+  const double f2 = r.frob_g_sq.value;
+  r.frob_g = {std::sqrt(std::max(f2, 0.0)), f2 > 0 ? r.frob_g_sq.se / (2 * std::sqrt(f2)) : 0,
+              r.frob_g_sq.probes};
+  r.srk_g = scaled(r.trace_g, 1 / lam1);
+  r.srk_g2 = scaled(r.frob_g_sq, 1 / (lam1 * lam1));
+  return r;
+}
+
+}  // namespace ng
