@@ -50,13 +50,6 @@ struct Eval {
   double accuracy = -1;  // -1: regression, no accuracy
 };
 
-at::Tensor batch_loss(const at::Tensor& out, const at::Tensor& target, const at::Tensor& label,
-                      bool cross_entropy) {
-  if (cross_entropy) return at::cross_entropy_loss(out, label);
-  // The paper's square loss: 1/2 |f - y|^2 summed over outputs, averaged over samples.
-  return (out - target).pow(2).sum(1).mean() * 0.5;
-}
-
 Eval evaluate(NetImpl& model, const at::Tensor& x, const at::Tensor& y, const at::Tensor& labels,
               bool cross_entropy, int64_t batch) {
   at::NoGradGuard no_grad;
@@ -121,7 +114,56 @@ void load_parameters(NetImpl& model, const c10::Dict<c10::IValue, c10::IValue>& 
          saved.size(), matched);
 }
 
+// samples.csv: which records of the data files the run trained on, so anyone can rebuild the set.
+std::string samples_csv(const Dataset& data) {
+  std::string out = "position,index,label,class\n";
+  const at::Tensor labels = data.labels.defined() ? data.labels.cpu() : at::Tensor();
+  for (int64_t k = 0; k < data.size(); ++k)
+    out += fmt::format("{},{},{},{}\n", k, data.indices.empty() ? k : data.indices[k],
+                       data.original_labels.empty() ? -1 : data.original_labels[k],
+                       labels.defined() ? labels[k].item<int64_t>() : -1);
+  return out;
+}
+
 }  // namespace
+
+at::Tensor batch_loss(const at::Tensor& out, const at::Tensor& target, const at::Tensor& label,
+                      bool cross_entropy) {
+  if (cross_entropy) return at::cross_entropy_loss(out, label);
+  return (out - target).pow(2).sum(1).mean() * 0.5;
+}
+
+LoadedRun load_run(const std::string& run_dir, const std::string& data_dir_flag,
+                   const std::string& params_file) {
+  const fs::path root(run_dir);
+  const std::string cfg_path = (root / "config.yaml").string();
+  if (!fs::exists(cfg_path)) fail("{}: not a run directory (no config.yaml)", run_dir);
+  LoadedRun r{run_dir, Config::load(cfg_path), {}, nullptr, "cpu", at::kFloat};
+  r.data = load_training_data(r.cfg, data_dir_flag);
+  // The samples must be the ones the run trained on, or every number computed here is off.
+  const std::string samples_path = (root / "samples.csv").string();
+  if (fs::exists(samples_path)) {
+    if (read_file(samples_path) != samples_csv(r.data))
+      fail("{}: the training samples rebuilt from the data directory differ from the run's (another "
+           "copy of CIFAR-10?)",
+           samples_path);
+  }
+  r.device = resolve_device(r.cfg.s("device"), cfg_path);
+  r.dtype = r.cfg.s("dtype") == "float64" ? at::kDouble : at::kFloat;
+  const int64_t input_dim = r.data.x.dim() == 2 ? r.data.x.size(1) : 0;
+  at::manual_seed(static_cast<uint64_t>(r.cfg.i("seed")));
+  r.model = make_model(model_spec_from_config(r.cfg, r.data.num_classes, input_dim));
+  const std::string pfile = (root / params_file).string();
+  if (!fs::exists(pfile)) fail("{}: missing (did the training finish?)", pfile);
+  const c10::IValue saved = load_ivalue(pfile);
+  if (!saved.isGenericDict()) fail("{}: expected a dict of named tensors", pfile);
+  auto dict = saved.toGenericDict();
+  if (dict.contains("model") && dict.contains("step")) dict = dict.at("model").toGenericDict();
+  load_parameters(*r.model, dict, pfile);
+  r.model->to(at::Device(r.device == "cuda" ? at::kCUDA : at::kCPU), r.dtype);
+  r.model->eval();
+  return r;
+}
 
 std::vector<int64_t> epoch_permutation(int64_t n, uint64_t seed, int64_t epoch) {
   std::vector<int64_t> p(n);
@@ -204,12 +246,7 @@ TrainResult train(const TrainOptions& opt) {
 
   if (!opt.resume) {
     write_file_atomic(run.path("config.yaml"), cfg.to_yaml());
-    std::string samples = "position,index,label,class\n";
-    for (int64_t k = 0; k < n; ++k)
-      samples += fmt::format("{},{},{},{}\n", k, data.indices.empty() ? k : data.indices[k],
-                             data.original_labels.empty() ? -1 : data.original_labels[k],
-                             data.labels.defined() ? data.labels[k].item<int64_t>() : -1);
-    write_file_atomic(run.path("samples.csv"), samples);
+    write_file_atomic(run.path("samples.csv"), samples_csv(data));
   }
 
   const bool ce = cfg.s("train.loss") == "cross_entropy";

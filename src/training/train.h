@@ -1,9 +1,17 @@
 // Constant-learning-rate SGD to a sharp minimum (Appendix A of the paper), into a run directory.
 #pragma once
 
+#include <ATen/core/Tensor.h>
+
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
+
+#include "data/dataset.h"
+#include "models/model.h"
+#include "src/core/config.h"
 
 namespace ng {
 
@@ -29,10 +37,36 @@ struct TrainResult {
 // run returns normally with that status (the caller turns it into a non-zero exit).
 TrainResult train(const TrainOptions& opt);
 
+// A finished (or checkpointed) run rebuilt for analysis: its resolved config, the exact training
+// samples it used, and the model with the saved parameters, on the run's device and dtype.
+struct LoadedRun {
+  std::string dir;
+  Config cfg;
+  Dataset data;
+  Net model;
+  std::string device;  // "cpu" | "cuda"
+  at::ScalarType dtype = at::kFloat;
+};
+// `params_file` is relative to the run directory (theta.pt, or checkpoint.pt for an unfinished run).
+// Errors name the file: a missing run, a config that no longer parses, a parameter file that does
+// not fit the model, training samples that differ from the run's samples.csv.
+LoadedRun load_run(const std::string& run_dir, const std::string& data_dir_flag,
+                   const std::string& params_file = "theta.pt");
+
+// The paper's loss on a batch: 1/2 |f - y|^2 summed over outputs and averaged over samples, or
+// cross entropy with `label`.
+at::Tensor batch_loss(const at::Tensor& out, const at::Tensor& target, const at::Tensor& label,
+                      bool cross_entropy);
+
 // "auto" resolves to CUDA when a GPU is usable, else CPU; "cuda" without a GPU is an error.
 std::string resolve_device(const std::string& requested, const std::string& origin);
 
 // Shuffled order of `n` samples for one epoch, identical on every platform for (seed, epoch).
 std::vector<int64_t> epoch_permutation(int64_t n, uint64_t seed, int64_t epoch);
+
+// Mean loss of a batch of outputs (N, C): cross entropy on `label`, or the paper's square loss
+// 1/2 |f - y|^2 summed over outputs. The training loop and the escape experiments share it.
+at::Tensor batch_loss(const at::Tensor& out, const at::Tensor& target, const at::Tensor& label,
+                      bool cross_entropy);
 
 }  // namespace ng
