@@ -18,6 +18,7 @@
 #include "models/model.h"
 #include "src/core/config.h"
 #include "src/core/error.h"
+#include <fmt/ranges.h>
 #include "src/io/files.h"
 #include "src/io/rundir.h"
 
