@@ -11,7 +11,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 cuda=0
 [ "${1:-}" = "--cuda" ] && cuda=1
 
-pkgs=(cmake ninja-build g++ git pkg-config libtorch-dev libspectra-dev libyaml-cpp-dev libfmt-dev
+pkgs=(cmake ninja-build g++ git pkg-config ccache libtorch-dev libspectra-dev libyaml-cpp-dev libfmt-dev
       libgtest-dev libgmock-dev libeigen3-dev libopenblas-dev python3-torch python3-matplotlib
       python3-numpy python3-venv)
 missing=()
@@ -28,6 +28,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 jobs=${NOISEGEOM_JOBS:-$(nproc)}
+# Paths relative to the checkout let the compiler cache serve fresh clones (CI) too.
+export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$root}
 if [ "$cuda" -eq 0 ]; then
   build=${NOISEGEOM_BUILD_DIR:-build}
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null

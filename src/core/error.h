@@ -18,7 +18,11 @@ template <typename... Args>
   throw Error(fmt::format(f, std::forward<Args>(args)...));
 }
 
-// Version string shown by `noisegeom --version` and written to every manifest.
+// Version string shown by `noisegeom --version`, and its parts for manifests. They live in one
+// translation unit so that a new commit does not recompile (or miss the compiler cache for) the rest.
 std::string version_string();
+const char* version();
+const char* git_commit();
+bool cuda_build();
 
 }  // namespace ng

@@ -182,7 +182,7 @@ std::string resolve_device(const std::string& requested, const std::string& orig
   const bool gpu = torch::cuda::is_available();
   if (requested == "cuda" && !gpu)
     fail("{}: device: cuda requested but no CUDA device is usable ({}); use device: auto or cpu",
-         origin, NOISEGEOM_CUDA_BUILD ? "no GPU found" : "this is a CPU build");
+         origin, cuda_build() ? "no GPU found" : "this is a CPU build");
   if (requested == "auto") return gpu ? "cuda" : "cpu";
   return requested;
 }
@@ -270,8 +270,8 @@ TrainResult train(const TrainOptions& opt) {
                       const std::string& message) {
     Json j;
     j.str("tool", "noisegeom")
-        .str("version", NOISEGEOM_VERSION)
-        .str("git_commit", NOISEGEOM_GIT_COMMIT)
+        .str("version", version())
+        .str("git_commit", git_commit())
         .str("updated", iso_time_now())
         .str("name", name)
         .str("config_file", cfg.origin())
@@ -280,7 +280,7 @@ TrainResult train(const TrainOptions& opt) {
         .str("dtype", cfg.s("dtype"))
         .integer("threads", at::get_num_threads())
         .str("libtorch_version", TORCH_VERSION)
-        .boolean("cuda_build", NOISEGEOM_CUDA_BUILD)
+        .boolean("cuda_build", cuda_build())
         .str("model", model->describe())
         .integer("parameter_count", p)
         .str("data", data.description)

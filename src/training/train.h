@@ -3,8 +3,6 @@
 
 #include <ATen/core/Tensor.h>
 
-#include <ATen/core/Tensor.h>
-
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -63,10 +61,5 @@ std::string resolve_device(const std::string& requested, const std::string& orig
 
 // Shuffled order of `n` samples for one epoch, identical on every platform for (seed, epoch).
 std::vector<int64_t> epoch_permutation(int64_t n, uint64_t seed, int64_t epoch);
-
-// Mean loss of a batch of outputs (N, C): cross entropy on `label`, or the paper's square loss
-// 1/2 |f - y|^2 summed over outputs. The training loop and the escape experiments share it.
-at::Tensor batch_loss(const at::Tensor& out, const at::Tensor& target, const at::Tensor& label,
-                      bool cross_entropy);
 
 }  // namespace ng

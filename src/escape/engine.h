@@ -1,0 +1,71 @@
+// Internal to src/escape: the prepared state (data on the device, theta*, U, thresholds, model
+// replicas) that run_escape, the resumable sweep and the learning-rate search share, so a search
+// that probes many learning rates prepares once.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "src/curvature/params.h"
+#include "src/escape/escape.h"
+
+namespace ng::escape_detail {
+
+struct Replica {
+  Net model;
+  ParameterLayout layout;
+};
+
+class Engine {
+ public:
+  Engine(const ModelFactory& factory, const at::Tensor& theta_star, const at::Tensor& U,
+         const Dataset& data, const EscapeOptions& opt);
+
+  // Runs the given run indices on the worker pool; returns the finished runs in the order of
+  // `runs` (runs dropped by should_stop are missing). lr, runs, steps, stop_at_escape and the
+  // concurrency settings of `options()` may change between calls.
+  std::vector<RunResult> execute(const std::vector<int64_t>& runs, const EscapeHooks& hooks);
+
+  EscapeOptions& options() { return opt_; }
+  const EscapeOptions& options() const { return opt_; }
+  double loss_star() const { return loss_star_; }
+  double threshold() const { return threshold_; }
+  int64_t workers_used() const { return workers_used_; }
+  int64_t intra_used() const { return intra_used_; }
+
+  // Status, escape and final values of a run from its logged points (the one definition used for
+  // computed and for reloaded runs).
+  RunResult summarize(int64_t run, std::vector<TrajectoryPoint> points) const;
+  // Everything that determines a run's trajectory, as JSON (the sweep's escape.json).
+  std::string fingerprint() const;
+  // Column names of a run's CSV file and its rows.
+  std::string csv_header() const;
+  std::string to_csv(const RunResult& r) const;
+  // Parses a run file written by to_csv; throws ng::Error naming `path` when it is not one.
+  std::vector<TrajectoryPoint> parse_csv(const std::string& path, int64_t run) const;
+
+ private:
+  RunResult simulate(Replica& rep, int64_t run, const EscapeHooks& hooks, bool* cancelled) const;
+  TrajectoryPoint measure(Replica& rep, int64_t run, int64_t step) const;
+  double eval_loss(Replica& rep) const;
+  void load_theta(Replica& rep, const at::Tensor& theta) const;
+  void ensure_replicas(size_t count);
+
+  ModelFactory factory_;
+  EscapeOptions opt_;
+  int64_t n_ = 0, p_ = 0, K_ = 0;
+  at::Tensor x_, y_, labels_;      // all samples (SGD), device and dtype
+  at::Tensor ex_, ey_, el_;        // evaluation subset
+  at::Tensor gx_, gy_, gl_;        // GD subset
+  at::Tensor theta_star_;          // model dtype
+  at::Tensor theta_star64_, U64_;  // float64 on the device
+  double loss_star_ = 0, threshold_ = 0;
+  std::vector<Replica> replicas_;
+  int64_t workers_used_ = 0, intra_used_ = 0;
+  std::string data_checksum_, theta_checksum_, u_checksum_;
+};
+
+}  // namespace ng::escape_detail

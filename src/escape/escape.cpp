@@ -1,0 +1,666 @@
+#include "src/escape/escape.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <exception>
+#include <filesystem>
+#include <mutex>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "data/dataset.h"
+#include "src/core/error.h"
+#include "src/curvature/curvature.h"
+#include "src/escape/engine.h"
+#include "src/io/files.h"
+#include "src/training/train.h"
+
+namespace fs = std::filesystem;
+
+namespace ng {
+namespace {
+
+// splitmix64: turns structured (seed, run) pairs into unrelated generator seeds.
+uint64_t mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// SGD batches exactly as training draws them, with the permutation cached per epoch.
+class BatchSampler {
+ public:
+  BatchSampler(int64_t n, int64_t batch, uint64_t seed)
+      : n_(n), batch_(std::min(batch, n)), per_epoch_((n + batch_ - 1) / batch_), seed_(seed) {}
+  std::pair<const int64_t*, int64_t> at(int64_t step) {
+    const int64_t epoch = step / per_epoch_, pos = step % per_epoch_;
+    if (epoch != epoch_) {
+      perm_ = epoch_permutation(n_, seed_, epoch);
+      epoch_ = epoch;
+    }
+    const int64_t b0 = pos * batch_, b1 = std::min(n_, b0 + batch_);
+    return {perm_.data() + b0, b1 - b0};
+  }
+
+ private:
+  int64_t n_, batch_, per_epoch_;
+  uint64_t seed_;
+  int64_t epoch_ = -1;
+  std::vector<int64_t> perm_;
+};
+
+// Sequential float64 sums of the values (plain and position-weighted, so that a permutation shows
+// too): the same digits on every machine, for the sweep's record of its inputs.
+std::string checksum(const at::Tensor& t) {
+  if (!t.defined()) return "none";
+  const at::Tensor c = t.detach().to(at::kCPU, at::kDouble).contiguous().reshape(-1);
+  const double* v = c.data_ptr<double>();
+  double s = 0, w = 0;
+  for (int64_t i = 0; i < c.numel(); ++i) {
+    s += v[i];
+    w += v[i] * (1.0 + double(i % 997) / 997.0);
+  }
+  return fmt::format("{}:{}:{}", c.numel(), s, w);
+}
+
+void check_options(const EscapeOptions& o) {
+  if (o.runs < 1) fail("escape.runs: must be at least 1 (got {})", o.runs);
+  if (o.steps < 0) fail("escape.steps: must be >= 0 (got {})", o.steps);
+  if (!(o.lr > 0) || !std::isfinite(o.lr))
+    fail("escape.lr: must be a positive finite learning rate (got {})", o.lr);
+  if (o.batch < 1) fail("escape.batch: must be at least 1 (got {})", o.batch);
+  if (o.ks.empty()) fail("escape.ks: give at least one k (e.g. [1, 10])");
+  if (o.log_every < 1) fail("escape.log_every: must be at least 1 (got {})", o.log_every);
+  if (!(o.perturb >= 0) || !std::isfinite(o.perturb))
+    fail("escape.perturb: must be a finite standard deviation >= 0 (got {})", o.perturb);
+  if (o.eval_samples < 0) fail("escape.eval_samples: must be >= 0 (got {})", o.eval_samples);
+  if (o.eval_batch < 1) fail("escape.eval_batch: must be at least 1 (got {})", o.eval_batch);
+  if (o.gd_samples < 0) fail("escape.gd_samples: must be >= 0 (got {})", o.gd_samples);
+  if (!(o.escape_factor > 0) || !std::isfinite(o.escape_factor))
+    fail("escape.escape_factor: must be a positive number (got {})", o.escape_factor);
+  if (!(o.escape_loss >= 0) || !std::isfinite(o.escape_loss))
+    fail("escape.escape_loss: must be >= 0 (0: use escape_factor; got {})", o.escape_loss);
+  if (!(o.max_loss_factor > 1))
+    fail("escape.max_loss_factor: must be > 1 (got {})", o.max_loss_factor);
+  if (o.workers < 0) fail("escape.workers: must be >= 0 (0: automatic; got {})", o.workers);
+  if (o.intra_threads < 0)
+    fail("escape.threads: must be >= 0 (0: automatic; got {})", o.intra_threads);
+  if (o.dtype != at::kFloat && o.dtype != at::kDouble)
+    fail("escape.dtype: must be float32 or float64");
+}
+
+// Sets LibTorch's (process-wide) intra-op thread count for a scope.
+class IntraThreads {
+ public:
+  explicit IntraThreads(int n) : old_(at::get_num_threads()) {
+    if (n != old_) at::set_num_threads(n);
+  }
+  ~IntraThreads() {
+    if (at::get_num_threads() != old_) at::set_num_threads(old_);
+  }
+  IntraThreads(const IntraThreads&) = delete;
+  IntraThreads& operator=(const IntraThreads&) = delete;
+
+ private:
+  int old_;
+};
+
+}  // namespace
+
+std::string to_string(EscapeOptimizer o) {
+  return o == EscapeOptimizer::Sgd ? "sgd" : "gd";
+}
+
+EscapeOptimizer parse_escape_optimizer(const std::string& s, const std::string& field) {
+  if (s == "sgd") return EscapeOptimizer::Sgd;
+  if (s == "gd") return EscapeOptimizer::Gd;
+  fail("{}: unknown optimizer '{}' (expected sgd or gd)", field, s);
+}
+
+int64_t EscapeResult::escaped_count() const {
+  return std::count_if(runs.begin(), runs.end(), [](const RunResult& r) { return r.escaped; });
+}
+
+uint64_t escape_run_seed(uint64_t seed, int64_t run) {
+  return mix(mix(seed ^ 0x65736361706531ULL) + static_cast<uint64_t>(run));
+}
+
+at::Tensor escape_perturbation(int64_t p, double sigma, uint64_t seed, int64_t run) {
+  at::Tensor out = at::empty({p}, at::TensorOptions().dtype(at::kDouble));
+  double* v = out.data_ptr<double>();
+  // Own Box-Muller on mt19937_64: std::normal_distribution differs between standard libraries.
+  std::mt19937_64 rng(mix(escape_run_seed(seed, run) ^ 0x7065727475726221ULL));
+  const double two_pi = 6.283185307179586476925286766559;
+  for (int64_t i = 0; i < p; i += 2) {
+    const double u1 = (double((rng() >> 11) + 1)) * 0x1.0p-53;  // (0, 1]
+    const double u2 = double(rng() >> 11) * 0x1.0p-53;          // [0, 1)
+    const double rad = std::sqrt(-2.0 * std::log(u1));
+    v[i] = sigma * rad * std::cos(two_pi * u2);
+    if (i + 1 < p) v[i + 1] = sigma * rad * std::sin(two_pi * u2);
+  }
+  return out;
+}
+
+std::vector<int64_t> escape_batch(int64_t n, int64_t batch, uint64_t run_seed, int64_t step) {
+  BatchSampler s(n, batch, run_seed);
+  const auto [ptr, len] = s.at(step);
+  return std::vector<int64_t>(ptr, ptr + len);
+}
+
+std::vector<int64_t> escape_eval_subset(int64_t n, const EscapeOptions& o) {
+  return random_subset(n, o.eval_samples > 0 ? o.eval_samples : n, mix(o.seed ^ 0x6576616cULL));
+}
+
+std::vector<int64_t> escape_gd_subset(int64_t n, const EscapeOptions& o) {
+  return random_subset(n, o.gd_samples > 0 ? o.gd_samples : n, mix(o.seed ^ 0x6764ULL));
+}
+
+void escape_projections(const at::Tensor& delta, const at::Tensor& U,
+                        const std::vector<int64_t>& ks, double* distance, std::vector<double>* p,
+                        std::vector<double>* r) {
+  const double d2 = at::dot(delta, delta).item<double>();
+  const at::Tensor proj = at::mv(U.t(), delta).to(at::kCPU).contiguous();
+  const double* c = proj.data_ptr<double>();
+  const int64_t K = proj.numel();
+  std::vector<double> cum(K + 1, 0.0);  // cum[k] = sum_{i<k} c_i^2
+  for (int64_t i = 0; i < K; ++i) cum[i + 1] = cum[i] + c[i] * c[i];
+  *distance = std::sqrt(d2);
+  p->assign(ks.size(), 0.0);
+  r->assign(ks.size(), 0.0);
+  for (size_t j = 0; j < ks.size(); ++j) {
+    const int64_t k = ks[j];
+    const double pk = k == 1 ? c[0] : std::sqrt(cum[k]);
+    (*p)[j] = pk;
+    (*r)[j] = std::sqrt(std::max(d2 - pk * pk, 0.0));
+  }
+}
+
+namespace escape_detail {
+
+Engine::Engine(const ModelFactory& factory, const at::Tensor& theta_star, const at::Tensor& U,
+               const Dataset& data, const EscapeOptions& opt)
+    : factory_(factory), opt_(opt) {
+  check_options(opt_);
+  if (!factory_) fail("escape: no model factory given");
+  if (!data.x.defined() || data.size() == 0) fail("escape: the data set is empty");
+  if (!data.targets.defined() || data.targets.size(0) != data.size())
+    fail("escape: the data set has {} inputs but {} target rows", data.size(),
+         data.targets.defined() ? data.targets.size(0) : 0);
+  if (opt_.cross_entropy && !data.labels.defined())
+    fail("escape.loss: cross_entropy needs class labels (this data set has none)");
+  n_ = data.size();
+
+  ensure_replicas(1);
+  p_ = replicas_[0].layout.size;
+  if (!theta_star.defined() || theta_star.numel() != p_)
+    fail("escape: theta* has {} entries but the model has {} trainable parameters",
+         theta_star.defined() ? theta_star.numel() : 0, p_);
+  if (!U.defined() || U.dim() != 2)
+    fail("escape: U must be a p x K matrix of eigenvectors (p = {})", p_);
+  at::Tensor u = U;
+  if (U.size(0) != p_ && U.size(1) == p_) u = U.t();
+  if (u.size(0) != p_)
+    fail("escape: U is {}x{} but the model has p = {} parameters", U.size(0), U.size(1), p_);
+  K_ = u.size(1);
+  if (K_ < 1) fail("escape: U has no eigenvectors");
+  for (int64_t k : opt_.ks)
+    if (k < 1 || k > K_) fail("escape.ks: k = {} is outside 1..{} (the eigenvectors given)", k, K_);
+
+  const auto dev = opt_.device;
+  const auto f64 = at::TensorOptions().device(dev).dtype(at::kDouble);
+  U64_ = u.detach().to(f64).contiguous();
+  const double ortho = (at::mm(U64_.t(), U64_) - at::eye(K_, f64)).abs().max().item<double>();
+  // Eigenvectors from a float32 operator are orthonormal to ~1e-6; anything worse is a wrong input.
+  if (!(ortho < 1e-4))
+    fail("escape: the columns of U are not orthonormal (max |U^T U - I| = {:.2e})", ortho);
+  theta_star64_ = theta_star.detach().reshape(-1).to(f64).contiguous();
+  theta_star_ = theta_star64_.to(opt_.dtype);
+
+  x_ = data.x.to(dev, opt_.dtype);
+  y_ = data.targets.to(dev, opt_.dtype);
+  labels_ = data.labels.defined() ? data.labels.to(dev) : at::Tensor();
+  auto subset = [&](int64_t size, const std::vector<int64_t>& idx, at::Tensor* sx, at::Tensor* sy,
+                    at::Tensor* sl) {
+    if (size == 0 || size >= n_) {
+      *sx = x_, *sy = y_, *sl = labels_;
+      return;
+    }
+    const at::Tensor it = at::tensor(idx, at::TensorOptions().dtype(at::kLong)).to(dev);
+    *sx = x_.index_select(0, it);
+    *sy = y_.index_select(0, it);
+    *sl = labels_.defined() ? labels_.index_select(0, it) : at::Tensor();
+  };
+  subset(opt_.eval_samples, escape_eval_subset(n_, opt_), &ex_, &ey_, &el_);
+  if (opt_.optimizer == EscapeOptimizer::Gd)
+    subset(opt_.gd_samples, escape_gd_subset(n_, opt_), &gx_, &gy_, &gl_);
+
+  load_theta(replicas_[0], theta_star_);
+  loss_star_ = eval_loss(replicas_[0]);
+  if (!std::isfinite(loss_star_)) fail("escape: the loss at theta* is {} (not finite)", loss_star_);
+  threshold_ = opt_.escape_loss > 0 ? opt_.escape_loss : opt_.escape_factor * loss_star_;
+  if (!(threshold_ > 0))
+    fail(
+        "escape.escape_loss: L(theta*) = {} on the evaluation subset, so escape_factor gives no "
+        "threshold; set an absolute escape_loss",
+        loss_star_);
+
+  data_checksum_ = checksum(data.x) + "/" + checksum(data.targets);
+  theta_checksum_ = checksum(theta_star64_);
+  u_checksum_ = checksum(U64_);
+}
+
+void Engine::ensure_replicas(size_t count) {
+  while (replicas_.size() < count) {
+    Net m = factory_();
+    if (!m) fail("escape: the model factory returned no model");
+    m->to(opt_.device, opt_.dtype);
+    m->train();
+    Replica r{m, ParameterLayout::of(*m)};
+    if (!replicas_.empty() && r.layout.size != replicas_[0].layout.size)
+      fail("escape: the model factory built models of different sizes ({} and {})",
+           replicas_[0].layout.size, r.layout.size);
+    replicas_.push_back(std::move(r));
+  }
+}
+
+void Engine::load_theta(Replica& rep, const at::Tensor& theta) const {
+  at::NoGradGuard no_grad;
+  const auto parts = rep.layout.split(theta);
+  for (size_t k = 0; k < parts.size(); ++k) {
+    rep.layout.tensors[k].copy_(parts[k]);
+    rep.layout.tensors[k].mutable_grad() = at::Tensor();
+  }
+}
+
+double Engine::eval_loss(Replica& rep) const {
+  at::NoGradGuard no_grad;
+  rep.model->eval();
+  const int64_t m = ex_.size(0);
+  double total = 0;
+  for (int64_t s = 0; s < m; s += opt_.eval_batch) {
+    const int64_t e = std::min(m, s + opt_.eval_batch);
+    const at::Tensor out = rep.model->forward(ex_.slice(0, s, e));
+    const at::Tensor lab = el_.defined() ? el_.slice(0, s, e) : at::Tensor();
+    total += batch_loss(out, ey_.slice(0, s, e), lab, opt_.cross_entropy).item<double>() * (e - s);
+  }
+  rep.model->train();
+  return total / m;
+}
+
+TrajectoryPoint Engine::measure(Replica& rep, int64_t run, int64_t step) const {
+  TrajectoryPoint pt;
+  pt.run = run;
+  pt.step = step;
+  pt.loss = eval_loss(rep);
+  const at::Tensor delta = rep.layout.values().to(at::kDouble) - theta_star64_;
+  escape_projections(delta, U64_, opt_.ks, &pt.distance, &pt.p, &pt.r);
+  return pt;
+}
+
+RunResult Engine::summarize(int64_t run, std::vector<TrajectoryPoint> points) const {
+  RunResult r;
+  r.run = run;
+  for (const auto& pt : points)
+    if (!(pt.loss <= threshold_)) {  // NaN counts: the run has left the minimum
+      r.escaped = true;
+      r.escape_step = pt.step;
+      break;
+    }
+  if (!points.empty()) {
+    const auto& last = points.back();
+    r.steps = last.step;
+    r.final_loss = last.loss;
+    r.final_distance = last.distance;
+    r.final_p = last.p;
+    r.final_r = last.r;
+  }
+  if (r.steps >= opt_.steps)
+    r.status = "completed";
+  else if (opt_.stop_at_escape && r.escaped && r.escape_step == r.steps)
+    r.status = "escaped";
+  else
+    r.status = "diverged";
+  r.trajectory = std::move(points);
+  return r;
+}
+
+RunResult Engine::simulate(Replica& rep, int64_t run, const EscapeHooks& hooks,
+                           bool* cancelled) const {
+  const auto t0 = std::chrono::steady_clock::now();
+  *cancelled = false;
+  at::Tensor theta0 = theta_star_;
+  if (opt_.perturb > 0)
+    theta0 = (theta_star64_ + escape_perturbation(p_, opt_.perturb, opt_.seed, run).to(opt_.device))
+                 .to(opt_.dtype);
+  load_theta(rep, theta0);
+  rep.model->train();
+
+  BatchSampler sampler(n_, opt_.batch, escape_run_seed(opt_.seed, run));
+  const double lr = opt_.lr;
+  const double cap = opt_.max_loss_factor * threshold_;
+  const int64_t ngd = gx_.size(0);
+  std::vector<TrajectoryPoint> points;
+  // True when the run ends at this point.
+  auto log_point = [&](int64_t step) {
+    points.push_back(measure(rep, run, step));
+    const auto& pt = points.back();
+    if (hooks.on_point) hooks.on_point(pt);
+    if (opt_.stop_at_escape && !(pt.loss <= threshold_)) return true;
+    return !std::isfinite(pt.loss) || pt.loss > cap || !std::isfinite(pt.distance);
+  };
+
+  bool stop = log_point(0);
+  for (int64_t step = 0; step < opt_.steps && !stop; ++step) {
+    if (hooks.should_stop && hooks.should_stop()) {
+      *cancelled = true;
+      return {};
+    }
+    for (auto& t : rep.layout.tensors) t.mutable_grad() = at::Tensor();
+    if (opt_.optimizer == EscapeOptimizer::Sgd) {
+      const auto [ptr, len] = sampler.at(step);
+      const at::Tensor idx =
+          at::from_blob(const_cast<int64_t*>(ptr), {len}, at::kLong).to(opt_.device);
+      const at::Tensor out = rep.model->forward(x_.index_select(0, idx));
+      batch_loss(out, y_.index_select(0, idx),
+                 labels_.defined() ? labels_.index_select(0, idx) : at::Tensor(),
+                 opt_.cross_entropy)
+          .backward();
+    } else {
+      // Full-batch gradient by chunks, each weighted by its share so a short chunk is exact.
+      for (int64_t s = 0; s < ngd; s += opt_.eval_batch) {
+        const int64_t e = std::min(ngd, s + opt_.eval_batch);
+        const at::Tensor out = rep.model->forward(gx_.slice(0, s, e));
+        const at::Tensor lab = gl_.defined() ? gl_.slice(0, s, e) : at::Tensor();
+        (batch_loss(out, gy_.slice(0, s, e), lab, opt_.cross_entropy) * (double(e - s) / ngd))
+            .backward();
+      }
+    }
+    {
+      at::NoGradGuard no_grad;
+      for (auto& t : rep.layout.tensors)
+        if (t.grad().defined()) t.add_(t.grad(), -lr);
+    }
+    const int64_t t = step + 1;
+    if (t % opt_.log_every == 0 || t == opt_.steps) stop = log_point(t);
+  }
+  RunResult r = summarize(run, std::move(points));
+  if (opt_.keep_final_theta) r.final_theta = rep.layout.values().to(at::kCPU, at::kDouble);
+  r.seconds = seconds_since(t0);
+  return r;
+}
+
+std::vector<RunResult> Engine::execute(const std::vector<int64_t>& runs, const EscapeHooks& hooks) {
+  check_options(opt_);
+  const int64_t todo = static_cast<int64_t>(runs.size());
+  const int64_t avail = std::max(1, at::get_num_threads());
+  int64_t workers = opt_.workers, intra = opt_.intra_threads;
+  if (opt_.device.is_cuda()) {
+    // One device queue: concurrent host threads would only contend for it.
+    if (workers == 0) workers = 1;
+    if (intra == 0) intra = avail;
+  } else {
+    // From opt.runs, not from the runs left: a resumed sweep then runs with the same intra-op
+    // thread count, and so bit for bit the same arithmetic, as an uninterrupted one.
+    if (workers == 0)
+      workers = intra > 0 ? std::max<int64_t>(1, avail / intra) : std::min(avail, opt_.runs);
+    if (intra == 0) intra = std::max<int64_t>(1, avail / workers);
+  }
+  workers = std::max<int64_t>(1, std::min(workers, todo));
+  workers_used_ = workers;
+  intra_used_ = intra;
+  std::vector<RunResult> results(runs.size());
+  std::vector<char> done(runs.size(), 0);
+  if (todo == 0) return {};
+  ensure_replicas(static_cast<size_t>(workers));
+
+  IntraThreads threads_scope(static_cast<int>(intra));
+  std::atomic<int64_t> next{0};
+  std::atomic<bool> abort{false};
+  std::mutex mu;
+  std::exception_ptr error;
+  EscapeHooks inner;
+  inner.should_stop = [&] { return abort.load() || (hooks.should_stop && hooks.should_stop()); };
+  if (hooks.on_point)
+    inner.on_point = [&](const TrajectoryPoint& pt) {
+      std::lock_guard<std::mutex> lock(mu);
+      hooks.on_point(pt);
+    };
+  auto work = [&](int64_t w) {
+    try {
+      // OpenMP's thread count is per calling thread: a new thread starts from the default.
+      if (workers > 1) at::set_num_threads(static_cast<int>(intra));
+      while (!abort.load()) {
+        const int64_t j = next.fetch_add(1);
+        if (j >= todo) break;
+        bool cancelled = false;
+        RunResult r = simulate(replicas_[w], runs[j], inner, &cancelled);
+        if (cancelled) break;
+        std::lock_guard<std::mutex> lock(mu);
+        if (hooks.on_run_done) hooks.on_run_done(r);
+        results[j] = std::move(r);
+        done[j] = 1;
+      }
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!error) error = std::current_exception();
+      abort = true;
+    }
+  };
+  if (workers == 1) {
+    work(0);
+  } else {
+    std::vector<std::thread> pool;
+    for (int64_t w = 0; w < workers; ++w) pool.emplace_back(work, w);
+    for (auto& t : pool) t.join();
+  }
+  if (error) std::rethrow_exception(error);
+  std::vector<RunResult> out;
+  for (size_t j = 0; j < results.size(); ++j)
+    if (done[j]) out.push_back(std::move(results[j]));
+  return out;
+}
+
+std::string Engine::fingerprint() const {
+  std::string ks = "[";
+  for (size_t j = 0; j < opt_.ks.size(); ++j) ks += (j ? ", " : "") + std::to_string(opt_.ks[j]);
+  ks += "]";
+  Json j;
+  j.str("format", "noisegeom-escape-sweep-1")
+      .str("optimizer", to_string(opt_.optimizer))
+      .num("lr", opt_.lr)
+      .integer("steps", opt_.steps)
+      .integer("batch", opt_.batch)
+      .raw("ks", ks)
+      .integer("log_every", opt_.log_every)
+      .num("perturb", opt_.perturb)
+      .integer("seed", static_cast<int64_t>(opt_.seed))
+      .str("loss", opt_.cross_entropy ? "cross_entropy" : "mse")
+      .integer("eval_samples", opt_.eval_samples)
+      .integer("eval_batch", opt_.eval_batch)
+      .integer("gd_samples", opt_.gd_samples)
+      .num("escape_factor", opt_.escape_factor)
+      .num("escape_loss", opt_.escape_loss)
+      .boolean("stop_at_escape", opt_.stop_at_escape)
+      .num("max_loss_factor", opt_.max_loss_factor)
+      .str("dtype", opt_.dtype == at::kDouble ? "float64" : "float32")
+      .integer("num_samples", n_)
+      .integer("parameter_count", p_)
+      .integer("eigenvectors", K_)
+      .str("data_checksum", data_checksum_)
+      .str("theta_star_checksum", theta_checksum_)
+      .str("eigenvector_checksum", u_checksum_);
+  return j.dump() + "\n";
+}
+
+std::string Engine::csv_header() const {
+  std::string h = "run,step,loss,distance";
+  for (int64_t k : opt_.ks) h += fmt::format(",p_{},r_{}", k, k);
+  return h;
+}
+
+std::string Engine::to_csv(const RunResult& r) const {
+  // "{}" prints the shortest decimal that reads back to the same double.
+  std::string s = csv_header() + "\n";
+  for (const auto& pt : r.trajectory) {
+    s += fmt::format("{},{},{},{}", pt.run, pt.step, pt.loss, pt.distance);
+    for (size_t j = 0; j < pt.p.size(); ++j) s += fmt::format(",{},{}", pt.p[j], pt.r[j]);
+    s += "\n";
+  }
+  return s;
+}
+
+std::vector<TrajectoryPoint> Engine::parse_csv(const std::string& path, int64_t run) const {
+  std::istringstream in(read_file(path));
+  std::string line;
+  if (!std::getline(in, line) || line != csv_header())
+    fail("{}: not a run file of this sweep (header '{}', expected '{}')", path, line, csv_header());
+  std::vector<TrajectoryPoint> pts;
+  const size_t cols = 4 + 2 * opt_.ks.size();
+  int64_t row = 1;
+  while (std::getline(in, line)) {
+    ++row;
+    if (line.empty()) continue;
+    std::vector<double> v;
+    const char* c = line.c_str();
+    while (true) {
+      char* end = nullptr;
+      v.push_back(std::strtod(c, &end));
+      if (end == c) fail("{}: line {}: not a number", path, row);
+      if (*end == '\0') break;
+      if (*end != ',') fail("{}: line {}: expected ',' after a value", path, row);
+      c = end + 1;
+    }
+    if (v.size() != cols) fail("{}: line {}: {} values, expected {}", path, row, v.size(), cols);
+    TrajectoryPoint pt;
+    pt.run = static_cast<int64_t>(v[0]);
+    pt.step = static_cast<int64_t>(v[1]);
+    if (pt.run != run) fail("{}: line {}: run {} in the file of run {}", path, row, pt.run, run);
+    pt.loss = v[2];
+    pt.distance = v[3];
+    for (size_t j = 0; j < opt_.ks.size(); ++j) {
+      pt.p.push_back(v[4 + 2 * j]);
+      pt.r.push_back(v[5 + 2 * j]);
+    }
+    pts.push_back(std::move(pt));
+  }
+  if (pts.empty()) fail("{}: no logged points", path);
+  return pts;
+}
+
+}  // namespace escape_detail
+
+EscapeResult run_escape(const ModelFactory& factory, const at::Tensor& theta_star,
+                        const at::Tensor& U, const Dataset& data, const EscapeOptions& opt,
+                        const EscapeHooks& hooks) {
+  const auto t0 = std::chrono::steady_clock::now();
+  escape_detail::Engine engine(factory, theta_star, U, data, opt);
+  std::vector<int64_t> which(opt.runs);
+  for (int64_t r = 0; r < opt.runs; ++r) which[r] = r;
+  EscapeResult res;
+  res.runs = engine.execute(which, hooks);
+  res.loss_star = engine.loss_star();
+  res.threshold = engine.threshold();
+  res.workers = engine.workers_used();
+  res.intra_threads = engine.intra_used();
+  res.computed = static_cast<int64_t>(res.runs.size());
+  res.seconds = seconds_since(t0);
+  return res;
+}
+
+EscapeResult run_escape_sweep(const std::string& dir, const ModelFactory& factory,
+                              const at::Tensor& theta_star, const at::Tensor& U,
+                              const Dataset& data, const EscapeOptions& opt,
+                              const EscapeHooks& hooks) {
+  const auto t0 = std::chrono::steady_clock::now();
+  escape_detail::Engine engine(factory, theta_star, U, data, opt);
+  const fs::path root(dir);
+  const std::string settings_path = (root / "escape.json").string();
+  const std::string settings = engine.fingerprint();
+  if (fs::exists(settings_path)) {
+    const std::string stored = read_file(settings_path);
+    if (stored != settings) {
+      std::istringstream a(stored), b(settings);
+      std::string la, lb, key = "format";
+      while (std::getline(a, la) && std::getline(b, lb))
+        if (la != lb) {
+          const auto q0 = lb.find('"'), q1 = lb.find('"', q0 + 1);
+          if (q0 != std::string::npos && q1 != std::string::npos)
+            key = lb.substr(q0 + 1, q1 - q0 - 1);
+          break;
+        }
+      fail(
+          "{}: the runs there were made with different settings ({} differs); use the same "
+          "settings to resume, or another directory",
+          settings_path, key);
+    }
+  } else {
+    write_file_atomic(settings_path, settings);
+  }
+
+  auto run_path = [&](int64_t r) { return (root / fmt::format("run_{:04d}.csv", r)).string(); };
+  EscapeResult res;
+  std::vector<RunResult> by_run(opt.runs);
+  std::vector<char> have(opt.runs, 0);
+  std::vector<int64_t> todo;
+  for (int64_t r = 0; r < opt.runs; ++r) {
+    const std::string path = run_path(r);
+    if (fs::exists(path)) {
+      by_run[r] = engine.summarize(r, engine.parse_csv(path, r));
+      by_run[r].reused = true;
+      have[r] = 1;
+      ++res.reused;
+    } else {
+      todo.push_back(r);
+    }
+  }
+  EscapeHooks inner;
+  inner.should_stop = hooks.should_stop;
+  inner.on_point = hooks.on_point;
+  inner.on_run_done = [&](const RunResult& r) {
+    // Written before anyone hears of the run, so a reported run is always on disk.
+    write_file_atomic(run_path(r.run), engine.to_csv(r));
+    if (hooks.on_run_done) hooks.on_run_done(r);
+  };
+  for (auto& r : engine.execute(todo, inner)) {
+    const int64_t k = r.run;
+    by_run[k] = std::move(r);
+    have[k] = 1;
+    ++res.computed;
+  }
+
+  std::string summary = "run,status,escaped,escape_step,steps,final_loss,final_distance";
+  for (int64_t k : opt.ks) summary += fmt::format(",p_{},r_{}", k, k);
+  summary += "\n";
+  for (int64_t r = 0; r < opt.runs; ++r) {
+    if (!have[r]) continue;
+    const RunResult& x = by_run[r];
+    summary += fmt::format("{},{},{},{},{},{},{}", x.run, x.status, x.escaped ? 1 : 0,
+                           x.escape_step, x.steps, x.final_loss, x.final_distance);
+    for (size_t j = 0; j < x.final_p.size(); ++j)
+      summary += fmt::format(",{},{}", x.final_p[j], x.final_r[j]);
+    summary += "\n";
+    res.runs.push_back(std::move(by_run[r]));
+  }
+  write_file_atomic((root / "summary.csv").string(), summary);
+  res.loss_star = engine.loss_star();
+  res.threshold = engine.threshold();
+  res.workers = engine.workers_used();
+  res.intra_threads = engine.intra_used();
+  res.seconds = seconds_since(t0);
+  return res;
+}
+
+}  // namespace ng
