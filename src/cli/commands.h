@@ -17,6 +17,15 @@ struct Command {
 int cmd_models(const std::vector<std::string>& args);
 int cmd_data(const std::vector<std::string>& args);
 int cmd_train(const std::vector<std::string>& args);
+int cmd_spectrum(const std::vector<std::string>& args);
+int cmd_reproduce(const std::vector<std::string>& args);
+int cmd_escape(const std::vector<std::string>& args);
+
+// spectrum's options as on its command line (RUN_DIR goes to `positional`); `reproduce` parses
+// the spectrum jobs of its figure table with it, so they are checked exactly like the CLI's.
+struct SpectrumOptions;
+SpectrumOptions parse_spectrum_options(const std::vector<std::string>& argv,
+                                       std::vector<std::string>* positional);
 
 // Exit codes beyond 0/1/2.
 constexpr int kExitDiverged = 3;

@@ -1,0 +1,212 @@
+// Benchmarks of the curvature operators, run by hand (not a test).
+//
+//   bench_gv ratio [--model cnn|resnet] [--depth 20] [--batch 32] [--n 1024] [--threads 2]
+//                  [--reps 5] [--data-dir DIR]
+//       cost of one exact G v over n samples (forward-mode Jv, then one VJP per batch; and the
+//       double-backward R-op) divided by the cost of one forward+backward training pass over the
+//       same n samples in batches of the same size. Real CIFAR-10 {0,1} when --data-dir (or
+//       $NOISEGEOM_DATA) holds it, else Gaussian images.
+//   bench_gv topk --run RUN_DIR [--k 20] [--n 2000] [--batch 256] [--tol 1e-5] [--dtype float32]
+//                  [--threads 2]
+//       top-k eigenpairs of G (exact estimator, Lanczos) on the first n training samples of a
+//       run at its theta.pt, timed from operator construction to converged pairs; prints the
+//       eigenvalues and residuals; --dump FILE saves the samples used (x, y) for the Python side
+//       (bench/spectrum_vs_curvlinops.sh compares with curvlinops).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <fmt/format.h>
+#include <torch/csrc/autograd/autograd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "data/dataset.h"
+#include "models/model.h"
+#include "src/core/error.h"
+#include "src/curvature/curvature.h"
+#include "src/eigen/eigensolver.h"
+#include "src/io/files.h"
+#include "src/training/train.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+std::map<std::string, std::string> options(int argc, char** argv, int first) {
+  std::map<std::string, std::string> o;
+  for (int k = first; k + 1 < argc; k += 2) {
+    const std::string key = argv[k];
+    if (key.rfind("--", 0) != 0) ng::fail("bench_gv: expected --option value, got '{}'", key);
+    o[key.substr(2)] = argv[k + 1];
+  }
+  return o;
+}
+
+std::string get(const std::map<std::string, std::string>& o, const std::string& k,
+                const std::string& def) {
+  auto it = o.find(k);
+  return it == o.end() ? def : it->second;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+int ratio(const std::map<std::string, std::string>& o) {
+  const std::string model = get(o, "model", "cnn");
+  const int64_t depth = std::stoll(get(o, "depth", "20"));
+  const int64_t batch = std::stoll(get(o, "batch", "32"));
+  int64_t n = std::stoll(get(o, "n", "1024"));
+  const int threads = std::stoi(get(o, "threads", "2"));
+  const int reps = std::stoi(get(o, "reps", "5"));
+  at::set_num_threads(threads);
+
+  at::Tensor x, y;
+  std::string data_text;
+  std::string dir = get(o, "data-dir", "");
+  if (dir.empty() && std::getenv("NOISEGEOM_DATA")) dir = std::getenv("NOISEGEOM_DATA");
+  if (!dir.empty() && std::filesystem::exists(dir + "/data_batch_1.bin")) {
+    ng::CifarOptions co;
+    co.dir = dir;
+    co.classes = {0, 1};
+    co.max_samples = n;
+    const ng::Dataset d = ng::load_cifar10_train(co);
+    x = d.x;
+    y = d.targets;
+    data_text = fmt::format("CIFAR-10 {{0,1}}, n = {}", d.size());
+  } else {
+    at::manual_seed(0);
+    x = at::randn({n, 3, 32, 32});
+    y = at::zeros({n, 2});
+    y.select(1, 0).fill_(1);
+    data_text = fmt::format("Gaussian images, n = {}", n);
+  }
+  n = x.size(0);
+
+  ng::ModelSpec spec;
+  spec.name = model;
+  spec.depth = model == "resnet" ? depth : 0;
+  spec.num_classes = 2;
+  at::manual_seed(0);
+  ng::Net net = ng::make_model(spec);
+  const std::vector<at::Tensor> params = net->parameters();
+
+  // One training pass: forward, the paper's loss, backward, per batch (no update: the step
+  // itself is an axpy and the same in both).
+  auto train_pass = [&] {
+    net->train();
+    for (int64_t s = 0; s < n; s += batch) {
+      const int64_t m = std::min(batch, n - s);
+      for (auto& t : params) t.mutable_grad() = at::Tensor();
+      const at::Tensor out = net->forward(x.narrow(0, s, m));
+      const at::Tensor loss = (out - y.narrow(0, s, m)).pow(2).sum(1).mean() * 0.5;
+      loss.backward();
+    }
+  };
+  train_pass();
+  std::vector<double> tp;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = Clock::now();
+    train_pass();
+    tp.push_back(since(t0));
+  }
+  const double train_s = median(tp);
+
+  fmt::print("{} ({} params), {}, batch {}, {} threads\n", net->describe(),
+             ng::count_parameters(*net), data_text, batch, threads);
+  fmt::print("  forward+backward training pass over n: {:.4f}s\n", train_s);
+  for (const auto method : {ng::JvpMethod::ForwardAD, ng::JvpMethod::ROp}) {
+    ng::CurvatureOptions co;
+    co.matrix = ng::MatrixKind::G;
+    co.estimator = ng::Estimator::Exact;
+    co.jvp = method;
+    co.batch_size = batch;
+    co.dtype = at::kFloat;
+    co.probe = false;
+    ng::CurvatureOperator op(net, x, y, co);
+    const at::Tensor v = ng::seeded_normal(op.dim(), 1, op.options());
+    op.apply(v);
+    std::vector<double> gv;
+    for (int r = 0; r < reps; ++r) {
+      const auto t0 = Clock::now();
+      op.apply(v);
+      gv.push_back(since(t0));
+    }
+    const double g = median(gv);
+    fmt::print("  exact G v ({:<7}) over n: {:.4f}s   ratio G v / training pass = {:.2f}\n",
+               method == ng::JvpMethod::ForwardAD ? "fwd-AD" : "R-op", g, g / train_s);
+  }
+  return 0;
+}
+
+int topk(const std::map<std::string, std::string>& o) {
+  const std::string run_dir = get(o, "run", "");
+  if (run_dir.empty()) ng::fail("bench_gv topk: --run RUN_DIR is required");
+  const int64_t k = std::stoll(get(o, "k", "20"));
+  const int64_t n_want = std::stoll(get(o, "n", "2000"));
+  const int64_t batch = std::stoll(get(o, "batch", "256"));
+  const double tol = std::stod(get(o, "tol", "1e-5"));
+  const std::string dtype = get(o, "dtype", "float32");
+  const int threads = std::stoi(get(o, "threads", "2"));
+  at::set_num_threads(threads);
+
+  ng::LoadedRun run = ng::load_run(run_dir, get(o, "data-dir", ""));
+  const int64_t n = std::min(n_want, run.data.size());
+  const auto t0 = Clock::now();
+  ng::CurvatureOptions co;
+  co.matrix = ng::MatrixKind::G;
+  co.estimator = ng::Estimator::Exact;
+  co.batch_size = batch;
+  co.dtype = dtype == "float64" ? at::kDouble : at::kFloat;
+  ng::CurvatureOperator op(run.model, run.data.x.narrow(0, 0, n), run.data.targets.narrow(0, 0, n),
+                           co);
+  ng::EigenOptions eo;
+  eo.k = k;
+  eo.tol = tol;
+  eo.solver = "lanczos";
+  const ng::Eigenpairs e = ng::lanczos_top_k(op, eo);
+  const double total = since(t0);
+  // The exact inputs and targets, so that the Python side computes the same matrix.
+  const std::string dump = get(o, "dump", "");
+  if (!dump.empty())
+    ng::save_tensor_dict(
+        dump, {{"x", run.data.x.narrow(0, 0, n)}, {"y", run.data.targets.narrow(0, 0, n)}});
+  // The solver's own residual check is part of e.seconds; report the Lanczos part apart.
+  fmt::print("ours: p = {}, n = {}, k = {}, {} threads, {}\n", op.dim(), n, k, threads, dtype);
+  fmt::print("ours_seconds={:.3f} matvecs={} lanczos_seconds={:.3f}\n", total, e.matvecs,
+             e.seconds);
+  std::string vals, res;
+  for (size_t j = 0; j < e.values.size(); ++j) {
+    vals += fmt::format("{}{:.8g}", j ? "," : "", e.values[j]);
+    res += fmt::format("{}{:.3g}", j ? "," : "", e.residuals[j]);
+  }
+  fmt::print("ours_eigenvalues={}\nours_residuals={}\nours_max_residual={:.3g}\n", vals, res,
+             e.max_residual());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string mode = argc > 1 ? argv[1] : "";
+  try {
+    if (mode == "ratio") return ratio(options(argc, argv, 2));
+    if (mode == "topk") return topk(options(argc, argv, 2));
+  } catch (const std::exception& e) {
+    std::string msg = e.what();
+    fmt::print(stderr, "bench_gv: error: {}\n", msg.substr(0, msg.find('\n')));
+    return 1;
+  }
+  fmt::print(stderr, "usage: bench_gv ratio|topk [--option value]... (see bench/bench_gv.cpp)\n");
+  return 2;
+}

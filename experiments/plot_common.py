@@ -1,0 +1,72 @@
+"""Readers shared by the plot scripts: they use only a run directory's CSV and JSON files."""
+import argparse
+import csv
+import json
+import os
+import textwrap
+
+
+def parse_args(description):
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--out", required=True, help="PNG file to write")
+    ap.add_argument("--scale", default="", help="quick or paper (shown in the title)")
+    ap.add_argument("runs", nargs="+", metavar="LABEL=RUN_DIR",
+                    help="a run directory with a spectrum/ subdirectory, and its label")
+    a = ap.parse_args()
+    runs = []
+    for item in a.runs:
+        if "=" not in item:
+            ap.error(f"expected LABEL=RUN_DIR, got {item!r}")
+        label, path = item.split("=", 1)
+        runs.append(load_run(label, path))
+    return a, runs
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def load_run(label, run_dir):
+    spec = os.path.join(run_dir, "spectrum")
+    align = read_csv(os.path.join(spec, "alignment.csv"))
+    eig = read_csv(os.path.join(spec, "eigenvalues.csv"))
+    run = {
+        "label": label,
+        "dir": run_dir,
+        "summary": read_json(os.path.join(spec, "summary.json")),
+        "k": [int(r["k"]) for r in align],
+        "lambda": [float(r["lambda"]) for r in align],
+        "alpha": [float(r["alpha"]) for r in align],
+        "g": [float(r["g"]) for r in align],
+        "spectra": {},
+    }
+    for r in eig:
+        run["spectra"].setdefault(r["matrix"], []).append(float(r["eigenvalue"]))
+    manifest = os.path.join(run_dir, "manifest.json")
+    run["manifest"] = read_json(manifest) if os.path.exists(manifest) else {}
+    return run
+
+
+def l1_normalised(values):
+    total = sum(abs(v) for v in values)
+    return [v / total for v in values] if total > 0 else values
+
+
+def median(values):
+    s = sorted(values)
+    n = len(s)
+    return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
+
+
+def describe(run):
+    """One line: model, parameter count, samples, loss."""
+    s, m = run["summary"], run["manifest"]
+    model = "\n".join(textwrap.wrap(m.get("model", run["label"]), 48))
+    return (f"{model}\np = {s['p']:,}, {s['estimator']} on {s['samples']} of {s['n_train']} "
+            f"samples\nL = {s['loss']:.3g}, {s['dtype']}")

@@ -1,0 +1,247 @@
+// The escape command as a user runs it: a tiny trained run, its spectrum, GD and SGD sweeps,
+// resuming, bad input.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <sstream>
+#include <stdexcept>
+
+#include "tests/testing.h"
+
+namespace fs = std::filesystem;
+using ngtest::run_cli;
+
+namespace {
+
+std::string q(const std::string& s) {
+  return "'" + s + "'";
+}
+
+// 250 synthetic records (50 per file); labels {0,1} leave 50 training samples.
+const std::string& synthetic_dir() {
+  static const std::string dir = [] {
+    std::string d = ngtest::temp_dir("cifar");
+    ngtest::write_synthetic_cifar(d, 50, 13);
+    return d;
+  }();
+  return dir;
+}
+
+// A small CNN trained briefly, with the top 4 eigenpairs of G (made once, copied per test).
+const std::string& trained_run() {
+  static const std::string run = [] {
+    const std::string dir = ngtest::temp_dir("esc-run");
+    const std::string cfg = dir + "/tiny.yaml";
+    ngtest::write_file(cfg,
+                       "seed: 3\ndevice: cpu\nthreads: 2\n"
+                       "model: {name: cnn}\n"
+                       "data: {dir: \"" +
+                           synthetic_dir() +
+                           "\", classes: [0, 1]}\n"
+                           "train: {lr: 0.05, batch_size: 10, max_steps: 60, eval_every: 60,"
+                           " checkpoint_every: 1000, target_loss: 0}\n");
+    std::string log;
+    if (run_cli("train " + q(cfg) + " --out " + q(dir + "/run") + " --quiet", &log) != 0)
+      throw std::runtime_error("training the test run failed: " + log);
+    if (run_cli("spectrum " + q(dir + "/run") + " --k 4 --dtype float64 --quiet", &log) != 0)
+      throw std::runtime_error("the test run's spectrum failed: " + log);
+    return dir + "/run";
+  }();
+  return run;
+}
+
+std::string copy_run(const std::string& tag) {
+  const std::string dst = ngtest::temp_dir(tag) + "/run";
+  fs::copy(trained_run(), dst, fs::copy_options::recursive);
+  return dst;
+}
+
+using Row = std::map<std::string, std::string>;
+
+std::vector<Row> read_csv(const std::string& path, std::vector<std::string>* header = nullptr) {
+  std::istringstream in(ngtest::read_file(path));
+  std::string line;
+  std::vector<std::string> head;
+  std::vector<Row> rows;
+  auto split = [](const std::string& s) {
+    std::vector<std::string> out;
+    std::stringstream ss(s);
+    std::string item;
+    while (std::getline(ss, item, ',')) out.push_back(item);
+    return out;
+  };
+  if (std::getline(in, line)) head = split(line);
+  while (std::getline(in, line)) {
+    const auto cells = split(line);
+    Row r;
+    for (size_t c = 0; c < head.size() && c < cells.size(); ++c) r[head[c]] = cells[c];
+    rows.push_back(r);
+  }
+  if (header) *header = head;
+  return rows;
+}
+
+double num(const Row& r, const std::string& key) {
+  return std::stod(r.at(key));
+}
+
+// `"key": value` after the first occurrence of `"section"` in our JSON (one key a line).
+double json_number(const std::string& text, const std::string& section, const std::string& key) {
+  const size_t s = text.find("\"" + section + "\"");
+  if (s == std::string::npos) return std::nan("");
+  const size_t at = text.find("\"" + key + "\": ", s);
+  if (at == std::string::npos) return std::nan("");
+  return std::stod(text.substr(at + key.size() + 4));
+}
+
+int count_lines(const std::string& s) {
+  int n = 0;
+  for (char c : s) n += c == '\n';
+  return n;
+}
+
+std::vector<std::string> listing(const std::string& dir) {
+  std::vector<std::string> out;
+  if (fs::exists(dir))
+    for (const auto& e : fs::recursive_directory_iterator(dir)) out.push_back(e.path().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace
+
+TEST(EscapeCli, GdAndSgdSweepsWriteConsistentFilesAndResume) {
+  const std::string run = copy_run("esc-cli");
+  std::string log;
+  ASSERT_EQ(run_cli("escape " + q(run) + " --optimizer gd --steps 20 --log-every 5", &log), 0)
+      << log;
+  // --lr auto reports what it tried and what it chose.
+  EXPECT_NE(log.find("tried lr"), std::string::npos) << log;
+  EXPECT_NE(log.find("chose lr"), std::string::npos) << log;
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(run_cli("escape " + q(run) +
+                        " --optimizer sgd --runs 3 --steps 20 --log-every 5 --lr 0.2 --batch 8",
+                    &log),
+            0)
+      << log;
+  const double first_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  const std::string esc = run + "/escape";
+  for (const char* f : {"trajectories.csv", "summary.json", "gd/run_0000.csv", "sgd/run_0002.csv"})
+    EXPECT_TRUE(fs::exists(esc + "/" + f)) << f;
+  std::vector<std::string> header;
+  const auto rows = read_csv(esc + "/trajectories.csv", &header);
+  // Default ks 1,5,10,20 clipped to the K = 4 eigenvectors of the spectrum.
+  EXPECT_EQ(header, (std::vector<std::string>{"optimizer", "run", "step", "lr", "loss", "distance",
+                                              "p_1", "r_1", "p_4", "r_4"}));
+  // Both sweeps, 5 logged points (steps 0, 5, ..., 20) per run.
+  int gd = 0, sgd = 0;
+  for (const auto& r : rows) (r.at("optimizer") == "gd" ? gd : sgd)++;
+  EXPECT_EQ(gd, 5);
+  EXPECT_EQ(sgd, 15);
+
+  const std::string summary = ngtest::read_file(esc + "/summary.json");
+  const double loss_star = json_number(summary, "gd", "loss_star");
+  const double gd_lr = json_number(summary, "gd", "lr");
+  EXPECT_GT(gd_lr, 0);
+  EXPECT_DOUBLE_EQ(json_number(summary, "sgd", "lr"), 0.2);
+  EXPECT_NE(summary.find("\"lr_trials\": [{\"lr\": "), std::string::npos) << summary;
+  EXPECT_NE(summary.find("\"srk_G2\": "), std::string::npos);
+  EXPECT_NE(summary.find("\"escape_criterion\": "), std::string::npos);
+  // The auto learning rate makes GD escape.
+  EXPECT_EQ(json_number(summary, "gd", "escaped_runs"), 1) << summary;
+
+  for (const auto& r : rows) {
+    const double d = num(r, "distance");
+    for (const char* k : {"1", "4"}) {
+      const double p = num(r, std::string("p_") + k), rr = num(r, std::string("r_") + k);
+      EXPECT_NEAR(p * p + rr * rr, d * d, 1e-6 * d * d) << r.at("optimizer") << " k=" << k;
+      EXPECT_GE(rr, 0);
+    }
+    // U_4 spans u_1: more of theta - theta* is sharp with k = 4 than with k = 1.
+    EXPECT_GE(num(r, "p_4") + 1e-12 * d, std::abs(num(r, "p_1")));
+    EXPECT_DOUBLE_EQ(num(r, "lr"), r.at("optimizer") == "gd" ? gd_lr : 0.2);
+    if (num(r, "step") == 0) {
+      // Both sweeps start at theta* itself (no perturbation) and evaluate the same loss there.
+      EXPECT_EQ(d, 0);
+      EXPECT_NEAR(num(r, "loss"), loss_star, 1e-6 * loss_star);
+    }
+  }
+  // GD escaped: some logged loss is past the criterion's threshold.
+  const double threshold = json_number(summary, "gd", "threshold");
+  EXPECT_NEAR(threshold, 10 * loss_star, 1e-9 * threshold);
+  double gd_max = 0;
+  for (const auto& r : rows)
+    if (r.at("optimizer") == "gd") gd_max = std::max(gd_max, num(r, "loss"));
+  EXPECT_GT(gd_max, threshold);
+
+  // A second invocation reuses the finished runs and the searched lr: same file, less time.
+  const std::string before = ngtest::read_file(esc + "/trajectories.csv");
+  const auto t1 = std::chrono::steady_clock::now();
+  ASSERT_EQ(run_cli("escape " + q(run) +
+                        " --optimizer sgd --runs 3 --steps 20 --log-every 5 --lr 0.2 --batch 8",
+                    &log),
+            0)
+      << log;
+  EXPECT_NE(log.find("reused 3 finished run(s), computed 0"), std::string::npos) << log;
+  ASSERT_EQ(run_cli("escape " + q(run) + " --optimizer gd --steps 20 --log-every 5", &log), 0)
+      << log;
+  EXPECT_NE(log.find("reusing the learning rate"), std::string::npos) << log;
+  EXPECT_EQ(log.find("tried lr"), std::string::npos) << log;
+  const double again_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+  EXPECT_EQ(ngtest::read_file(esc + "/trajectories.csv"), before);
+  EXPECT_EQ(json_number(ngtest::read_file(esc + "/summary.json"), "sgd", "computed_last_call"), 0);
+  EXPECT_LT(again_seconds, 2 * first_seconds + 5);
+}
+
+TEST(EscapeCli, ComputesAMissingSpectrum) {
+  const std::string run = copy_run("esc-nospec");
+  fs::remove_all(run + "/spectrum");
+  std::string log;
+  ASSERT_EQ(
+      run_cli("escape " + q(run) + " --optimizer gd --steps 4 --log-every 2 --lr 0.01 --ks 1,3",
+              &log),
+      0)
+      << log;
+  EXPECT_NE(log.find("computing it"), std::string::npos) << log;
+  EXPECT_TRUE(fs::exists(run + "/spectrum/eigenvectors.pt"));
+  std::vector<std::string> header;
+  const auto rows = read_csv(run + "/escape/trajectories.csv", &header);
+  EXPECT_EQ(header.back(), "r_3");
+  EXPECT_EQ(rows.size(), 3u);
+}
+
+TEST(EscapeCli, BadInputIsOneLineAndWritesNothing) {
+  const std::string run = copy_run("esc-bad");
+  const auto before = listing(run);
+  struct Case {
+    std::string dir, args, expect;
+  };
+  const std::vector<Case> cases = {
+      {run + "/nope", "--optimizer gd --lr 0.1", "no such run directory"},
+      {run, "--optimizer gd --lr 0.1 --ks 1,5", "--ks"},
+      {run, "--optimizer adam --lr 0.1", "--optimizer"},
+      {run, "--lr 0.1", "--optimizer"},
+      {run, "--optimizer sgd --lr 0", "--lr"},
+      {run, "--optimizer sgd --lr -1", "--lr"},
+      {run, "--optimizer sgd --lr 0.1 --runs 0", "--runs"},
+  };
+  for (const auto& c : cases) {
+    std::string log;
+    EXPECT_EQ(run_cli("escape " + q(c.dir) + " " + c.args + " --quiet", &log), 1) << c.args << "\n"
+                                                                                  << log;
+    EXPECT_EQ(count_lines(log), 1) << c.args << "\n" << log;
+    EXPECT_NE(log.find(c.expect), std::string::npos) << c.args << "\n" << log;
+  }
+  EXPECT_EQ(listing(run), before);
+  std::string log;
+  EXPECT_EQ(run_cli("escape " + q(run) + " --optimizer gd --bogus 1", &log), 2);
+  EXPECT_EQ(run_cli("escape --help", &log), 0);
+  EXPECT_NE(log.find("--escape-factor"), std::string::npos);
+}

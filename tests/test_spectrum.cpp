@@ -1,0 +1,411 @@
+// The spectrum and reproduce commands as a user runs them, checked against the library and
+// against each other: files, residuals, per-sample vs exact, alignment.csv vs eigenvalues.csv,
+// eigenvectors.pt in Python, bad input, and reproduce's reuse of finished work.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <sstream>
+
+#include "src/curvature/curvature.h"
+#include "src/eigen/eigensolver.h"
+#include "src/io/files.h"
+#include "src/spectrum/spectrum.h"
+#include "src/training/train.h"
+#include "tests/testing.h"
+
+namespace fs = std::filesystem;
+using ngtest::run_cli;
+
+namespace {
+
+// 500 synthetic records (100 per file); labels {0,1} leave 100 training samples.
+const std::string& synthetic_dir() {
+  static const std::string dir = [] {
+    std::string d = ngtest::temp_dir("cifar");
+    ngtest::write_synthetic_cifar(d, 100, 11);
+    return d;
+  }();
+  return dir;
+}
+
+std::string q(const std::string& s) {
+  return "'" + s + "'";
+}
+
+// A small CNN trained briefly on 100 synthetic images (made once, copied per test). The spectra
+// are computed in float64 whatever the training dtype.
+const std::string& trained_run() {
+  static const std::string run = [] {
+    const std::string dir = ngtest::temp_dir("spec-run");
+    const std::string cfg = dir + "/tiny.yaml";
+    ngtest::write_file(cfg,
+                       "seed: 3\ndevice: cpu\nthreads: 2\n"
+                       "model: {name: cnn}\n"
+                       "data: {dir: \"" +
+                           synthetic_dir() +
+                           "\", classes: [0, 1]}\n"
+                           "train: {lr: 0.05, batch_size: 10, max_steps: 100, eval_every: 50,"
+                           " checkpoint_every: 1000, target_loss: 0}\n");
+    std::string log;
+    const int rc = run_cli("train " + q(cfg) + " --out " + q(dir + "/run") + " --quiet", &log);
+    if (rc != 0) throw std::runtime_error("training the test run failed: " + log);
+    return dir + "/run";
+  }();
+  return run;
+}
+
+std::string copy_run(const std::string& tag) {
+  const std::string dst = ngtest::temp_dir(tag) + "/run";
+  fs::copy(trained_run(), dst, fs::copy_options::recursive);
+  if (fs::exists(dst + "/spectrum")) fs::remove_all(dst + "/spectrum");
+  return dst;
+}
+
+std::vector<std::map<std::string, std::string>> read_csv(const std::string& path) {
+  std::istringstream in(ngtest::read_file(path));
+  std::string line;
+  std::vector<std::string> head;
+  std::vector<std::map<std::string, std::string>> rows;
+  auto split = [](const std::string& s) {
+    std::vector<std::string> out;
+    std::stringstream ss(s);
+    std::string item;
+    while (std::getline(ss, item, ',')) out.push_back(item);
+    return out;
+  };
+  if (std::getline(in, line)) head = split(line);
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    const auto cells = split(line);
+    std::map<std::string, std::string> row;
+    for (size_t k = 0; k < head.size() && k < cells.size(); ++k) row[head[k]] = cells[k];
+    rows.push_back(row);
+  }
+  return rows;
+}
+
+std::vector<double> column(const std::vector<std::map<std::string, std::string>>& rows,
+                           const std::string& col, const std::string& matrix = "") {
+  std::vector<double> out;
+  for (const auto& r : rows)
+    if (matrix.empty() || r.at("matrix") == matrix) out.push_back(std::stod(r.at(col)));
+  return out;
+}
+
+int lines(const std::string& s) {
+  int n = 0;
+  for (char c : s) n += c == '\n';
+  return n;
+}
+
+double rel(double a, double b) {
+  return std::fabs(a - b) / std::max(std::fabs(b), 1e-300);
+}
+
+bool python_has(const std::string& module) {
+  return std::system(("/usr/bin/python3 -c 'import " + module + "' >/dev/null 2>&1").c_str()) == 0;
+}
+
+// The samples a spectrum used, as positions into the run's training set.
+std::vector<int64_t> positions(const std::string& spectrum_dir) {
+  std::vector<int64_t> out;
+  for (const auto& r : read_csv(spectrum_dir + "/samples.csv"))
+    out.push_back(std::stoll(r.at("position")));
+  return out;
+}
+
+// The library's operator of `matrix` on the given samples of the run, float64.
+std::unique_ptr<ng::CurvatureOperator> library_operator(ng::LoadedRun& run,
+                                                        const std::vector<int64_t>& pos,
+                                                        ng::MatrixKind matrix,
+                                                        ng::Estimator estimator) {
+  const at::Tensor idx = at::tensor(pos, at::TensorOptions().dtype(at::kLong));
+  ng::CurvatureOptions o;
+  o.matrix = matrix;
+  o.estimator = estimator;
+  o.dtype = at::kDouble;
+  return std::make_unique<ng::CurvatureOperator>(run.model, run.data.x.index_select(0, idx),
+                                                 run.data.targets.index_select(0, idx), o);
+}
+
+}  // namespace
+
+TEST(Spectrum, WritesEveryFileAndAgreesWithTheLibrary) {
+  const std::string run = copy_run("files");
+  std::string log;
+  ASSERT_EQ(run_cli("spectrum " + q(run) + " --k 6 --matrices G,Sigma,Sigma0,H", &log), 0) << log;
+  const std::string dir = run + "/spectrum";
+  for (const char* f :
+       {"eigenvalues.csv", "alignment.csv", "eigenvectors.pt", "summary.json", "samples.csv"})
+    EXPECT_TRUE(fs::exists(dir + "/" + f)) << f;
+  for (const auto& e : fs::directory_iterator(run))
+    EXPECT_EQ(e.path().filename().string().find("spectrum."), std::string::npos) << e.path();
+  // Progress went to stderr: phases, matvecs and seconds.
+  EXPECT_NE(log.find("matvecs"), std::string::npos) << log;
+
+  const auto eig = read_csv(dir + "/eigenvalues.csv");
+  for (const char* m : {"G", "Sigma", "Sigma0", "H"}) {
+    const auto vals = column(eig, "eigenvalue", m), res = column(eig, "residual", m);
+    ASSERT_EQ(vals.size(), 6u) << m;
+    for (size_t j = 0; j < vals.size(); ++j) {
+      EXPECT_LT(res[j], 1e-6) << m << " " << j;
+      if (j) {
+        EXPECT_LE(vals[j], vals[j - 1]) << m;
+      }
+    }
+  }
+  const std::string summary = ngtest::read_file(dir + "/summary.json");
+  for (const char* s : {"\"converged\": true", "\"estimator\": \"per-sample\"", "\"samples\": 12",
+                        "\"k\": 6", "\"theta\": \"trained\"", "\"dtype\": \"float64\"",
+                        "\"solver\": \"gram\"", "\"metrics_method\": \"gram\"", "\"mu\": ",
+                        "\"srk_G\": ", "\"srk_G2\": ", "\"frobenius_G\": ", "\"matvecs\": "})
+    EXPECT_NE(summary.find(s), std::string::npos) << s << "\n" << summary;
+
+  // The same samples through the library, solved by Lanczos rather than the Gram matrix.
+  const auto pos = positions(dir);
+  ASSERT_EQ(pos.size(), 12u);
+  ng::LoadedRun lr = ng::load_run(run, "");
+  auto gop = library_operator(lr, pos, ng::MatrixKind::G, ng::Estimator::PerSample);
+  ng::EigenOptions eo;
+  eo.k = 6;
+  eo.solver = "lanczos";
+  const ng::Eigenpairs lib = ng::top_eigenpairs(*gop, eo);
+  const auto g_vals = column(eig, "eigenvalue", "G");
+  for (int j = 0; j < 6; ++j) EXPECT_LT(rel(g_vals[j], lib.values[j]), 1e-8) << j;
+
+  // alignment.csv: lambda is G's spectrum, g = alpha / lambda, and alpha_k = u_k^T Sigma u_k / 2L
+  // recomputed from eigenvectors.pt with the library's Sigma.
+  const auto al = read_csv(dir + "/alignment.csv");
+  ASSERT_EQ(al.size(), 6u);
+  const auto lam = column(al, "lambda"), alpha = column(al, "alpha"), g = column(al, "g");
+  auto sop = library_operator(lr, pos, ng::MatrixKind::Sigma, ng::Estimator::PerSample);
+  const c10::IValue saved = ng::load_ivalue(dir + "/eigenvectors.pt");
+  const at::Tensor u = saved.toGenericDict().at("U").toTensor();  // p x k
+  ASSERT_EQ(u.size(0), gop->dim());
+  ASSERT_EQ(u.size(1), 6);
+  for (int j = 0; j < 6; ++j) {
+    EXPECT_EQ(lam[j], g_vals[j]);
+    EXPECT_LT(rel(g[j], alpha[j] / lam[j]), 1e-12);
+    const at::Tensor uj = u.select(1, j).contiguous();
+    const double quad = at::dot(uj, sop->apply(uj)).item<double>();
+    EXPECT_LT(rel(alpha[j], quad / (2 * sop->loss())), 1e-8) << j;
+    // Each column is an eigenvector of the library's G.
+    const double r = (gop->apply(uj) - lam[j] * uj).norm().item<double>() / lam[j];
+    EXPECT_LT(r, 1e-6) << j;
+  }
+}
+
+TEST(Spectrum, PerSampleAndExactAgreeOnTheSameSamples) {
+  const std::string run = copy_run("estimators");
+  std::string log;
+  ASSERT_EQ(run_cli("spectrum " + q(run) + " --k 5 --samples 16 --seed 4 --quiet", &log), 0) << log;
+  const auto per = read_csv(run + "/spectrum/eigenvalues.csv");
+  const std::string per_samples = ngtest::read_file(run + "/spectrum/samples.csv");
+  const std::string per_summary = ngtest::read_file(run + "/spectrum/summary.json");
+  ASSERT_EQ(run_cli("spectrum " + q(run) +
+                        " --k 5 --samples 16 --seed 4 --estimator exact --probes 100 --quiet",
+                    &log),
+            0)
+      << log;
+  const auto ex = read_csv(run + "/spectrum/eigenvalues.csv");
+  EXPECT_EQ(ngtest::read_file(run + "/spectrum/samples.csv"), per_samples);
+  EXPECT_EQ(lines(per_samples), 17);
+  for (const char* m : {"G", "Sigma"}) {
+    const auto a = column(per, "eigenvalue", m), b = column(ex, "eigenvalue", m);
+    ASSERT_EQ(a.size(), 5u);
+    ASSERT_EQ(b.size(), 5u);
+    for (int j = 0; j < 5; ++j) EXPECT_LT(rel(b[j], a[j]), 1e-8) << m << " " << j;
+    for (double r : column(ex, "residual", m)) EXPECT_LT(r, 1e-6) << m;
+  }
+  const std::string summary = ngtest::read_file(run + "/spectrum/summary.json");
+  EXPECT_NE(summary.find("\"solver\": \"lanczos\""), std::string::npos) << summary;
+  EXPECT_NE(summary.find("\"metrics_method\": \"hutchinson\""), std::string::npos) << summary;
+  // mu: exact from the Gram blocks vs a Hutchinson estimate with its standard error.
+  auto number = [](const std::string& s, const std::string& key) {
+    const size_t at = s.find("\"" + key + "\": ");
+    return std::stod(s.substr(at + key.size() + 4));
+  };
+  const double mu_exact = number(per_summary, "mu"), mu_est = number(summary, "mu"),
+               se = number(summary, "mu_se");
+  EXPECT_GT(se, 0);
+  EXPECT_LT(std::fabs(mu_est - mu_exact), 5 * se + 1e-9) << mu_exact << " " << mu_est << " " << se;
+  EXPECT_EQ(number(per_summary, "mu_se"), 0);
+  EXPECT_LT(rel(number(summary, "loss"), number(per_summary, "loss")), 1e-12);
+}
+
+TEST(Spectrum, Float32LanczosAndRandomTheta) {
+  const std::string run = copy_run("variants");
+  std::string log;
+  ASSERT_EQ(run_cli("spectrum " + q(run) + " --k 4 --quiet", &log), 0) << log;
+  const auto base = read_csv(run + "/spectrum/eigenvalues.csv");
+
+  // float32: residuals below 1e-3 and the same spectrum to float32 accuracy.
+  ASSERT_EQ(run_cli("spectrum " + q(run) + " --k 4 --dtype float32 --quiet", &log), 0) << log;
+  const auto f32 = read_csv(run + "/spectrum/eigenvalues.csv");
+  for (double r : column(f32, "residual")) EXPECT_LT(r, 1e-3);
+  for (int j = 0; j < 4; ++j)
+    EXPECT_LT(rel(column(f32, "eigenvalue", "G")[j], column(base, "eigenvalue", "G")[j]), 1e-4);
+
+  // Lanczos on the per-sample operator agrees with the Gram solver.
+  ASSERT_EQ(run_cli("spectrum " + q(run) + " --k 4 --solver lanczos --quiet", &log), 0) << log;
+  const auto lz = read_csv(run + "/spectrum/eigenvalues.csv");
+  for (int j = 0; j < 4; ++j)
+    EXPECT_LT(rel(column(lz, "eigenvalue", "G")[j], column(base, "eigenvalue", "G")[j]), 1e-8);
+  EXPECT_NE(ngtest::read_file(run + "/spectrum/summary.json").find("\"solver\": \"lanczos\""),
+            std::string::npos);
+
+  // theta ~ N(0, I): another point altogether, the same one for the same seed.
+  ASSERT_EQ(run_cli("spectrum " + q(run) + " --k 4 --theta random --seed 2 --quiet", &log), 0)
+      << log;
+  const auto r1 = read_csv(run + "/spectrum/eigenvalues.csv");
+  const std::string summary = ngtest::read_file(run + "/spectrum/summary.json");
+  EXPECT_NE(summary.find("\"theta\": \"random\""), std::string::npos);
+  const double lam_rand = column(r1, "eigenvalue", "G")[0];
+  const double lam_trained = column(base, "eigenvalue", "G")[0];
+  EXPECT_GT(lam_rand, 100 * lam_trained) << lam_rand << " vs " << lam_trained;
+  for (double r : column(r1, "residual")) EXPECT_LT(r, 1e-6);
+  ASSERT_EQ(run_cli("spectrum " + q(run) + " --k 4 --theta random --seed 2 --quiet", &log), 0);
+  EXPECT_EQ(column(read_csv(run + "/spectrum/eigenvalues.csv"), "eigenvalue"),
+            column(r1, "eigenvalue"));
+}
+
+TEST(Spectrum, EigenvectorsAreReadableByPythonTorchLoad) {
+  if (!python_has("torch"))
+    GTEST_SKIP() << "Python's torch is not installed (scripts/setup.sh installs python3-torch)";
+  const std::string run = copy_run("python");
+  std::string log;
+  ASSERT_EQ(run_cli("spectrum " + q(run) + " --k 5 --quiet", &log), 0) << log;
+  const std::string script = run + "/check.py";
+  ngtest::write_file(
+      script,
+      "import csv, sys, torch\n"
+      "d = torch.load(sys.argv[1] + '/spectrum/eigenvectors.pt')\n"
+      "theta = torch.load(sys.argv[1] + '/theta.pt')\n"
+      "U, lam = d['U'], d['eigenvalues']\n"
+      "p = sum(v.numel() for v in theta.values())\n"
+      "assert U.shape == (p, 5) and U.dtype == torch.float64, U.shape\n"
+      "assert list(d['parameter_names']) == list(theta.keys())\n"
+      "assert list(d['parameter_numels']) == [v.numel() for v in theta.values()]\n"
+      "err = (U.T @ U - torch.eye(5, dtype=torch.float64)).abs().max().item()\n"
+      "assert err < 1e-10, err\n"
+      "rows = [r for r in csv.DictReader(open(sys.argv[1] + '/spectrum/eigenvalues.csv'))\n"
+      "        if r['matrix'] == 'G']\n"
+      "assert [float(r['eigenvalue']) for r in rows] == lam.tolist()\n"
+      "print('ok')\n");
+  EXPECT_EQ(std::system(("/usr/bin/python3 " + q(script) + " " + q(run)).c_str()), 0);
+}
+
+// Each bad input: exit 1, one line naming the file or option, and no spectrum/ directory.
+TEST(Spectrum, BadInputGivesOneLineErrorsAndNoOutput) {
+  const std::string run = copy_run("bad");
+  const std::string misfit = copy_run("misfit");
+  ng::save_tensor_dict(misfit + "/theta.pt", {{"conv1.weight", at::zeros({2, 2})}});
+  const std::string no_theta = copy_run("notheta");
+  fs::remove(no_theta + "/theta.pt");
+  // Samples that no longer match the run's (another copy of the data, say).
+  const std::string moved = copy_run("moved");
+  std::string samples = ngtest::read_file(moved + "/samples.csv");
+  samples.replace(samples.find("\n0,") + 1, 3, "0,7");
+  ngtest::write_file(moved + "/samples.csv", samples);
+  struct Case {
+    std::string dir, args, expect;
+  };
+  const std::vector<Case> cases = {
+      {run + "/../missing", "", "missing"},
+      {misfit, "", "theta.pt"},
+      {no_theta, "", "theta.pt"},
+      {run, "--k 30 --samples 10", "--k"},
+      {run, "--k 150 --estimator exact --matrices G", "--k"},
+      {run, "--samples 500", "--samples"},
+      {run, "--matrices G,Foo", "--matrices"},
+      {run, "--dtype float16", "--dtype"},
+      {run, "--estimator dense", "--estimator"},
+      {run, "--solver gram --estimator exact", "--solver"},
+      {run, "--theta zero", "--theta"},
+      {run, "--k -2", "--k"},
+      {run, "--tol abc", "--tol"},
+      {moved, "", "samples.csv"},
+  };
+  for (const auto& c : cases) {
+    std::string log;
+    EXPECT_EQ(run_cli("spectrum " + q(c.dir) + " " + c.args, &log), 1) << c.args << "\n" << log;
+    EXPECT_NE(log.find(c.expect), std::string::npos) << c.args << "\n" << log;
+    EXPECT_EQ(lines(log), 1) << c.args << "\n" << log;
+    EXPECT_FALSE(fs::exists(c.dir + "/spectrum")) << c.args;
+  }
+  for (const auto& e : fs::directory_iterator(run))
+    EXPECT_EQ(e.path().filename().string().find("spectrum"), std::string::npos) << e.path();
+  std::string log;
+  EXPECT_EQ(run_cli("spectrum " + q(run) + " --bogus 1", &log), 2);
+  EXPECT_NE(log.find("--bogus"), std::string::npos) << log;
+  EXPECT_EQ(run_cli("spectrum --help", &log), 0);
+  EXPECT_NE(log.find("eigenvectors.pt"), std::string::npos);
+}
+
+TEST(Reproduce, RunsTheWholePipelineAndReusesFinishedWork) {
+  if (!python_has("matplotlib"))
+    GTEST_SKIP() << "Python's matplotlib is not installed (apt-get install python3-matplotlib)";
+  const std::string out = ngtest::temp_dir("reproduce");
+  const std::string base = "reproduce fig5 --scale quick --out " + q(out) + " --data-dir " +
+                           q(synthetic_dir()) +
+                           " --set data.max_samples=40 --set train.max_steps=20"
+                           " --set train.target_loss=0 --set model.width=4 --set spectrum.k=3";
+  std::string log;
+  ASSERT_EQ(run_cli(base + " --quiet", &log), 0) << log;
+  const std::string png = out + "/figures/fig5.png";
+  ASSERT_TRUE(fs::exists(png));
+  EXPECT_EQ(ngtest::read_file(png).substr(1, 3), "PNG");
+  const std::vector<std::string> runs = {out + "/runs/quick_fig5_resnet",
+                                         out + "/runs/quick_fig5_vgg"};
+  for (const auto& r : runs) {
+    EXPECT_TRUE(fs::exists(r + "/theta.pt")) << r;
+    EXPECT_EQ(column(read_csv(r + "/spectrum/alignment.csv"), "k").size(), 3u) << r;
+    EXPECT_NE(ngtest::read_file(r + "/spectrum/summary.json").find("\"k\": 3"), std::string::npos);
+  }
+  EXPECT_NE(log.find("trained"), std::string::npos) << log;
+  EXPECT_NE(log.find("computed"), std::string::npos) << log;
+
+  // A second invocation reuses the trained runs and the spectra, bit for bit.
+  const auto theta_time = fs::last_write_time(runs[0] + "/theta.pt");
+  const std::string summary = ngtest::read_file(runs[1] + "/spectrum/summary.json");
+  ASSERT_EQ(run_cli(base + " --quiet", &log), 0) << log;
+  EXPECT_EQ(log.find("computed"), std::string::npos) << log;
+  EXPECT_EQ(log.find("trained,"), std::string::npos) << log;
+  EXPECT_NE(log.find("reused"), std::string::npos) << log;
+  EXPECT_EQ(fs::last_write_time(runs[0] + "/theta.pt"), theta_time);
+  EXPECT_EQ(ngtest::read_file(runs[1] + "/spectrum/summary.json"), summary);
+
+  // Other spectrum settings recompute the spectra only.
+  ASSERT_EQ(run_cli(base + " --set spectrum.k=2 --quiet", &log), 0) << log;
+  EXPECT_NE(log.find("computed"), std::string::npos) << log;
+  EXPECT_EQ(fs::last_write_time(runs[0] + "/theta.pt"), theta_time);
+  EXPECT_EQ(column(read_csv(runs[0] + "/spectrum/alignment.csv"), "k").size(), 2u);
+
+  // An interrupted training run (no theta.pt yet, status running) is resumed from its checkpoint.
+  fs::remove(runs[1] + "/theta.pt");
+  std::string manifest = ngtest::read_file(runs[1] + "/manifest.json");
+  const size_t at = manifest.find("\"status\": \"");
+  ASSERT_NE(at, std::string::npos);
+  manifest.replace(at, manifest.find('"', at + 11) - at + 1, "\"status\": \"running\"");
+  ngtest::write_file(runs[1] + "/manifest.json", manifest);
+  ASSERT_EQ(run_cli(base + " --quiet", &log), 0) << log;
+  EXPECT_NE(log.find("resumed"), std::string::npos) << log;
+  EXPECT_TRUE(fs::exists(runs[1] + "/theta.pt"));
+
+  // A changed training config is refused, naming the run's config.yaml and the key.
+  EXPECT_EQ(run_cli(base + " --set train.lr=0.05 --quiet", &log), 1) << log;
+  EXPECT_NE(log.find("config.yaml"), std::string::npos) << log;
+  EXPECT_NE(log.find("train.lr"), std::string::npos) << log;
+  EXPECT_EQ(lines(log), 1) << log;
+  // Bad figure, scale and spectrum option.
+  EXPECT_EQ(run_cli("reproduce fig9 --scale quick", &log), 1);
+  EXPECT_NE(log.find("fig9"), std::string::npos) << log;
+  EXPECT_EQ(run_cli("reproduce fig5 --scale huge", &log), 1);
+  EXPECT_NE(log.find("--scale"), std::string::npos) << log;
+  EXPECT_EQ(run_cli(base + " --set spectrum.dtype=float16", &log), 1);
+  EXPECT_NE(log.find("--dtype"), std::string::npos) << log;
+}
