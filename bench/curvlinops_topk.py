@@ -124,8 +124,10 @@ def main():
     torch.set_num_threads(a.threads)
     dtype = torch.float64 if a.dtype == "float64" else torch.float32
 
-    theta = torch.load(f"{a.run}/theta.pt")
-    data = torch.load(a.data)
+    # noisegeom's files are TorchScript pickles (typed dicts): PyTorch >= 2.6 loads them only
+    # with weights_only=False (or restore_type_tag allowlisted).
+    theta = torch.load(f"{a.run}/theta.pt", weights_only=False)
+    data = torch.load(a.data, weights_only=False)
     x, y = data["x"].to(dtype), data["y"].to(dtype)
     model = build_model(model_config(a.run), y.shape[1])
     names = [n for n, _ in model.named_parameters()]

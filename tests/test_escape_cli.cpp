@@ -10,6 +10,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "src/io/files.h"
 #include "tests/testing.h"
 
 namespace fs = std::filesystem;
@@ -202,7 +203,7 @@ TEST(EscapeCli, GdAndSgdSweepsWriteConsistentFilesAndResume) {
 
 TEST(EscapeCli, ComputesAMissingSpectrum) {
   const std::string run = copy_run("esc-nospec");
-  fs::remove_all(run + "/spectrum");
+  ng::remove_tree(run + "/spectrum");
   std::string log;
   ASSERT_EQ(
       run_cli("escape " + q(run) + " --optimizer gd --steps 4 --log-every 2 --lr 0.01 --ks 1,3",

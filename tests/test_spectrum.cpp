@@ -43,7 +43,7 @@ const std::string& trained_run() {
     const std::string dir = ngtest::temp_dir("spec-run");
     const std::string cfg = dir + "/tiny.yaml";
     ngtest::write_file(cfg,
-                       "seed: 3\ndevice: cpu\nthreads: 2\n"
+                       "seed: 3\ndevice: cpu\nthreads: 1\n"
                        "model: {name: cnn}\n"
                        "data: {dir: \"" +
                            synthetic_dir() +
@@ -61,7 +61,7 @@ const std::string& trained_run() {
 std::string copy_run(const std::string& tag) {
   const std::string dst = ngtest::temp_dir(tag) + "/run";
   fs::copy(trained_run(), dst, fs::copy_options::recursive);
-  if (fs::exists(dst + "/spectrum")) fs::remove_all(dst + "/spectrum");
+  if (fs::exists(dst + "/spectrum")) ng::remove_tree(dst + "/spectrum");
   return dst;
 }
 
@@ -353,7 +353,8 @@ TEST(Reproduce, RunsTheWholePipelineAndReusesFinishedWork) {
   const std::string base = "reproduce fig5 --scale quick --out " + q(out) + " --data-dir " +
                            q(synthetic_dir()) +
                            " --set data.max_samples=40 --set train.max_steps=20"
-                           " --set train.target_loss=0 --set model.width=4 --set spectrum.k=3";
+                           " --set train.target_loss=0 --set model.width=4 --set threads=1"
+                           " --set spectrum.k=3";
   std::string log;
   ASSERT_EQ(run_cli(base + " --quiet", &log), 0) << log;
   const std::string png = out + "/figures/fig5.png";

@@ -1,5 +1,7 @@
 #include "tests/testing.h"
 
+#include "src/io/files.h"
+
 #include <sys/wait.h>
 
 #include <cstdio>
@@ -26,10 +28,7 @@ struct TempRoot {
     root = buf.data();
   }
   ~TempRoot() {
-    if (!std::getenv("NG_KEEP_TEST_FILES")) {
-      std::error_code ec;
-      fs::remove_all(root, ec);
-    }
+    if (!std::getenv("NG_KEEP_TEST_FILES")) ng::remove_tree(root.string());
   }
 };
 

@@ -1,6 +1,7 @@
 #include "src/io/files.h"
 
 #include <fcntl.h>
+#include <ftw.h>
 #include <unistd.h>
 
 #include <ATen/core/Dict.h>
@@ -49,6 +50,12 @@ std::string read_file(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+bool remove_tree(const std::string& path) {
+  if (::access(path.c_str(), F_OK) != 0) return true;
+  auto rm = [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); };
+  return ::nftw(path.c_str(), rm, 16, FTW_DEPTH | FTW_PHYS) == 0;
 }
 
 std::string Json::quote(const std::string& s) {

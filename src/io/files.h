@@ -14,6 +14,9 @@ namespace ng {
 
 void write_file_atomic(const std::string& path, const std::string& bytes);
 std::string read_file(const std::string& path);  // throws ng::Error naming the file
+// Removes a file or directory tree; true if nothing is left. Not std::filesystem::remove_all: the
+// PyTorch wheel's libtorch exports its own copy of it, which crashes when called from our code.
+bool remove_tree(const std::string& path);
 
 // Minimal ordered JSON object writer (values are already-formatted JSON or escaped strings).
 class Json {

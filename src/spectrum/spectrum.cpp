@@ -454,8 +454,7 @@ void write_spectrum(const SpectrumResult& r) {
   const std::string pid = std::to_string(::getpid());
   const fs::path tmp = target.string() + ".tmp." + pid;
   const fs::path old = target.string() + ".old." + pid;
-  std::error_code ec;
-  fs::remove_all(tmp, ec);
+  remove_tree(tmp);
   try {
     fs::create_directories(tmp);
     write_file_atomic((tmp / "eigenvalues.csv").string(), eig);
@@ -466,13 +465,13 @@ void write_spectrum(const SpectrumResult& r) {
     if (fs::exists(target)) fs::rename(target, old);
     fs::rename(tmp, target);
   } catch (const fs::filesystem_error& e) {
-    fs::remove_all(tmp, ec);
+    remove_tree(tmp);
     fail("{}: cannot write the spectrum ({})", r.out_dir, e.code().message());
   } catch (...) {
-    fs::remove_all(tmp, ec);
+    remove_tree(tmp);
     throw;
   }
-  fs::remove_all(old, ec);
+  remove_tree(old);
 }
 
 SpectrumResult run_spectrum(const std::string& run_dir, const SpectrumOptions& opt) {
