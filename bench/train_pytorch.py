@@ -59,7 +59,7 @@ class FixupBlock(nn.Module):
     def forward(self, x):
         xa = x + self.b1a
         out = self.c2(F.relu(self.c1(xa) + self.b1b) + self.b2a) * self.scale + self.b2b
-        sc = xa
+        sc = x  # the Fixup reference adds bias1a only on the downsampling shortcut
         if self.stride != 1 or self.pad:
             sc = F.avg_pool2d(xa, 1, self.stride)
             sc = torch.cat([sc, torch.zeros_like(sc)], 1)

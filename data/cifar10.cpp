@@ -16,12 +16,12 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <random>
 #include <sstream>
 
 #include "data/dataset.h"
 #include "data/sha256.h"
 #include "src/core/error.h"
+#include "src/core/random.h"
 
 namespace fs = std::filesystem;
 
@@ -128,28 +128,6 @@ std::string labels_text(const ClassMap& m) {
   for (size_t k = 0; k < m.classes.size(); ++k)
     list += (k ? "," : "") + std::to_string(m.classes[k]);
   return fmt::format("labels {{{}}} (relabelled 0..{})", list, m.classes.size() - 1);
-}
-
-// Uniform in [0, m) by rejection: the same stream on every platform, unlike
-// std::uniform_int_distribution whose algorithm is implementation-defined.
-uint64_t uniform_below(std::mt19937_64& rng, uint64_t m) {
-  const uint64_t top = std::numeric_limits<uint64_t>::max();
-  const uint64_t limit = top - top % m;
-  uint64_t r;
-  do r = rng();
-  while (r >= limit);
-  return r % m;
-}
-
-// k of `rows` chosen by a partial Fisher-Yates shuffle, returned in file order.
-std::vector<int64_t> seeded_subset(std::vector<int64_t> rows, int64_t k, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  const auto n = static_cast<uint64_t>(rows.size());
-  for (uint64_t i = 0; i < static_cast<uint64_t>(k); ++i)
-    std::swap(rows[i], rows[i + uniform_below(rng, n - i)]);
-  rows.resize(static_cast<size_t>(k));
-  std::sort(rows.begin(), rows.end());
-  return rows;
 }
 
 // Per-channel mean and (population) std of pixels/255 over `rows`, from exact integer sums.

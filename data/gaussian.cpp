@@ -5,10 +5,10 @@
 
 #include <algorithm>
 #include <cmath>
-#include <random>
 
 #include "data/dataset.h"
 #include "src/core/error.h"
+#include "src/core/random.h"
 
 namespace ng {
 namespace {
@@ -16,41 +16,10 @@ namespace {
 constexpr double kTwoPi = 6.283185307179586476925286766559;
 constexpr int64_t kRowsPerStream = 256;
 
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
 // Independent seeds per (purpose, block of rows).
 uint64_t stream_seed(uint64_t seed, uint64_t purpose, uint64_t row) {
   return splitmix64(splitmix64(splitmix64(seed) ^ purpose) ^ row);
 }
-
-// Box-Muller on mt19937_64 output: the same numbers for every standard library, unlike
-// std::normal_distribution whose algorithm is implementation-defined.
-class Normal {
- public:
-  explicit Normal(uint64_t seed) : rng_(seed) {}
-  double operator()() {
-    if (has_spare_) {
-      has_spare_ = false;
-      return spare_;
-    }
-    const double u1 = static_cast<double>((rng_() >> 11) + 1) * 0x1p-53;  // (0, 1]: log is finite
-    const double u2 = static_cast<double>(rng_() >> 11) * 0x1p-53;
-    const double r = std::sqrt(-2.0 * std::log(u1));
-    spare_ = r * std::sin(kTwoPi * u2);
-    has_spare_ = true;
-    return r * std::cos(kTwoPi * u2);
-  }
-
- private:
-  std::mt19937_64 rng_;
-  bool has_spare_ = false;
-  double spare_ = 0.0;
-};
 
 // Upper bound on sum_{k=d+1}^{D} k^-q (integral of a decreasing function).
 double tail_bound(double q, double d, double big_d) {

@@ -12,8 +12,10 @@ Dataset load_training_data(const Config& cfg, const std::string& data_dir_flag) 
   const auto seed = static_cast<uint64_t>(cfg.i("seed"));
   if (source == "cifar10") {
     CifarOptions o;
-    o.dir = cfg.is_set("data.dir") && !cfg.s("data.dir").empty() ? cfg.s("data.dir")
-                                                                 : resolve_data_dir(data_dir_flag);
+    // The command line wins over the config, so a run moved to another machine finds its data.
+    o.dir = !data_dir_flag.empty() || !cfg.is_set("data.dir") || cfg.s("data.dir").empty()
+                ? resolve_data_dir(data_dir_flag)
+                : cfg.s("data.dir");
     o.classes = cfg.ints("data.classes");
     o.max_samples = cfg.i("data.max_samples");
     o.normalize = cfg.s("data.normalize") == "per_channel";

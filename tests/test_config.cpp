@@ -6,20 +6,9 @@
 
 using ng::Config;
 
-namespace {
+using ngtest::error_of;
 
-// The message of the ng::Error that `f` throws ("" if none).
-template <typename F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const ng::Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-}  // namespace
+namespace {}  // namespace
 
 TEST(Config, DefaultsAndValues) {
   Config c = Config::parse("seed: 3\ntrain:\n  lr: 0.05\n  batch_size: 16\n", "x.yaml");
@@ -82,8 +71,7 @@ TEST(Config, OverridesAreCheckedLikeTheFile) {
   EXPECT_NE(error_of([&] { c.set("train.lr=abc"); }).find("--set: train.lr: expected a number"),
             std::string::npos);
   EXPECT_NE(error_of([&] { c.set("train.lr"); }).find("expected key=value"), std::string::npos);
-  EXPECT_NE(error_of([&] { c.set("device=tpu"); }).find("one of auto|cpu|cuda"),
-            std::string::npos);
+  EXPECT_NE(error_of([&] { c.set("device=tpu"); }).find("one of auto|cpu|cuda"), std::string::npos);
 }
 
 TEST(Config, ResolvedYamlRoundTrips) {

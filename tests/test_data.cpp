@@ -21,19 +21,11 @@
 
 namespace fs = std::filesystem;
 
+using ngtest::error_of;
+
 namespace {
 
 constexpr int64_t kRec = 3073;
-
-template <typename F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const ng::Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 std::string batch(const std::string& dir, int k) {
   return dir + "/data_batch_" + std::to_string(k) + ".bin";
@@ -524,8 +516,10 @@ TEST(LoadTrainingData, FollowsTheConfig) {
   o.max_samples = 15;
   o.seed = 4;
   EXPECT_EQ(d.indices, ng::load_cifar10_train(o).indices);
-  c.set("data.dir=" + dir);  // data.dir wins over the flag
-  EXPECT_EQ(ng::load_training_data(c, dir + "/nope").size(), 15);
+  c.set("data.dir=" + dir + "/nope");  // the flag wins over data.dir
+  EXPECT_EQ(ng::load_training_data(c, dir).size(), 15);
+  c.set("data.dir=" + dir);  // without the flag, data.dir is used
+  EXPECT_EQ(ng::load_training_data(c, "").size(), 15);
 
   ng::Config g = ng::Config::parse(
       "seed: 9\ndata:\n  source: gaussian\n  n: 30\n  d: 12\n  covariance: power\n"

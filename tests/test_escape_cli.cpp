@@ -18,73 +18,25 @@ using ngtest::run_cli;
 
 namespace {
 
-std::string q(const std::string& s) {
-  return "'" + s + "'";
-}
-
-// 250 synthetic records (50 per file); labels {0,1} leave 50 training samples.
-const std::string& synthetic_dir() {
-  static const std::string dir = [] {
-    std::string d = ngtest::temp_dir("cifar");
-    ngtest::write_synthetic_cifar(d, 50, 13);
-    return d;
-  }();
-  return dir;
-}
-
 // A small CNN trained briefly, with the top 4 eigenpairs of G (made once, copied per test).
 const std::string& trained_run() {
-  static const std::string run = [] {
-    const std::string dir = ngtest::temp_dir("esc-run");
-    const std::string cfg = dir + "/tiny.yaml";
-    ngtest::write_file(cfg,
-                       "seed: 3\ndevice: cpu\nthreads: 2\n"
-                       "model: {name: cnn}\n"
-                       "data: {dir: \"" +
-                           synthetic_dir() +
-                           "\", classes: [0, 1]}\n"
-                           "train: {lr: 0.05, batch_size: 10, max_steps: 60, eval_every: 60,"
-                           " checkpoint_every: 1000, target_loss: 0}\n");
-    std::string log;
-    if (run_cli("train " + q(cfg) + " --out " + q(dir + "/run") + " --quiet", &log) != 0)
-      throw std::runtime_error("training the test run failed: " + log);
-    if (run_cli("spectrum " + q(dir + "/run") + " --k 4 --dtype float64 --quiet", &log) != 0)
-      throw std::runtime_error("the test run's spectrum failed: " + log);
-    return dir + "/run";
-  }();
+  static const std::string run =
+      ngtest::train_run("esc-run",
+                        "seed: 3\ndevice: cpu\nthreads: 2\nmodel: {name: cnn}\ndata: {dir: \"" +
+                            ngtest::synthetic_cifar_dir(50, 13) +
+                            "\", classes: [0, 1]}\n"
+                            "train: {lr: 0.05, batch_size: 10, max_steps: 60, eval_every: 60,"
+                            " checkpoint_every: 1000, target_loss: 0}\n",
+                        "spectrum {run} --k 4 --dtype float64 --quiet");
   return run;
 }
 
 std::string copy_run(const std::string& tag) {
-  const std::string dst = ngtest::temp_dir(tag) + "/run";
-  fs::copy(trained_run(), dst, fs::copy_options::recursive);
-  return dst;
+  return ngtest::copy_run(trained_run(), tag);
 }
 
-using Row = std::map<std::string, std::string>;
-
-std::vector<Row> read_csv(const std::string& path, std::vector<std::string>* header = nullptr) {
-  std::istringstream in(ngtest::read_file(path));
-  std::string line;
-  std::vector<std::string> head;
-  std::vector<Row> rows;
-  auto split = [](const std::string& s) {
-    std::vector<std::string> out;
-    std::stringstream ss(s);
-    std::string item;
-    while (std::getline(ss, item, ',')) out.push_back(item);
-    return out;
-  };
-  if (std::getline(in, line)) head = split(line);
-  while (std::getline(in, line)) {
-    const auto cells = split(line);
-    Row r;
-    for (size_t c = 0; c < head.size() && c < cells.size(); ++c) r[head[c]] = cells[c];
-    rows.push_back(r);
-  }
-  if (header) *header = head;
-  return rows;
-}
+using Row = ngtest::CsvRow;
+using ngtest::read_csv;
 
 double num(const Row& r, const std::string& key) {
   return std::stod(r.at(key));
@@ -97,12 +49,6 @@ double json_number(const std::string& text, const std::string& section, const st
   const size_t at = text.find("\"" + key + "\": ", s);
   if (at == std::string::npos) return std::nan("");
   return std::stod(text.substr(at + key.size() + 4));
-}
-
-int count_lines(const std::string& s) {
-  int n = 0;
-  for (char c : s) n += c == '\n';
-  return n;
 }
 
 std::vector<std::string> listing(const std::string& dir) {
@@ -118,13 +64,14 @@ std::vector<std::string> listing(const std::string& dir) {
 TEST(EscapeCli, GdAndSgdSweepsWriteConsistentFilesAndResume) {
   const std::string run = copy_run("esc-cli");
   std::string log;
-  ASSERT_EQ(run_cli("escape " + q(run) + " --optimizer gd --steps 20 --log-every 5", &log), 0)
+  ASSERT_EQ(
+      run_cli("escape " + ngtest::quote(run) + " --optimizer gd --steps 20 --log-every 5", &log), 0)
       << log;
   // --lr auto reports what it tried and what it chose.
   EXPECT_NE(log.find("tried lr"), std::string::npos) << log;
   EXPECT_NE(log.find("chose lr"), std::string::npos) << log;
   const auto t0 = std::chrono::steady_clock::now();
-  ASSERT_EQ(run_cli("escape " + q(run) +
+  ASSERT_EQ(run_cli("escape " + ngtest::quote(run) +
                         " --optimizer sgd --runs 3 --steps 20 --log-every 5 --lr 0.2 --batch 8",
                     &log),
             0)
@@ -184,13 +131,14 @@ TEST(EscapeCli, GdAndSgdSweepsWriteConsistentFilesAndResume) {
   // A second invocation reuses the finished runs and the searched lr: same file, less time.
   const std::string before = ngtest::read_file(esc + "/trajectories.csv");
   const auto t1 = std::chrono::steady_clock::now();
-  ASSERT_EQ(run_cli("escape " + q(run) +
+  ASSERT_EQ(run_cli("escape " + ngtest::quote(run) +
                         " --optimizer sgd --runs 3 --steps 20 --log-every 5 --lr 0.2 --batch 8",
                     &log),
             0)
       << log;
   EXPECT_NE(log.find("reused 3 finished run(s), computed 0"), std::string::npos) << log;
-  ASSERT_EQ(run_cli("escape " + q(run) + " --optimizer gd --steps 20 --log-every 5", &log), 0)
+  ASSERT_EQ(
+      run_cli("escape " + ngtest::quote(run) + " --optimizer gd --steps 20 --log-every 5", &log), 0)
       << log;
   EXPECT_NE(log.find("reusing the learning rate"), std::string::npos) << log;
   EXPECT_EQ(log.find("tried lr"), std::string::npos) << log;
@@ -205,10 +153,10 @@ TEST(EscapeCli, ComputesAMissingSpectrum) {
   const std::string run = copy_run("esc-nospec");
   ng::remove_tree(run + "/spectrum");
   std::string log;
-  ASSERT_EQ(
-      run_cli("escape " + q(run) + " --optimizer gd --steps 4 --log-every 2 --lr 0.01 --ks 1,3",
-              &log),
-      0)
+  ASSERT_EQ(run_cli("escape " + ngtest::quote(run) +
+                        " --optimizer gd --steps 4 --log-every 2 --lr 0.01 --ks 1,3",
+                    &log),
+            0)
       << log;
   EXPECT_NE(log.find("computing it"), std::string::npos) << log;
   EXPECT_TRUE(fs::exists(run + "/spectrum/eigenvectors.pt"));
@@ -235,14 +183,15 @@ TEST(EscapeCli, BadInputIsOneLineAndWritesNothing) {
   };
   for (const auto& c : cases) {
     std::string log;
-    EXPECT_EQ(run_cli("escape " + q(c.dir) + " " + c.args + " --quiet", &log), 1) << c.args << "\n"
-                                                                                  << log;
-    EXPECT_EQ(count_lines(log), 1) << c.args << "\n" << log;
+    EXPECT_EQ(run_cli("escape " + ngtest::quote(c.dir) + " " + c.args + " --quiet", &log), 1)
+        << c.args << "\n"
+        << log;
+    EXPECT_EQ(ngtest::count_lines(log), 1) << c.args << "\n" << log;
     EXPECT_NE(log.find(c.expect), std::string::npos) << c.args << "\n" << log;
   }
   EXPECT_EQ(listing(run), before);
   std::string log;
-  EXPECT_EQ(run_cli("escape " + q(run) + " --optimizer gd --bogus 1", &log), 2);
+  EXPECT_EQ(run_cli("escape " + ngtest::quote(run) + " --optimizer gd --bogus 1", &log), 2);
   EXPECT_EQ(run_cli("escape --help", &log), 0);
   EXPECT_NE(log.find("--escape-factor"), std::string::npos);
 }

@@ -22,84 +22,28 @@ using ngtest::run_cli;
 
 namespace {
 
-// 500 synthetic records (100 per file); labels {0,1} leave 100 training samples.
-const std::string& synthetic_dir() {
-  static const std::string dir = [] {
-    std::string d = ngtest::temp_dir("cifar");
-    ngtest::write_synthetic_cifar(d, 100, 11);
-    return d;
-  }();
-  return dir;
-}
-
-std::string q(const std::string& s) {
-  return "'" + s + "'";
-}
-
 // A small CNN trained briefly on 100 synthetic images (made once, copied per test). The spectra
 // are computed in float64 whatever the training dtype.
 const std::string& trained_run() {
-  static const std::string run = [] {
-    const std::string dir = ngtest::temp_dir("spec-run");
-    const std::string cfg = dir + "/tiny.yaml";
-    ngtest::write_file(cfg,
-                       "seed: 3\ndevice: cpu\nthreads: 1\n"
-                       "model: {name: cnn}\n"
-                       "data: {dir: \"" +
-                           synthetic_dir() +
-                           "\", classes: [0, 1]}\n"
-                           "train: {lr: 0.05, batch_size: 10, max_steps: 100, eval_every: 50,"
-                           " checkpoint_every: 1000, target_loss: 0}\n");
-    std::string log;
-    const int rc = run_cli("train " + q(cfg) + " --out " + q(dir + "/run") + " --quiet", &log);
-    if (rc != 0) throw std::runtime_error("training the test run failed: " + log);
-    return dir + "/run";
-  }();
+  static const std::string run = ngtest::train_run(
+      "spec-run", "seed: 3\ndevice: cpu\nthreads: 1\nmodel: {name: cnn}\ndata: {dir: \"" +
+                      ngtest::synthetic_cifar_dir(100, 11) +
+                      "\", classes: [0, 1]}\n"
+                      "train: {lr: 0.05, batch_size: 10, max_steps: 100, eval_every: 50,"
+                      " checkpoint_every: 1000, target_loss: 0}\n");
   return run;
 }
 
 std::string copy_run(const std::string& tag) {
-  const std::string dst = ngtest::temp_dir(tag) + "/run";
-  fs::copy(trained_run(), dst, fs::copy_options::recursive);
-  if (fs::exists(dst + "/spectrum")) ng::remove_tree(dst + "/spectrum");
-  return dst;
+  return ngtest::copy_run(trained_run(), tag);
 }
 
-std::vector<std::map<std::string, std::string>> read_csv(const std::string& path) {
-  std::istringstream in(ngtest::read_file(path));
-  std::string line;
-  std::vector<std::string> head;
-  std::vector<std::map<std::string, std::string>> rows;
-  auto split = [](const std::string& s) {
-    std::vector<std::string> out;
-    std::stringstream ss(s);
-    std::string item;
-    while (std::getline(ss, item, ',')) out.push_back(item);
-    return out;
-  };
-  if (std::getline(in, line)) head = split(line);
-  while (std::getline(in, line)) {
-    if (line.empty()) continue;
-    const auto cells = split(line);
-    std::map<std::string, std::string> row;
-    for (size_t k = 0; k < head.size() && k < cells.size(); ++k) row[head[k]] = cells[k];
-    rows.push_back(row);
-  }
-  return rows;
-}
-
-std::vector<double> column(const std::vector<std::map<std::string, std::string>>& rows,
-                           const std::string& col, const std::string& matrix = "") {
+std::vector<double> column(const std::vector<ngtest::CsvRow>& rows, const std::string& col,
+                           const std::string& matrix = "") {
   std::vector<double> out;
   for (const auto& r : rows)
     if (matrix.empty() || r.at("matrix") == matrix) out.push_back(std::stod(r.at(col)));
   return out;
-}
-
-int lines(const std::string& s) {
-  int n = 0;
-  for (char c : s) n += c == '\n';
-  return n;
 }
 
 double rel(double a, double b) {
@@ -113,7 +57,7 @@ bool python_has(const std::string& module) {
 // The samples a spectrum used, as positions into the run's training set.
 std::vector<int64_t> positions(const std::string& spectrum_dir) {
   std::vector<int64_t> out;
-  for (const auto& r : read_csv(spectrum_dir + "/samples.csv"))
+  for (const auto& r : ngtest::read_csv(spectrum_dir + "/samples.csv"))
     out.push_back(std::stoll(r.at("position")));
   return out;
 }
@@ -137,7 +81,9 @@ std::unique_ptr<ng::CurvatureOperator> library_operator(ng::LoadedRun& run,
 TEST(Spectrum, WritesEveryFileAndAgreesWithTheLibrary) {
   const std::string run = copy_run("files");
   std::string log;
-  ASSERT_EQ(run_cli("spectrum " + q(run) + " --k 6 --matrices G,Sigma,Sigma0,H", &log), 0) << log;
+  ASSERT_EQ(run_cli("spectrum " + ngtest::quote(run) + " --k 6 --matrices G,Sigma,Sigma0,H", &log),
+            0)
+      << log;
   const std::string dir = run + "/spectrum";
   for (const char* f :
        {"eigenvalues.csv", "alignment.csv", "eigenvectors.pt", "summary.json", "samples.csv"})
@@ -147,7 +93,7 @@ TEST(Spectrum, WritesEveryFileAndAgreesWithTheLibrary) {
   // Progress went to stderr: phases, matvecs and seconds.
   EXPECT_NE(log.find("matvecs"), std::string::npos) << log;
 
-  const auto eig = read_csv(dir + "/eigenvalues.csv");
+  const auto eig = ngtest::read_csv(dir + "/eigenvalues.csv");
   for (const char* m : {"G", "Sigma", "Sigma0", "H"}) {
     const auto vals = column(eig, "eigenvalue", m), res = column(eig, "residual", m);
     ASSERT_EQ(vals.size(), 6u) << m;
@@ -179,7 +125,7 @@ TEST(Spectrum, WritesEveryFileAndAgreesWithTheLibrary) {
 
   // alignment.csv: lambda is G's spectrum, g = alpha / lambda, and alpha_k = u_k^T Sigma u_k / 2L
   // recomputed from eigenvectors.pt with the library's Sigma.
-  const auto al = read_csv(dir + "/alignment.csv");
+  const auto al = ngtest::read_csv(dir + "/alignment.csv");
   ASSERT_EQ(al.size(), 6u);
   const auto lam = column(al, "lambda"), alpha = column(al, "alpha"), g = column(al, "g");
   auto sop = library_operator(lr, pos, ng::MatrixKind::Sigma, ng::Estimator::PerSample);
@@ -202,18 +148,20 @@ TEST(Spectrum, WritesEveryFileAndAgreesWithTheLibrary) {
 TEST(Spectrum, PerSampleAndExactAgreeOnTheSameSamples) {
   const std::string run = copy_run("estimators");
   std::string log;
-  ASSERT_EQ(run_cli("spectrum " + q(run) + " --k 5 --samples 16 --seed 4 --quiet", &log), 0) << log;
-  const auto per = read_csv(run + "/spectrum/eigenvalues.csv");
+  ASSERT_EQ(
+      run_cli("spectrum " + ngtest::quote(run) + " --k 5 --samples 16 --seed 4 --quiet", &log), 0)
+      << log;
+  const auto per = ngtest::read_csv(run + "/spectrum/eigenvalues.csv");
   const std::string per_samples = ngtest::read_file(run + "/spectrum/samples.csv");
   const std::string per_summary = ngtest::read_file(run + "/spectrum/summary.json");
-  ASSERT_EQ(run_cli("spectrum " + q(run) +
+  ASSERT_EQ(run_cli("spectrum " + ngtest::quote(run) +
                         " --k 5 --samples 16 --seed 4 --estimator exact --probes 100 --quiet",
                     &log),
             0)
       << log;
-  const auto ex = read_csv(run + "/spectrum/eigenvalues.csv");
+  const auto ex = ngtest::read_csv(run + "/spectrum/eigenvalues.csv");
   EXPECT_EQ(ngtest::read_file(run + "/spectrum/samples.csv"), per_samples);
-  EXPECT_EQ(lines(per_samples), 17);
+  EXPECT_EQ(ngtest::count_lines(per_samples), 17);
   for (const char* m : {"G", "Sigma"}) {
     const auto a = column(per, "eigenvalue", m), b = column(ex, "eigenvalue", m);
     ASSERT_EQ(a.size(), 5u);
@@ -240,36 +188,41 @@ TEST(Spectrum, PerSampleAndExactAgreeOnTheSameSamples) {
 TEST(Spectrum, Float32LanczosAndRandomTheta) {
   const std::string run = copy_run("variants");
   std::string log;
-  ASSERT_EQ(run_cli("spectrum " + q(run) + " --k 4 --quiet", &log), 0) << log;
-  const auto base = read_csv(run + "/spectrum/eigenvalues.csv");
+  ASSERT_EQ(run_cli("spectrum " + ngtest::quote(run) + " --k 4 --quiet", &log), 0) << log;
+  const auto base = ngtest::read_csv(run + "/spectrum/eigenvalues.csv");
 
   // float32: residuals below 1e-3 and the same spectrum to float32 accuracy.
-  ASSERT_EQ(run_cli("spectrum " + q(run) + " --k 4 --dtype float32 --quiet", &log), 0) << log;
-  const auto f32 = read_csv(run + "/spectrum/eigenvalues.csv");
+  ASSERT_EQ(run_cli("spectrum " + ngtest::quote(run) + " --k 4 --dtype float32 --quiet", &log), 0)
+      << log;
+  const auto f32 = ngtest::read_csv(run + "/spectrum/eigenvalues.csv");
   for (double r : column(f32, "residual")) EXPECT_LT(r, 1e-3);
   for (int j = 0; j < 4; ++j)
     EXPECT_LT(rel(column(f32, "eigenvalue", "G")[j], column(base, "eigenvalue", "G")[j]), 1e-4);
 
   // Lanczos on the per-sample operator agrees with the Gram solver.
-  ASSERT_EQ(run_cli("spectrum " + q(run) + " --k 4 --solver lanczos --quiet", &log), 0) << log;
-  const auto lz = read_csv(run + "/spectrum/eigenvalues.csv");
+  ASSERT_EQ(run_cli("spectrum " + ngtest::quote(run) + " --k 4 --solver lanczos --quiet", &log), 0)
+      << log;
+  const auto lz = ngtest::read_csv(run + "/spectrum/eigenvalues.csv");
   for (int j = 0; j < 4; ++j)
     EXPECT_LT(rel(column(lz, "eigenvalue", "G")[j], column(base, "eigenvalue", "G")[j]), 1e-8);
   EXPECT_NE(ngtest::read_file(run + "/spectrum/summary.json").find("\"solver\": \"lanczos\""),
             std::string::npos);
 
   // theta ~ N(0, I): another point altogether, the same one for the same seed.
-  ASSERT_EQ(run_cli("spectrum " + q(run) + " --k 4 --theta random --seed 2 --quiet", &log), 0)
+  ASSERT_EQ(
+      run_cli("spectrum " + ngtest::quote(run) + " --k 4 --theta random --seed 2 --quiet", &log), 0)
       << log;
-  const auto r1 = read_csv(run + "/spectrum/eigenvalues.csv");
+  const auto r1 = ngtest::read_csv(run + "/spectrum/eigenvalues.csv");
   const std::string summary = ngtest::read_file(run + "/spectrum/summary.json");
   EXPECT_NE(summary.find("\"theta\": \"random\""), std::string::npos);
   const double lam_rand = column(r1, "eigenvalue", "G")[0];
   const double lam_trained = column(base, "eigenvalue", "G")[0];
   EXPECT_GT(lam_rand, 100 * lam_trained) << lam_rand << " vs " << lam_trained;
   for (double r : column(r1, "residual")) EXPECT_LT(r, 1e-6);
-  ASSERT_EQ(run_cli("spectrum " + q(run) + " --k 4 --theta random --seed 2 --quiet", &log), 0);
-  EXPECT_EQ(column(read_csv(run + "/spectrum/eigenvalues.csv"), "eigenvalue"),
+  ASSERT_EQ(
+      run_cli("spectrum " + ngtest::quote(run) + " --k 4 --theta random --seed 2 --quiet", &log),
+      0);
+  EXPECT_EQ(column(ngtest::read_csv(run + "/spectrum/eigenvalues.csv"), "eigenvalue"),
             column(r1, "eigenvalue"));
 }
 
@@ -278,7 +231,7 @@ TEST(Spectrum, EigenvectorsAreReadableByPythonTorchLoad) {
     GTEST_SKIP() << "Python's torch is not installed (scripts/setup.sh installs python3-torch)";
   const std::string run = copy_run("python");
   std::string log;
-  ASSERT_EQ(run_cli("spectrum " + q(run) + " --k 5 --quiet", &log), 0) << log;
+  ASSERT_EQ(run_cli("spectrum " + ngtest::quote(run) + " --k 5 --quiet", &log), 0) << log;
   const std::string script = run + "/check.py";
   ngtest::write_file(
       script,
@@ -296,7 +249,9 @@ TEST(Spectrum, EigenvectorsAreReadableByPythonTorchLoad) {
       "        if r['matrix'] == 'G']\n"
       "assert [float(r['eigenvalue']) for r in rows] == lam.tolist()\n"
       "print('ok')\n");
-  EXPECT_EQ(std::system(("/usr/bin/python3 " + q(script) + " " + q(run)).c_str()), 0);
+  EXPECT_EQ(
+      std::system(("/usr/bin/python3 " + ngtest::quote(script) + " " + ngtest::quote(run)).c_str()),
+      0);
 }
 
 // Each bad input: exit 1, one line naming the file or option, and no spectrum/ directory.
@@ -332,15 +287,16 @@ TEST(Spectrum, BadInputGivesOneLineErrorsAndNoOutput) {
   };
   for (const auto& c : cases) {
     std::string log;
-    EXPECT_EQ(run_cli("spectrum " + q(c.dir) + " " + c.args, &log), 1) << c.args << "\n" << log;
+    EXPECT_EQ(run_cli("spectrum " + ngtest::quote(c.dir) + " " + c.args, &log), 1) << c.args << "\n"
+                                                                                   << log;
     EXPECT_NE(log.find(c.expect), std::string::npos) << c.args << "\n" << log;
-    EXPECT_EQ(lines(log), 1) << c.args << "\n" << log;
+    EXPECT_EQ(ngtest::count_lines(log), 1) << c.args << "\n" << log;
     EXPECT_FALSE(fs::exists(c.dir + "/spectrum")) << c.args;
   }
   for (const auto& e : fs::directory_iterator(run))
     EXPECT_EQ(e.path().filename().string().find("spectrum"), std::string::npos) << e.path();
   std::string log;
-  EXPECT_EQ(run_cli("spectrum " + q(run) + " --bogus 1", &log), 2);
+  EXPECT_EQ(run_cli("spectrum " + ngtest::quote(run) + " --bogus 1", &log), 2);
   EXPECT_NE(log.find("--bogus"), std::string::npos) << log;
   EXPECT_EQ(run_cli("spectrum --help", &log), 0);
   EXPECT_NE(log.find("eigenvectors.pt"), std::string::npos);
@@ -350,8 +306,8 @@ TEST(Reproduce, RunsTheWholePipelineAndReusesFinishedWork) {
   if (!python_has("matplotlib"))
     GTEST_SKIP() << "Python's matplotlib is not installed (apt-get install python3-matplotlib)";
   const std::string out = ngtest::temp_dir("reproduce");
-  const std::string base = "reproduce fig5 --scale quick --out " + q(out) + " --data-dir " +
-                           q(synthetic_dir()) +
+  const std::string base = "reproduce fig5 --scale quick --out " + ngtest::quote(out) +
+                           " --data-dir " + ngtest::quote(ngtest::synthetic_cifar_dir(100, 11)) +
                            " --set data.max_samples=40 --set train.max_steps=20"
                            " --set train.target_loss=0 --set model.width=4 --set threads=1"
                            " --set spectrum.k=3";
@@ -364,7 +320,7 @@ TEST(Reproduce, RunsTheWholePipelineAndReusesFinishedWork) {
                                          out + "/runs/quick_fig5_vgg"};
   for (const auto& r : runs) {
     EXPECT_TRUE(fs::exists(r + "/theta.pt")) << r;
-    EXPECT_EQ(column(read_csv(r + "/spectrum/alignment.csv"), "k").size(), 3u) << r;
+    EXPECT_EQ(column(ngtest::read_csv(r + "/spectrum/alignment.csv"), "k").size(), 3u) << r;
     EXPECT_NE(ngtest::read_file(r + "/spectrum/summary.json").find("\"k\": 3"), std::string::npos);
   }
   EXPECT_NE(log.find("trained"), std::string::npos) << log;
@@ -384,7 +340,7 @@ TEST(Reproduce, RunsTheWholePipelineAndReusesFinishedWork) {
   ASSERT_EQ(run_cli(base + " --set spectrum.k=2 --quiet", &log), 0) << log;
   EXPECT_NE(log.find("computed"), std::string::npos) << log;
   EXPECT_EQ(fs::last_write_time(runs[0] + "/theta.pt"), theta_time);
-  EXPECT_EQ(column(read_csv(runs[0] + "/spectrum/alignment.csv"), "k").size(), 2u);
+  EXPECT_EQ(column(ngtest::read_csv(runs[0] + "/spectrum/alignment.csv"), "k").size(), 2u);
 
   // An interrupted training run (no theta.pt yet, status running) is resumed from its checkpoint.
   fs::remove(runs[1] + "/theta.pt");
@@ -401,7 +357,7 @@ TEST(Reproduce, RunsTheWholePipelineAndReusesFinishedWork) {
   EXPECT_EQ(run_cli(base + " --set train.lr=0.05 --quiet", &log), 1) << log;
   EXPECT_NE(log.find("config.yaml"), std::string::npos) << log;
   EXPECT_NE(log.find("train.lr"), std::string::npos) << log;
-  EXPECT_EQ(lines(log), 1) << log;
+  EXPECT_EQ(ngtest::count_lines(log), 1) << log;
   // Bad figure, scale and spectrum option.
   EXPECT_EQ(run_cli("reproduce fig9 --scale quick", &log), 1);
   EXPECT_NE(log.find("fig9"), std::string::npos) << log;

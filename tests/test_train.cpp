@@ -20,26 +20,19 @@ using ngtest::run_cli;
 
 namespace {
 
-// 250 synthetic records (50 per file); labels {0,1} leave 50 training samples.
-const std::string& synthetic_dir() {
-  static const std::string dir = [] {
-    std::string d = ngtest::temp_dir("cifar");
-    ngtest::write_synthetic_cifar(d, 50, 7);
-    return d;
-  }();
-  return dir;
-}
-
 std::string write_config(const std::string& body) {
   const std::string path = ngtest::temp_dir("cfg") + "/exp.yaml";
-  ngtest::write_file(path, "seed: 5\ndevice: cpu\nthreads: 1\n"
-                           "model: {name: cnn}\n"
-                           "data: {dir: \"" + synthetic_dir() + "\", classes: [0, 1]}\n" + body);
+  ngtest::write_file(path,
+                     "seed: 5\ndevice: cpu\nthreads: 1\n"
+                     "model: {name: cnn}\n"
+                     "data: {dir: \"" +
+                         ngtest::synthetic_cifar_dir(50, 7) + "\", classes: [0, 1]}\n" + body);
   return path;
 }
 
-const char* kShort = "train: {lr: 0.05, batch_size: 8, max_steps: 60, eval_every: 20, "
-                     "checkpoint_every: 20, target_loss: 0}\n";
+const char* kShort =
+    "train: {lr: 0.05, batch_size: 8, max_steps: 60, eval_every: 20, "
+    "checkpoint_every: 20, target_loss: 0}\n";
 
 bool same_tensors(const std::string& a, const std::string& b) {
   const auto ta = ng::load_tensor_dict(a), tb = ng::load_tensor_dict(b);
@@ -58,12 +51,6 @@ std::string log_without_timing(const std::string& path) {
     out += line + "\n";
   }
   return out;
-}
-
-int first_line_count(const std::string& out) {
-  int lines = 0;
-  for (char c : out) lines += c == '\n';
-  return lines;
 }
 
 }  // namespace
@@ -92,10 +79,10 @@ TEST(Train, WritesACompleteRunDirectory) {
   EXPECT_NE(manifest.find("\"steps\": 60"), std::string::npos) << manifest;
   // samples.csv: header + 50 rows, global indices of label-0/1 records (labels cycle 0..9).
   const std::string samples = ngtest::read_file(out + "/samples.csv");
-  EXPECT_EQ(first_line_count(samples), 51);
+  EXPECT_EQ(ngtest::count_lines(samples), 51);
   EXPECT_NE(samples.find("\n0,0,0,0\n1,1,1,1\n2,10,0,0\n"), std::string::npos) << samples;
   // train_log.csv: header + evaluations at steps 0, 20, 40, 60.
-  EXPECT_EQ(first_line_count(ngtest::read_file(out + "/train_log.csv")), 5);
+  EXPECT_EQ(ngtest::count_lines(ngtest::read_file(out + "/train_log.csv")), 5);
   // no temporary files are left behind
   for (const auto& e : fs::directory_iterator(out))
     EXPECT_EQ(e.path().string().find(".tmp."), std::string::npos) << e.path();
@@ -177,7 +164,7 @@ TEST(Train, DivergenceStopsWithAClearErrorAndNoResult) {
   EXPECT_EQ(run_cli("train '" + cfg + "' --out '" + out + "' --quiet", &log), 3) << log;
   EXPECT_NE(log.find("diverged"), std::string::npos) << log;
   EXPECT_NE(log.find(cfg), std::string::npos) << log;
-  EXPECT_EQ(first_line_count(log), 1) << log;
+  EXPECT_EQ(ngtest::count_lines(log), 1) << log;
   EXPECT_FALSE(fs::exists(out + "/theta.pt"));
   EXPECT_NE(ngtest::read_file(out + "/manifest.json").find("\"status\": \"diverged\""),
             std::string::npos);
@@ -208,9 +195,11 @@ TEST(Train, BadInputGivesOneLineErrorsAndNoOutput) {
       {head + "data: {dir: \"" + dir + "/none\"}\n", "", "data_batch_1.bin"},
       {head + "data: {dir: \"" + truncated + "\"}\n", "", "data_batch_3.bin"},
       {head + "data: {dir: \"" + badlabel + "\"}\n", "", "data_batch_2.bin"},
-      {head + "data: {dir: \"" + synthetic_dir() + "\", classes: [0, 11]}\n", "", "data.classes"},
-      {head + "model: {name: resnet, depth: 21}\ndata: {dir: \"" + synthetic_dir() + "\"}\n", "",
-       "model.depth"},
+      {head + "data: {dir: \"" + ngtest::synthetic_cifar_dir(50, 7) + "\", classes: [0, 11]}\n", "",
+       "data.classes"},
+      {head + "model: {name: resnet, depth: 21}\ndata: {dir: \"" +
+           ngtest::synthetic_cifar_dir(50, 7) + "\"}\n",
+       "", "model.depth"},
       {head, "--set train.lr=fast", "train.lr"},
       {head, "--set nope=1", "nope"},
   };
@@ -223,7 +212,7 @@ TEST(Train, BadInputGivesOneLineErrorsAndNoOutput) {
     EXPECT_EQ(run_cli("train '" + cfg + "' --out '" + out + "' --quiet " + c.extra, &log), 1)
         << c.config << log;
     EXPECT_NE(log.find(c.expect), std::string::npos) << log;
-    EXPECT_EQ(first_line_count(log), 1) << log;
+    EXPECT_EQ(ngtest::count_lines(log), 1) << log;
     EXPECT_NE(log.find("error"), std::string::npos) << log;
     EXPECT_FALSE(fs::exists(out)) << "partial output for " << c.config;
   }
@@ -255,7 +244,7 @@ TEST(Train, RefusesToOverwriteAndChecksCheckpointsAgainstTheModel) {
                 fs::copy_options::overwrite_existing);
   EXPECT_EQ(run_cli("train '" + other + "' --out '" + out2 + "' --resume --quiet", &log), 1);
   EXPECT_NE(log.find("checkpoint.pt"), std::string::npos) << log;
-  EXPECT_EQ(first_line_count(log), 1) << log;
+  EXPECT_EQ(ngtest::count_lines(log), 1) << log;
   // A damaged checkpoint is named too.
   ngtest::write_file(out2 + "/checkpoint.pt", "not a checkpoint");
   EXPECT_EQ(run_cli("train '" + other + "' --out '" + out2 + "' --resume --quiet", &log), 1);
@@ -273,7 +262,7 @@ TEST(Cli, VersionHelpModelsAndDataCheck) {
   for (const char* count : {"558222", "605458", "1720138", "20091338", "219200", "43072"})
     EXPECT_NE(log.find(count), std::string::npos) << count << "\n" << log;
   EXPECT_EQ(log.find("[differs]"), std::string::npos) << log;
-  EXPECT_EQ(run_cli("data check '" + synthetic_dir() + "'", &log), 0) << log;
+  EXPECT_EQ(run_cli("data check '" + ngtest::synthetic_cifar_dir(50, 7) + "'", &log), 0) << log;
   EXPECT_EQ(run_cli("data check /nonexistent-dir", &log), 1);
   EXPECT_NE(log.find("/nonexistent-dir"), std::string::npos) << log;
 }

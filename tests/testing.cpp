@@ -1,17 +1,18 @@
 #include "tests/testing.h"
 
-#include "src/io/files.h"
-
 #include <sys/wait.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 #include <sstream>
 #include <stdexcept>
 #include <vector>
+
+#include "src/io/files.h"
 
 namespace fs = std::filesystem;
 
@@ -87,6 +88,76 @@ int run_cli(const std::string& args, std::string* output) {
 std::string real_cifar_dir() {
   const fs::path p = fs::path(NG_SOURCE_DIR) / ".." / "shared" / "data" / "cifar-10-batches-bin";
   return fs::exists(p / "data_batch_1.bin") ? fs::canonical(p).string() : "";
+}
+
+std::string quote(const std::string& text) {
+  return "'" + text + "'";
+}
+
+int count_lines(const std::string& text) {
+  int n = 0;
+  for (char c : text) n += c == '\n';
+  return n;
+}
+
+const std::string& synthetic_cifar_dir(int64_t per_file, uint64_t seed) {
+  static std::map<std::pair<int64_t, uint64_t>, std::string> made;
+  auto& dir = made[{per_file, seed}];
+  if (dir.empty()) {
+    dir = temp_dir("cifar");
+    write_synthetic_cifar(dir, per_file, seed);
+  }
+  return dir;
+}
+
+std::string train_run(const std::string& tag, const std::string& config_yaml,
+                      const std::string& then) {
+  const std::string dir = temp_dir(tag);
+  const std::string cfg = dir + "/config.yaml", run = dir + "/run";
+  write_file(cfg, config_yaml);
+  std::string log;
+  if (run_cli("train " + quote(cfg) + " --out " + quote(run) + " --quiet", &log) != 0)
+    throw std::runtime_error("training the test run failed: " + log);
+  if (!then.empty()) {
+    std::string cmd = then;
+    const auto at = cmd.find("{run}");
+    if (at != std::string::npos) cmd.replace(at, 5, quote(run));
+    if (run_cli(cmd, &log) != 0)
+      throw std::runtime_error("'" + cmd + "' on the test run failed: " + log);
+  }
+  return run;
+}
+
+std::string copy_run(const std::string& run, const std::string& tag) {
+  const std::string dst = temp_dir(tag) + "/run";
+  fs::copy(run, dst, fs::copy_options::recursive);
+  return dst;
+}
+
+std::vector<CsvRow> read_csv(const std::string& path, std::vector<std::string>* header) {
+  std::istringstream in(read_file(path));
+  auto split = [](const std::string& line) {
+    std::vector<std::string> out;
+    std::stringstream ss(line);
+    std::string item;
+    while (std::getline(ss, item, ',')) out.push_back(item);
+    // A trailing empty cell ("a,b,") is a cell too.
+    if (!line.empty() && line.back() == ',') out.emplace_back();
+    return out;
+  };
+  std::string line;
+  std::vector<std::string> head;
+  std::vector<CsvRow> rows;
+  if (std::getline(in, line)) head = split(line);
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    const auto cells = split(line);
+    CsvRow row;
+    for (size_t k = 0; k < head.size() && k < cells.size(); ++k) row[head[k]] = cells[k];
+    rows.push_back(row);
+  }
+  if (header) *header = head;
+  return rows;
 }
 
 std::string read_file(const std::string& path) {

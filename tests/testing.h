@@ -3,7 +3,11 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
+#include <vector>
+
+#include "src/core/error.h"
 
 namespace ngtest {
 
@@ -24,5 +28,36 @@ std::string real_cifar_dir();
 
 std::string read_file(const std::string& path);
 void write_file(const std::string& path, const std::string& text);
+
+// 'text' for a shell command line.
+std::string quote(const std::string& text);
+// Number of newline characters: a one-line error message has exactly one.
+int count_lines(const std::string& text);
+
+// Synthetic CIFAR-10 files (write_synthetic_cifar), made once per (per_file, seed) and process.
+const std::string& synthetic_cifar_dir(int64_t per_file, uint64_t seed);
+
+// Trains `config_yaml` with the CLI into <temp>/run and returns that directory; throws with the
+// CLI's output when training fails. `then`, if given, is one more CLI command run on it (e.g.
+// "spectrum {run} --k 4"): "{run}" is replaced by the quoted run directory.
+std::string train_run(const std::string& tag, const std::string& config_yaml,
+                      const std::string& then = "");
+// A copy of a run directory under a fresh temp dir (tests change runs; fixtures are shared).
+std::string copy_run(const std::string& run, const std::string& tag);
+
+// A CSV file as rows keyed by the header's column names.
+using CsvRow = std::map<std::string, std::string>;
+std::vector<CsvRow> read_csv(const std::string& path, std::vector<std::string>* header = nullptr);
+
+// The message of the ng::Error that `f` throws ("" if none).
+template <typename F>
+std::string error_of(F f) {
+  try {
+    f();
+  } catch (const ng::Error& e) {
+    return e.what();
+  }
+  return "";
+}
 
 }  // namespace ngtest

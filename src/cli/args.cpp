@@ -1,5 +1,9 @@
 #include "src/cli/args.h"
 
+#include <cmath>
+
+#include "src/core/error.h"
+
 namespace ng {
 
 std::string Args::get(const std::string& opt, const std::string& def) const {
@@ -11,6 +15,34 @@ const std::vector<std::string>& Args::all(const std::string& opt) const {
   static const std::vector<std::string> none;
   auto it = values.find(opt);
   return it == values.end() ? none : it->second;
+}
+
+int64_t int_value(const std::string& text, const std::string& option, int64_t min) {
+  try {
+    size_t used = 0;
+    const long long v = std::stoll(text, &used);
+    if (used == text.size() && v >= min) return v;
+  } catch (const std::exception&) {
+  }
+  fail("{}: expected an integer >= {}, got '{}'", option, min, text);
+}
+
+double number_value(const std::string& text, const std::string& option, bool positive) {
+  try {
+    size_t used = 0;
+    const double v = std::stod(text, &used);
+    if (used == text.size() && std::isfinite(v) && (!positive || v > 0)) return v;
+  } catch (const std::exception&) {
+  }
+  fail("{}: expected a {}number, got '{}'", option, positive ? "positive " : "", text);
+}
+
+int64_t Args::integer(const std::string& opt, int64_t def, int64_t min) const {
+  return values.count(opt) ? int_value(get(opt), opt, min) : def;
+}
+
+double Args::number(const std::string& opt, double def, bool positive) const {
+  return values.count(opt) ? number_value(get(opt), opt, positive) : def;
 }
 
 Args parse_args(const std::vector<std::string>& argv, const ArgSpec& spec, const std::string& cmd) {

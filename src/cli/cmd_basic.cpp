@@ -10,25 +10,13 @@
 #include "src/training/train.h"
 
 namespace ng {
-namespace {
-
-int64_t parse_int(const std::string& s, const std::string& what) {
-  try {
-    size_t used = 0;
-    const long long v = std::stoll(s, &used);
-    if (used == s.size() && v > 0) return v;
-  } catch (const std::exception&) {
-  }
-  throw UsageError{what + " expects a positive integer, got '" + s + "'"};
-}
-
-}  // namespace
+namespace {}  // namespace
 
 int cmd_models(const std::vector<std::string>& argv) {
   const Args a = parse_args(argv, {{}, {"--classes", "--input-dim"}, {}}, "models");
   if (!a.positional.empty()) throw UsageError{"models: unexpected argument " + a.positional[0]};
-  const int64_t classes = parse_int(a.get("--classes", "10"), "--classes");
-  const int64_t input_dim = parse_int(a.get("--input-dim", "50"), "--input-dim");
+  const int64_t classes = a.integer("--classes", 10, 1);
+  const int64_t input_dim = a.integer("--input-dim", 50, 1);
 
   fmt::print("The paper's models (Appendix A):\n");
   fmt::print("  {:<11} {:>8} {:>12} {:>12}  {}\n", "model", "classes", "parameters", "paper",
@@ -61,9 +49,11 @@ int cmd_models(const std::vector<std::string>& argv) {
   for (const char* name : vector) {
     ModelSpec s;
     s.name = name;
-    s.num_classes = std::string(name) == "linear" || std::string(name) == "linear_net" ? classes : 1;
+    s.num_classes =
+        std::string(name) == "linear" || std::string(name) == "linear_net" ? classes : 1;
     s.input_dim = std::string(name) == "toy" ? 1 : input_dim;
-    s.hidden = std::string(name) == "linear_net" ? std::vector<int64_t>{input_dim, input_dim, input_dim}
+    s.hidden = std::string(name) == "linear_net"
+                   ? std::vector<int64_t>{input_dim, input_dim, input_dim}
                : std::string(name) == "two_layer" ? std::vector<int64_t>{100}
                                                   : std::vector<int64_t>{};
     row(s);

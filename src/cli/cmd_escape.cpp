@@ -37,59 +37,15 @@ std::string g17(double v) {
   return std::isfinite(v) ? fmt::format("{:.17g}", v) : "nan";
 }
 
-int64_t positive_int(const std::string& s, const std::string& opt) {
-  try {
-    size_t used = 0;
-    const long long v = std::stoll(s, &used);
-    if (used == s.size() && v > 0) return v;
-  } catch (const std::exception&) {
-  }
-  fail("{}: expected a positive integer, got '{}'", opt, s);
-}
-
-double real(const std::string& s, const std::string& opt) {
-  try {
-    size_t used = 0;
-    const double v = std::stod(s, &used);
-    if (used == s.size() && std::isfinite(v)) return v;
-  } catch (const std::exception&) {
-  }
-  fail("{}: expected a number, got '{}'", opt, s);
-}
-
 std::vector<int64_t> parse_ks(const std::string& s) {
   std::vector<int64_t> ks;
   std::stringstream in(s);
   std::string item;
-  while (std::getline(in, item, ',')) ks.push_back(positive_int(item, "--ks"));
+  while (std::getline(in, item, ',')) ks.push_back(int_value(item, "--ks", 1));
   if (ks.empty()) fail("--ks: expected a list such as 1,5,10,20, got '{}'", s);
   std::sort(ks.begin(), ks.end());
   ks.erase(std::unique(ks.begin(), ks.end()), ks.end());
   return ks;
-}
-
-// The value of `"key": value` on the first line that holds it (our own JSON files, one key a
-// line); "" when absent.
-std::string json_value(const std::string& text, const std::string& key) {
-  const std::string tag = Json::quote(key) + ": ";
-  const size_t at = text.find(tag);
-  if (at == std::string::npos) return "";
-  const size_t start = at + tag.size();
-  size_t end = text.find('\n', start);
-  if (end == std::string::npos) end = text.size();
-  std::string v = text.substr(start, end - start);
-  if (!v.empty() && v.back() == ',') v.pop_back();
-  return v;
-}
-
-double json_number(const std::string& text, const std::string& key) {
-  const std::string v = json_value(text, key);
-  if (v.empty() || v == "null") return std::nan("");
-  try {
-    return std::stod(v);
-  } catch (const std::exception&) {
-    return std::nan("");
-  }
 }
 
 std::string json_list(const std::vector<double>& v) {
@@ -195,7 +151,7 @@ std::string lr_search_request(const EscapeOptions& o, const CurvatureNumbers& c,
 }
 
 std::string trials_json(const std::vector<LrTrial>& trials) {
-  // One line, so that a later invocation can read it back with json_value.
+  // One line, so that a later invocation can read it back with Json::field.
   std::string s = "[";
   for (size_t j = 0; j < trials.size(); ++j) {
     const auto& t = trials[j];
@@ -236,24 +192,20 @@ int cmd_escape(const std::vector<std::string>& argv) {
   e.optimizer = parse_escape_optimizer(a.get("--optimizer"), "--optimizer");
   const std::string opt_name = to_string(e.optimizer);
   const bool sgd = e.optimizer == EscapeOptimizer::Sgd;
-  e.runs = positive_int(a.get("--runs", sgd ? "50" : "1"), "--runs");
-  e.steps = positive_int(a.get("--steps", "500"), "--steps");
-  e.log_every = positive_int(a.get("--log-every", "10"), "--log-every");
+  e.runs = a.integer("--runs", sgd ? 50 : 1, 1);
+  e.steps = a.integer("--steps", 500, 1);
+  e.log_every = a.integer("--log-every", 10, 1);
   const std::string lr_arg = a.get("--lr", "auto");
   const bool lr_auto = lr_arg == "auto";
   if (!lr_auto) {
-    e.lr = real(lr_arg, "--lr");
-    if (e.lr <= 0) fail("--lr: expected a positive learning rate or 'auto', got '{}'", lr_arg);
+    e.lr = number_value(lr_arg, "--lr", true);
   }
   const bool ks_given = !a.get("--ks").empty();
   std::vector<int64_t> ks = parse_ks(a.get("--ks", "1,5,10,20"));
-  e.perturb = real(a.get("--perturb", "0"), "--perturb");
+  e.perturb = a.number("--perturb", 0, false);
   if (e.perturb < 0) fail("--perturb: expected sigma >= 0, got '{}'", a.get("--perturb"));
-  {
-    const std::string s = a.get("--seed", "0");
-    e.seed = s == "0" ? 0 : static_cast<uint64_t>(positive_int(s, "--seed"));
-  }
-  e.escape_factor = real(a.get("--escape-factor", "10"), "--escape-factor");
+  e.seed = static_cast<uint64_t>(a.integer("--seed", 0, 0));
+  e.escape_factor = a.number("--escape-factor", 10, false);
   if (e.escape_factor <= 1)
     fail("--escape-factor: expected a factor > 1 on L(theta*), got '{}'", a.get("--escape-factor"));
   const std::string data_dir = a.get("--data-dir");
@@ -262,8 +214,7 @@ int cmd_escape(const std::vector<std::string>& argv) {
   if (!fs::exists(fs::path(run_dir) / "theta.pt"))
     fail("{}: missing (did the training finish?)", (fs::path(run_dir) / "theta.pt").string());
   LoadedRun run = load_run(run_dir, data_dir);
-  e.batch = a.get("--batch").empty() ? run.cfg.i("train.batch_size")
-                                     : positive_int(a.get("--batch"), "--batch");
+  e.batch = a.integer("--batch", run.cfg.i("train.batch_size"), 1);
   e.cross_entropy = run.cfg.s("train.loss") == "cross_entropy";
   e.dtype = run.dtype;
   e.device = c10::Device(run.device == "cuda" ? c10::kCUDA : c10::kCPU);
@@ -308,8 +259,8 @@ int cmd_escape(const std::vector<std::string>& argv) {
   CurvatureNumbers curv;
   curv.lambda1 = eig.numel() > 0 ? eig[0].item<double>() : std::nan("");
   curv.lambda2 = eig.numel() > 1 ? eig[1].item<double>() : 0.0;
-  curv.g_frobenius = json_number(spec_summary, "frobenius_G");
-  const double srk_g2 = json_number(spec_summary, "srk_G2");
+  curv.g_frobenius = Json::number_field(spec_summary, "frobenius_G");
+  const double srk_g2 = Json::number_field(spec_summary, "srk_G2");
   if (lr_auto && sgd && !(curv.g_frobenius > 0))
     fail("--lr auto: {} has no frobenius_G to start the SGD search from; give --lr",
          (spec_dir / "summary.json").string());
@@ -332,11 +283,11 @@ int cmd_escape(const std::vector<std::string>& argv) {
   std::string lr_trials, lr_message;
   if (lr_auto) {
     const std::string old = fs::exists(record) ? read_file(record.string()) : "";
-    if (!old.empty() && json_value(old, "lr_search_request") == Json::quote(lr_request) &&
-        std::isfinite(json_number(old, "lr"))) {
-      e.lr = json_number(old, "lr");
-      lr_trials = json_value(old, "lr_trials");
-      lr_message = json_value(old, "lr_search_message");  // as stored: a JSON string
+    if (!old.empty() && Json::field(old, "lr_search_request") == Json::quote(lr_request) &&
+        std::isfinite(Json::number_field(old, "lr"))) {
+      e.lr = Json::number_field(old, "lr");
+      lr_trials = Json::field(old, "lr_trials");
+      lr_message = Json::field(old, "lr_search_message");  // as stored: a JSON string
       say(fmt::format("{}: reusing the learning rate searched before: lr = {:.6g}", opt_name,
                       e.lr));
     } else {

@@ -20,6 +20,7 @@
 #include "src/core/config.h"
 #include "src/core/error.h"
 #include "src/io/files.h"
+#include "src/io/rundir.h"
 #include "src/spectrum/spectrum.h"
 #include "src/training/train.h"
 
@@ -29,10 +30,6 @@ namespace ng {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
 
 // One step applied to a trained run directory.
 struct Job {
@@ -284,7 +281,8 @@ int cmd_reproduce(const std::vector<std::string>& argv) {
     std::string note;
     const int rc = train_run(exps[i], run_dir, train_overrides, ctx, r.needs_minimum, &note);
     if (rc != 0) return rc;
-    report.push_back(fmt::format("{:<22} train     {:>8.1f}s  {}", r.experiment, since(t), note));
+    report.push_back(
+        fmt::format("{:<22} train     {:>8.1f}s  {}", r.experiment, seconds_since(t), note));
     for (const auto& j : r.jobs) {
       if (!ctx.quiet)
         fmt::print(stderr, "noisegeom reproduce: {} ({}) [{}/{}] {}: {}\n", fig->name, scale, i + 1,
@@ -292,7 +290,7 @@ int cmd_reproduce(const std::vector<std::string>& argv) {
       t = Clock::now();
       const std::string how = job_kinds().at(j.kind).run(run_dir, j.args, ctx);
       report.push_back(
-          fmt::format("{:<22} {:<9} {:>8.1f}s  {}", r.experiment, j.kind, since(t), how));
+          fmt::format("{:<22} {:<9} {:>8.1f}s  {}", r.experiment, j.kind, seconds_since(t), how));
     }
     plot_args.push_back(shell_quote(r.label + "=" + run_dir));
   }
@@ -313,9 +311,9 @@ int cmd_reproduce(const std::vector<std::string>& argv) {
         "{}: plotting failed (exit status {}); the runs and spectra are kept: fix the plot (it "
         "needs python3-matplotlib) and run reproduce again",
         script, WIFEXITED(st) ? WEXITSTATUS(st) : st);
-  report.push_back(fmt::format("{:<22} {:<9} {:>8.1f}s", "figure", "plot", since(t)));
+  report.push_back(fmt::format("{:<22} {:<9} {:>8.1f}s", "figure", "plot", seconds_since(t)));
   fmt::print("noisegeom reproduce {} --scale {}: {} in {:.1f}s\n", fig->name, scale, png.string(),
-             since(t0));
+             seconds_since(t0));
   for (const auto& line : report) fmt::print("  {}\n", line);
   return 0;
 }

@@ -13,30 +13,6 @@
 namespace ng {
 namespace {
 
-int64_t int_option(const Args& a, const std::string& opt, int64_t def, int64_t min) {
-  if (!a.values.count(opt)) return def;
-  const std::string s = a.get(opt);
-  try {
-    size_t used = 0;
-    const long long v = std::stoll(s, &used);
-    if (used == s.size() && v >= min) return v;
-  } catch (const std::exception&) {
-  }
-  fail("{}: expected an integer >= {}, got '{}'", opt, min, s);
-}
-
-double float_option(const Args& a, const std::string& opt, double def) {
-  if (!a.values.count(opt)) return def;
-  const std::string s = a.get(opt);
-  try {
-    size_t used = 0;
-    const double v = std::stod(s, &used);
-    if (used == s.size() && v > 0 && std::isfinite(v)) return v;
-  } catch (const std::exception&) {
-  }
-  fail("{}: expected a positive number, got '{}'", opt, s);
-}
-
 // G, Sigma, Sigma0, H as written in the output files; lower-case spellings and "hessian" too.
 std::string canonical_matrix(const std::string& s) {
   std::string l = s;
@@ -61,7 +37,7 @@ SpectrumOptions parse_spectrum_options(const std::vector<std::string>& argv,
   const Args a = parse_args(argv, kSpectrumArgs, "spectrum");
   if (positional) *positional = a.positional;
   SpectrumOptions o;
-  o.k = int_option(a, "--k", o.k, 1);
+  o.k = a.integer("--k", o.k, 1);
   if (a.values.count("--matrices")) {
     o.matrices.clear();
     const std::string list = a.get("--matrices");
@@ -76,16 +52,16 @@ SpectrumOptions parse_spectrum_options(const std::vector<std::string>& argv,
   }
   o.estimator = a.get("--estimator", o.estimator);
   if (o.estimator == "per_sample") o.estimator = "per-sample";
-  o.samples = int_option(a, "--samples", 0, 2);
+  o.samples = a.integer("--samples", 0, 2);
   o.solver = a.get("--solver", o.solver);
   o.dtype = a.get("--dtype", o.dtype);
   o.theta = a.get("--theta", o.theta);
-  o.seed = static_cast<uint64_t>(int_option(a, "--seed", 0, 0));
-  o.batch_size = int_option(a, "--batch-size", o.batch_size, 1);
-  o.ncv = int_option(a, "--ncv", 0, 1);
-  o.tol = float_option(a, "--tol", 0);
-  o.maxit = int_option(a, "--maxit", o.maxit, 1);
-  o.probes = int_option(a, "--probes", o.probes, 2);
+  o.seed = static_cast<uint64_t>(a.integer("--seed", 0, 0));
+  o.batch_size = a.integer("--batch-size", o.batch_size, 1);
+  o.ncv = a.integer("--ncv", 0, 1);
+  o.tol = a.number("--tol", 0, true);
+  o.maxit = a.integer("--maxit", o.maxit, 1);
+  o.probes = a.integer("--probes", o.probes, 2);
   o.data_dir = a.get("--data-dir");
   o.quiet = a.has("--quiet");
   validate_spectrum_options(o);

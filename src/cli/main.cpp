@@ -40,7 +40,8 @@ const ng::Command kCommands[] = {
      ng::cmd_train},
     {"spectrum", "top-k eigenpairs of G and Sigma at theta*, alignment metrics",
      "usage: noisegeom spectrum RUN_DIR [--k K] [--matrices G,Sigma,Sigma0,H]\n"
-     "                          [--estimator per-sample|exact] [--samples b] [--solver gram|lanczos]\n"
+     "                          [--estimator per-sample|exact] [--samples b] [--solver "
+     "gram|lanczos]\n"
      "                          [--dtype float32|float64] [--theta random] [--seed S]\n"
      "                          [--batch-size N] [--ncv N] [--tol X] [--maxit N] [--probes N]\n"
      "                          [--data-dir DIR] [--quiet]\n\n"
@@ -56,7 +57,8 @@ const ng::Command kCommands[] = {
      "  --matrices LIST   spectra to write (default G,Sigma)\n"
      "  --estimator E     per-sample (default; the paper's: b explicit per-sample gradients) or\n"
      "                    exact (batched Jacobian products over the samples)\n"
-     "  --samples b       samples used (default 2k for per-sample as in Appendix A, all for exact)\n"
+     "  --samples b       samples used (default 2k for per-sample as in Appendix A, all for "
+     "exact)\n"
      "  --solver S        gram (per-sample rows' Gram matrix) or lanczos (default: gram when the\n"
      "                    rows number at most 4096, else lanczos)\n"
      "  --dtype D         float64 (default; residuals < 1e-6) or float32 (residuals < 1e-3)\n"
@@ -73,7 +75,8 @@ const ng::Command kCommands[] = {
      "usage: noisegeom escape RUN_DIR --optimizer sgd|gd [--runs N] [--steps T] [--lr X|auto]\n"
      "                        [--batch B] [--ks 1,5,10,20] [--log-every S] [--perturb sigma]\n"
      "                        [--seed S] [--escape-factor F] [--data-dir DIR] [--quiet]\n\n"
-     "Runs N constant-learning-rate trajectories from the run's theta.pt (Section 6, Figure 6) and\n"
+     "Runs N constant-learning-rate trajectories from the run's theta.pt (Section 6, Figure 6) "
+     "and\n"
      "records at every logged step the training loss, d = |theta_t - theta*| and, for each k,\n"
      "p_k (p_1 = <theta_t - theta*, u_1>, signed; |U_k^T (theta_t - theta*)| for k > 1) and\n"
      "r_k = (d^2 - p_k^2)^(1/2), with u_1..u_K from RUN_DIR/spectrum/ (computed first, with\n"
@@ -120,10 +123,11 @@ const ng::Command kCommands[] = {
 };
 
 void print_usage(std::FILE* out) {
-  std::fprintf(out,
-               "usage: noisegeom <command> [options]   (noisegeom <command> --help for details)\n\n"
-               "Noise geometry of SGD: train to a sharp minimum, spectra of G and Sigma, escapes.\n\n"
-               "commands:\n");
+  std::fprintf(
+      out,
+      "usage: noisegeom <command> [options]   (noisegeom <command> --help for details)\n\n"
+      "Noise geometry of SGD: train to a sharp minimum, spectra of G and Sigma, escapes.\n\n"
+      "commands:\n");
   for (const auto& c : kCommands) std::fprintf(out, "  %-10s %s\n", c.name, c.summary);
   std::fprintf(out, "\n  --version  print the version\n");
 }

@@ -22,44 +22,70 @@ std::vector<Field> make_schema() {
       {"device", FT::Enum, "auto", "where to compute", 0, 0, {"auto", "cpu", "cuda"}},
       {"dtype", FT::Enum, "float32", "parameter and data type", 0, 0, {"float32", "float64"}},
       {"threads", FT::Int, "0", "CPU threads for LibTorch (0: LibTorch's default)", 0, 1024},
-      {"model.name", FT::Enum, "cnn", "architecture", 0, 0,
+      {"model.name",
+       FT::Enum,
+       "cnn",
+       "architecture",
+       0,
+       0,
        {"resnet", "vgg", "cnn", "fnn", "linear", "linear_net", "diag_linear", "two_layer", "toy"}},
       {"model.depth", FT::Int, "0",
-       "ResNet depth 6n+2 (e.g. 20, 38, 110) or VGG depth (11, 13, 16, 19); 0: the family's default",
+       "ResNet depth 6n+2 (e.g. 20, 38, 110) or VGG depth (11, 13, 16, 19); 0: the family's "
+       "default",
        0, 10000},
       {"model.width", FT::Int, "0",
        "base width (ResNet: first stage, VGG: first conv); 0: the standard width", 0, 1e6},
       {"model.head_width", FT::Int, "128", "VGG classifier hidden width", 1, 1e6},
       {"model.hidden", FT::IntList, "[]",
        "hidden widths (fnn: [256,64,32]; linear_net: layer widths; two_layer: [m])"},
-      {"model.input", FT::Enum, "flatten",
+      {"model.input",
+       FT::Enum,
+       "flatten",
        "fnn input: flatten (3*32*32) or gray28 (grey, centre 28x28 crop: the paper's 784 inputs)",
-       0, 0, {"flatten", "gray28"}},
+       0,
+       0,
+       {"flatten", "gray28"}},
       {"model.bias", FT::Bool, "true", "bias terms in linear layers (cnn, fnn)"},
       {"model.activation", FT::Enum, "relu", "nonlinearity", 0, 0, {"relu", "leaky_relu"}},
       {"model.leaky_slope", FT::Float, "0.1", "negative slope of leaky ReLU", 0, 1},
       {"data.source", FT::Enum, "cifar10", "training data", 0, 0, {"cifar10", "gaussian"}},
       {"data.dir", FT::String, "null",
-       "CIFAR-10 binary directory (default: --data-dir, $NOISEGEOM_DATA, data/cifar-10-batches-bin)"},
+       "CIFAR-10 binary directory (--data-dir overrides it; unset: $NOISEGEOM_DATA, then "
+       "data/cifar-10-batches-bin)"},
       {"data.classes", FT::IntList, "[]", "CIFAR-10 labels to keep, relabelled 0..C-1 ([]: all)"},
       {"data.max_samples", FT::Int, "0", "cap on training samples, a seeded subset (0: all)", 0,
        inf},
-      {"data.normalize", FT::Enum, "per_channel", "input normalisation", 0, 0,
+      {"data.normalize",
+       FT::Enum,
+       "per_channel",
+       "input normalisation",
+       0,
+       0,
        {"per_channel", "none"}},
       {"data.test", FT::Bool, "false", "also load the test split (test_batch.bin)"},
       {"data.n", FT::Int, "1000", "gaussian: number of samples", 1, inf},
       {"data.d", FT::Int, "50", "gaussian: input dimension", 1, inf},
-      {"data.covariance", FT::Enum, "isotropic",
-       "gaussian: input covariance S (power: S_kk = k^-power)", 0, 0, {"isotropic", "power"}},
+      {"data.covariance",
+       FT::Enum,
+       "isotropic",
+       "gaussian: input covariance S (power: S_kk = k^-power)",
+       0,
+       0,
+       {"isotropic", "power"}},
       {"data.power", FT::Float, "0.5", "gaussian: exponent of the power-law covariance", 0, 100},
-      {"data.outputs", FT::Int, "1", "gaussian: target dimension (targets from a linear model)",
-       1, 1e6},
+      {"data.outputs", FT::Int, "1", "gaussian: target dimension (targets from a linear model)", 1,
+       1e6},
       {"train.lr", FT::Float, "0.1", "constant SGD learning rate", 1e-300, inf},
       {"train.batch_size", FT::Int, "32", "SGD batch size", 1, inf},
-      {"train.loss", FT::Enum, "mse", "mse: 1/2 |f - y|^2 on one-hot targets; or cross_entropy",
-       0, 0, {"mse", "cross_entropy"}},
-      {"train.target_loss", FT::Float, "1e-4", "stop when the full training loss is below this",
-       0, inf},
+      {"train.loss",
+       FT::Enum,
+       "mse",
+       "mse: 1/2 |f - y|^2 on one-hot targets; or cross_entropy",
+       0,
+       0,
+       {"mse", "cross_entropy"}},
+      {"train.target_loss", FT::Float, "1e-4", "stop when the full training loss is below this", 0,
+       inf},
       {"train.max_steps", FT::Int, "100000", "step cap", 1, inf},
       {"train.eval_every", FT::Int, "200", "steps between full training-loss evaluations", 1, inf},
       {"train.eval_batch", FT::Int, "1000", "batch size for evaluation passes", 1, inf},
@@ -263,7 +289,8 @@ Config Config::parse(const std::string& text, const std::string& origin,
                      const std::vector<std::string>& overrides) {
   Config c;
   c.origin_ = origin;
-  for (const auto& f : schema()) c.values_[f.key] = convert(f, YAML::Load(f.default_yaml), "schema");
+  for (const auto& f : schema())
+    c.values_[f.key] = convert(f, YAML::Load(f.default_yaml), "schema");
   YAML::Node root;
   try {
     root = YAML::Load(text);
@@ -305,9 +332,15 @@ const Value& Config::get(const std::string& key) const {
   return it->second;
 }
 
-int64_t Config::i(const std::string& key) const { return std::get<int64_t>(get(key)); }
-double Config::f(const std::string& key) const { return std::get<double>(get(key)); }
-bool Config::b(const std::string& key) const { return std::get<bool>(get(key)); }
+int64_t Config::i(const std::string& key) const {
+  return std::get<int64_t>(get(key));
+}
+double Config::f(const std::string& key) const {
+  return std::get<double>(get(key));
+}
+bool Config::b(const std::string& key) const {
+  return std::get<bool>(get(key));
+}
 const std::string& Config::s(const std::string& key) const {
   static const std::string empty;
   const Value& v = get(key);

@@ -22,7 +22,8 @@ struct Field {
   std::vector<std::string> choices = {};  // for Enum
 };
 
-using Value = std::variant<std::monostate, int64_t, double, bool, std::string, std::vector<int64_t>>;
+using Value =
+    std::variant<std::monostate, int64_t, double, bool, std::string, std::vector<int64_t>>;
 
 class Config {
  public:

@@ -7,8 +7,14 @@ std::string version_string() {
                      NOISEGEOM_CUDA_BUILD ? "CUDA build" : "CPU build");
 }
 
-const char* version() { return NOISEGEOM_VERSION; }
-const char* git_commit() { return NOISEGEOM_GIT_COMMIT; }
-bool cuda_build() { return NOISEGEOM_CUDA_BUILD != 0; }
+const char* version() {
+  return NOISEGEOM_VERSION;
+}
+const char* git_commit() {
+  return NOISEGEOM_GIT_COMMIT;
+}
+bool cuda_build() {
+  return NOISEGEOM_CUDA_BUILD != 0;
+}
 
 }  // namespace ng

@@ -19,7 +19,8 @@ template <typename... Args>
 }
 
 // Version string shown by `noisegeom --version`, and its parts for manifests. They live in one
-// translation unit so that a new commit does not recompile (or miss the compiler cache for) the rest.
+// translation unit so that a new commit does not recompile (or miss the compiler cache for) the
+// rest.
 std::string version_string();
 const char* version();
 const char* git_commit();

@@ -1,7 +1,6 @@
 #include "src/curvature/curvature.h"
 
 #include <ATen/ATen.h>
-#include <ATen/CPUGeneratorImpl.h>
 #include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/nn/module.h>
@@ -9,6 +8,7 @@
 #include <algorithm>
 
 #include "src/core/error.h"
+#include "src/core/random.h"
 
 namespace ng {
 
@@ -355,17 +355,9 @@ at::Tensor CurvatureOperator::apply_impl(const at::Tensor& v) {
 }
 
 std::vector<int64_t> random_subset(int64_t n, int64_t b, uint64_t seed) {
-  std::vector<int64_t> idx;
-  if (b >= n) {
-    for (int64_t i = 0; i < n; ++i) idx.push_back(i);
-    return idx;
-  }
-  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  const at::Tensor perm = at::randperm(n, gen, at::TensorOptions().dtype(at::kLong));
-  const int64_t* p = perm.data_ptr<int64_t>();
-  idx.assign(p, p + b);
-  std::sort(idx.begin(), idx.end());
-  return idx;
+  std::vector<int64_t> all(static_cast<size_t>(std::max<int64_t>(n, 0)));
+  for (int64_t i = 0; i < n; ++i) all[i] = i;
+  return seeded_subset(std::move(all), b, seed);
 }
 
 }  // namespace ng

@@ -12,55 +12,22 @@
 #include <exception>
 #include <filesystem>
 #include <mutex>
-#include <random>
 #include <sstream>
 #include <thread>
 
 #include "data/dataset.h"
 #include "src/core/error.h"
+#include "src/core/random.h"
 #include "src/curvature/curvature.h"
 #include "src/escape/engine.h"
 #include "src/io/files.h"
+#include "src/io/rundir.h"
 #include "src/training/train.h"
 
 namespace fs = std::filesystem;
 
 namespace ng {
 namespace {
-
-// splitmix64: turns structured (seed, run) pairs into unrelated generator seeds.
-uint64_t mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-// SGD batches exactly as training draws them, with the permutation cached per epoch.
-class BatchSampler {
- public:
-  BatchSampler(int64_t n, int64_t batch, uint64_t seed)
-      : n_(n), batch_(std::min(batch, n)), per_epoch_((n + batch_ - 1) / batch_), seed_(seed) {}
-  std::pair<const int64_t*, int64_t> at(int64_t step) {
-    const int64_t epoch = step / per_epoch_, pos = step % per_epoch_;
-    if (epoch != epoch_) {
-      perm_ = epoch_permutation(n_, seed_, epoch);
-      epoch_ = epoch;
-    }
-    const int64_t b0 = pos * batch_, b1 = std::min(n_, b0 + batch_);
-    return {perm_.data() + b0, b1 - b0};
-  }
-
- private:
-  int64_t n_, batch_, per_epoch_;
-  uint64_t seed_;
-  int64_t epoch_ = -1;
-  std::vector<int64_t> perm_;
-};
 
 // Sequential float64 sums of the values (plain and position-weighted, so that a permutation shows
 // too): the same digits on every machine, for the sweep's record of its inputs.
@@ -135,37 +102,29 @@ int64_t EscapeResult::escaped_count() const {
 }
 
 uint64_t escape_run_seed(uint64_t seed, int64_t run) {
-  return mix(mix(seed ^ 0x65736361706531ULL) + static_cast<uint64_t>(run));
+  return splitmix64(splitmix64(seed ^ 0x65736361706531ULL) + static_cast<uint64_t>(run));
 }
 
 at::Tensor escape_perturbation(int64_t p, double sigma, uint64_t seed, int64_t run) {
   at::Tensor out = at::empty({p}, at::TensorOptions().dtype(at::kDouble));
   double* v = out.data_ptr<double>();
-  // Own Box-Muller on mt19937_64: std::normal_distribution differs between standard libraries.
-  std::mt19937_64 rng(mix(escape_run_seed(seed, run) ^ 0x7065727475726221ULL));
-  const double two_pi = 6.283185307179586476925286766559;
-  for (int64_t i = 0; i < p; i += 2) {
-    const double u1 = (double((rng() >> 11) + 1)) * 0x1.0p-53;  // (0, 1]
-    const double u2 = double(rng() >> 11) * 0x1.0p-53;          // [0, 1)
-    const double rad = std::sqrt(-2.0 * std::log(u1));
-    v[i] = sigma * rad * std::cos(two_pi * u2);
-    if (i + 1 < p) v[i + 1] = sigma * rad * std::sin(two_pi * u2);
-  }
+  Normal normal(splitmix64(escape_run_seed(seed, run) ^ 0x7065727475726221ULL));
+  for (int64_t i = 0; i < p; ++i) v[i] = sigma * normal();
   return out;
 }
 
 std::vector<int64_t> escape_batch(int64_t n, int64_t batch, uint64_t run_seed, int64_t step) {
-  BatchSampler s(n, batch, run_seed);
-  const auto [ptr, len] = s.at(step);
-  return std::vector<int64_t>(ptr, ptr + len);
+  const at::Tensor idx = BatchOrder(n, batch, run_seed).at(step).contiguous();
+  return std::vector<int64_t>(idx.data_ptr<int64_t>(), idx.data_ptr<int64_t>() + idx.numel());
 }
 
 std::vector<int64_t> escape_eval_subset(int64_t n, const EscapeOptions& o) {
-  return random_subset(n, o.eval_samples > 0 ? o.eval_samples : n, mix(o.seed ^ 0x6576616cULL));
+  return random_subset(n, o.eval_samples > 0 ? o.eval_samples : n,
+                       splitmix64(o.seed ^ 0x6576616cULL));
 }
 
 std::vector<int64_t> escape_gd_subset(int64_t n, const EscapeOptions& o) {
-  return random_subset(n, o.gd_samples > 0 ? o.gd_samples : n, mix(o.seed ^ 0x6764ULL));
+  return random_subset(n, o.gd_samples > 0 ? o.gd_samples : n, splitmix64(o.seed ^ 0x6764ULL));
 }
 
 void escape_projections(const at::Tensor& delta, const at::Tensor& U,
@@ -348,7 +307,7 @@ RunResult Engine::simulate(Replica& rep, int64_t run, const EscapeHooks& hooks,
   load_theta(rep, theta0);
   rep.model->train();
 
-  BatchSampler sampler(n_, opt_.batch, escape_run_seed(opt_.seed, run));
+  BatchOrder batches(n_, opt_.batch, escape_run_seed(opt_.seed, run), opt_.device);
   const double lr = opt_.lr;
   const double cap = opt_.max_loss_factor * threshold_;
   const int64_t ngd = gx_.size(0);
@@ -370,9 +329,7 @@ RunResult Engine::simulate(Replica& rep, int64_t run, const EscapeHooks& hooks,
     }
     for (auto& t : rep.layout.tensors) t.mutable_grad() = at::Tensor();
     if (opt_.optimizer == EscapeOptimizer::Sgd) {
-      const auto [ptr, len] = sampler.at(step);
-      const at::Tensor idx =
-          at::from_blob(const_cast<int64_t*>(ptr), {len}, at::kLong).to(opt_.device);
+      const at::Tensor idx = batches.at(step);
       const at::Tensor out = rep.model->forward(x_.index_select(0, idx));
       batch_loss(out, y_.index_select(0, idx),
                  labels_.defined() ? labels_.index_select(0, idx) : at::Tensor(),

@@ -1,11 +1,10 @@
 #include "src/io/files.h"
 
+#include <ATen/core/Dict.h>
 #include <fcntl.h>
 #include <ftw.h>
-#include <unistd.h>
-
-#include <ATen/core/Dict.h>
 #include <torch/serialize.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
@@ -82,6 +81,25 @@ std::string Json::quote(const std::string& s) {
     }
   }
   return out + "\"";
+}
+
+std::string Json::field(const std::string& text, const std::string& key) {
+  const std::string tag = quote(key) + ": ";
+  const size_t at = text.find(tag);
+  if (at == std::string::npos) return "";
+  const size_t start = at + tag.size();
+  size_t end = text.find('\n', start);
+  if (end == std::string::npos) end = text.size();
+  std::string v = text.substr(start, end - start);
+  if (!v.empty() && v.back() == ',') v.pop_back();
+  return v;
+}
+
+double Json::number_field(const std::string& text, const std::string& key) {
+  const std::string v = field(text, key);
+  char* end = nullptr;
+  const double d = std::strtod(v.c_str(), &end);
+  return v.empty() || *end != '\0' ? NAN : d;
 }
 
 Json& Json::str(const std::string& key, const std::string& v) {

@@ -28,6 +28,10 @@ class Json {
   Json& raw(const std::string& key, const std::string& json);  // nested object or array
   std::string dump(int indent = 2) const;
   static std::string quote(const std::string& s);
+  // Reading back what dump() wrote (one key a line): the raw JSON value of the first line holding
+  // `"key": `, "" when absent; as a number, NaN when absent, null or not a number.
+  static std::string field(const std::string& text, const std::string& key);
+  static double number_field(const std::string& text, const std::string& key);
 
  private:
   std::vector<std::pair<std::string, std::string>> items_;

@@ -18,9 +18,13 @@ RunDir::RunDir(std::string root) : root_(std::move(root)) {
   if (ec) fail("{}: cannot create the run directory ({})", root_, ec.message());
 }
 
-std::string RunDir::path(const std::string& name) const { return (fs::path(root_) / name).string(); }
+std::string RunDir::path(const std::string& name) const {
+  return (fs::path(root_) / name).string();
+}
 
-bool RunDir::exists(const std::string& name) const { return fs::exists(path(name)); }
+bool RunDir::exists(const std::string& name) const {
+  return fs::exists(path(name));
+}
 
 CsvLog::CsvLog(const std::string& path, const std::string& header, int64_t keep_until_step)
     : path_(path) {
@@ -62,6 +66,10 @@ void CsvLog::row(const std::string& line) {
   out_.flush();
   ++data_rows_;
   if (!out_) fail("{}: write failed", path_);
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 std::string iso_time_now() {

@@ -2,6 +2,7 @@
 // logs, checkpoints and results. Every file in it is written atomically.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <fstream>
 #include <string>
@@ -37,5 +38,6 @@ class CsvLog {
 };
 
 std::string iso_time_now();
+double seconds_since(std::chrono::steady_clock::time_point t0);
 
 }  // namespace ng

@@ -32,10 +32,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
 const std::vector<std::string> kMatrixNames = {"G", "Sigma", "Sigma0", "H"};
 
 MatrixKind matrix_kind(const std::string& name) {
@@ -66,10 +62,10 @@ class ProgressOperator : public LinearOperator {
  protected:
   at::Tensor apply_impl(const at::Tensor& v) override {
     at::Tensor r = inner_.apply(v);
-    if (!quiet_ && since(last_) >= 10) {
+    if (!quiet_ && seconds_since(last_) >= 10) {
       last_ = Clock::now();
       fmt::print(stderr, "noisegeom spectrum: {} lanczos | matvecs {} | {:.1f}s\n", what_,
-                 matvecs(), since(t0_));
+                 matvecs(), seconds_since(t0_));
     }
     return r;
   }
@@ -163,19 +159,6 @@ MatrixSpectrum solve(CurvatureOperator& op, const std::string& name, const Spect
 
 std::string out_dir_of(const std::string& run_dir, const SpectrumOptions& opt) {
   return opt.out_dir.empty() ? (fs::path(run_dir) / "spectrum").string() : opt.out_dir;
-}
-
-// The first line of JSON text holding `"key": value` (our own summary.json format).
-std::string json_value(const std::string& text, const std::string& key) {
-  const std::string tag = Json::quote(key) + ": ";
-  const size_t at = text.find(tag);
-  if (at == std::string::npos) return "";
-  const size_t start = at + tag.size();
-  size_t end = text.find('\n', start);
-  if (end == std::string::npos) end = text.size();
-  std::string v = text.substr(start, end - start);
-  if (!v.empty() && v.back() == ',') v.pop_back();
-  return v;
 }
 
 }  // namespace
@@ -311,7 +294,7 @@ SpectrumResult compute_spectrum(const std::string& run_dir, const SpectrumOption
                  "{:.1f}s\n",
                  name, opt.estimator, b, opt.dtype,
                  op.has_rows() ? fmt::format(", {} rows", op.rows().size(0)) : std::string(),
-                 op.matvecs(), since(t));
+                 op.matvecs(), seconds_since(t));
     return op;
   };
 
@@ -334,7 +317,7 @@ SpectrumResult compute_spectrum(const std::string& run_dir, const SpectrumOption
   const Alignment a = compute_alignment(gop, sop, eig, ao);
   if (!opt.quiet)
     fmt::print(stderr, "noisegeom spectrum: alignment ({}) | mu {:.4g} | {:.1f}s\n", a.method,
-               a.mu.value, since(ta));
+               a.mu.value, seconds_since(ta));
   r.loss = a.loss;
   r.lambda = a.lambda;
   r.alpha = a.alpha;
@@ -359,7 +342,7 @@ SpectrumResult compute_spectrum(const std::string& run_dir, const SpectrumOption
   for (const auto& s : r.spectra)
     for (double res : s.residuals) r.max_residual = std::max(r.max_residual, res);
   r.options = opt;
-  r.seconds = since(t0);
+  r.seconds = seconds_since(t0);
   return r;
 }
 
@@ -493,8 +476,8 @@ bool spectrum_is_current(const std::string& run_dir, const SpectrumOptions& opt)
     if (!fs::exists(dir / f)) return false;
   if (!fs::exists(theta)) return false;
   const std::string s = read_file((dir / "summary.json").string());
-  return json_value(s, "request") == Json::quote(spectrum_request(opt)) &&
-         json_value(s, "theta_sha256") == Json::quote(file_sha256(theta.string()));
+  return Json::field(s, "request") == Json::quote(spectrum_request(opt)) &&
+         Json::field(s, "theta_sha256") == Json::quote(file_sha256(theta.string()));
 }
 
 }  // namespace ng

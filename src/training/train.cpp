@@ -2,23 +2,23 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/Dict.h>
+#include <fmt/ranges.h>
 #include <torch/cuda.h>
 #include <torch/version.h>
 #include <unistd.h>
 
-#include <ATen/core/Dict.h>
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <csignal>
 #include <filesystem>
-#include <random>
 
 #include "data/dataset.h"
 #include "models/model.h"
 #include "src/core/config.h"
 #include "src/core/error.h"
-#include <fmt/ranges.h>
+#include "src/core/random.h"
 #include "src/io/files.h"
 #include "src/io/rundir.h"
 
@@ -28,14 +28,8 @@ namespace ng {
 namespace {
 
 std::atomic<int> g_stop_signal{0};
-void on_signal(int sig) { g_stop_signal = sig; }
-
-// splitmix64: decorrelates (seed, epoch) pairs before they seed the generator.
-uint64_t mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
+void on_signal(int sig) {
+  g_stop_signal = sig;
 }
 
 std::string format_duration(double s) {
@@ -56,17 +50,18 @@ Eval evaluate(NetImpl& model, const at::Tensor& x, const at::Tensor& y, const at
   at::NoGradGuard no_grad;
   model.eval();
   const int64_t n = x.size(0);
-  double total = 0;
-  int64_t correct = 0;
+  // Sums stay on the device until the end: one synchronisation per evaluation, not per batch.
+  at::Tensor total = at::zeros({}, x.options().dtype(at::kDouble));
+  at::Tensor correct = at::zeros({}, x.options().dtype(at::kLong));
   for (int64_t s = 0; s < n; s += batch) {
     const int64_t e = std::min(n, s + batch);
     const at::Tensor out = model.forward(x.slice(0, s, e));
     const at::Tensor lab = labels.defined() ? labels.slice(0, s, e) : at::Tensor();
-    total += batch_loss(out, y.slice(0, s, e), lab, cross_entropy).item<double>() * (e - s);
-    if (labels.defined()) correct += out.argmax(1).eq(lab).sum().item<int64_t>();
+    total += batch_loss(out, y.slice(0, s, e), lab, cross_entropy).to(at::kDouble) * (e - s);
+    if (labels.defined()) correct += out.argmax(1).eq(lab).sum();
   }
   model.train();
-  return {total / n, labels.defined() ? double(correct) / n : -1.0};
+  return {total.item<double>() / n, labels.defined() ? correct.item<double>() / n : -1.0};
 }
 
 std::vector<std::pair<std::string, at::Tensor>> named_params(NetImpl& model) {
@@ -118,11 +113,12 @@ void load_parameters(NetImpl& model, const c10::Dict<c10::IValue, c10::IValue>& 
 // samples.csv: which records of the data files the run trained on, so anyone can rebuild the set.
 std::string samples_csv(const Dataset& data) {
   std::string out = "position,index,label,class\n";
-  const at::Tensor labels = data.labels.defined() ? data.labels.cpu() : at::Tensor();
+  const at::Tensor labels =
+      data.labels.defined() ? data.labels.cpu().to(at::kLong).contiguous() : at::Tensor();
   for (int64_t k = 0; k < data.size(); ++k)
     out += fmt::format("{},{},{},{}\n", k, data.indices.empty() ? k : data.indices[k],
                        data.original_labels.empty() ? -1 : data.original_labels[k],
-                       labels.defined() ? labels[k].item<int64_t>() : -1);
+                       labels.defined() ? labels.data_ptr<int64_t>()[k] : -1);
   return out;
 }
 
@@ -145,9 +141,10 @@ LoadedRun load_run(const std::string& run_dir, const std::string& data_dir_flag,
   const std::string samples_path = (root / "samples.csv").string();
   if (fs::exists(samples_path)) {
     if (read_file(samples_path) != samples_csv(r.data))
-      fail("{}: the training samples rebuilt from the data directory differ from the run's (another "
-           "copy of CIFAR-10?)",
-           samples_path);
+      fail(
+          "{}: the training samples rebuilt from the data directory differ from the run's (another "
+          "copy of CIFAR-10?)",
+          samples_path);
   }
   r.device = resolve_device(r.cfg.s("device"), cfg_path);
   r.dtype = r.cfg.s("dtype") == "float64" ? at::kDouble : at::kFloat;
@@ -167,15 +164,23 @@ LoadedRun load_run(const std::string& run_dir, const std::string& data_dir_flag,
 }
 
 std::vector<int64_t> epoch_permutation(int64_t n, uint64_t seed, int64_t epoch) {
-  std::vector<int64_t> p(n);
-  for (int64_t k = 0; k < n; ++k) p[k] = k;
-  std::mt19937_64 rng(mix(seed * 1000003ULL + static_cast<uint64_t>(epoch)));
-  // Explicit Fisher-Yates: std::shuffle's algorithm is not fixed by the standard.
-  for (int64_t k = n - 1; k > 0; --k) {
-    const uint64_t j = rng() % static_cast<uint64_t>(k + 1);
-    std::swap(p[k], p[j]);
+  return seeded_permutation(n, splitmix64(seed * 1000003ULL + static_cast<uint64_t>(epoch)));
+}
+
+BatchOrder::BatchOrder(int64_t n, int64_t batch, uint64_t seed, at::Device device)
+    : n_(n),
+      batch_(std::min(batch, n)),
+      per_epoch_((n + batch_ - 1) / batch_),
+      seed_(seed),
+      device_(device) {}
+
+at::Tensor BatchOrder::at(int64_t step) {
+  const int64_t epoch = step / per_epoch_, pos = step % per_epoch_;
+  if (epoch != epoch_) {
+    order_ = at::tensor(epoch_permutation(n_, seed_, epoch), at::kLong).to(device_);
+    epoch_ = epoch;
   }
-  return p;
+  return order_.slice(0, pos * batch_, std::min(n_, (pos + 1) * batch_));
 }
 
 std::string resolve_device(const std::string& requested, const std::string& origin) {
@@ -199,16 +204,18 @@ TrainResult train(const TrainOptions& opt) {
   double initial_loss = NAN, wall_before = 0;
   c10::IValue ckpt;
   if (opt.resume) {
-    if (!has_run) fail("{}: nothing to resume (no config.yaml); start the run without --resume", root);
+    if (!has_run)
+      fail("{}: nothing to resume (no config.yaml); start the run without --resume", root);
     const std::string stored_path = (fs::path(root) / "config.yaml").string();
     Config stored = Config::load(stored_path);
     stored.set("name=" + name);
     cfg.set("name=" + name);
     const auto changed = cfg.diff(stored);
     if (!changed.empty())
-      fail("{}: --resume with a different config ({} differs); resume with the same config and "
-           "--set values",
-           stored_path, fmt::format("{}", fmt::join(changed, ", ")));
+      fail(
+          "{}: --resume with a different config ({} differs); resume with the same config and "
+          "--set values",
+          stored_path, fmt::format("{}", fmt::join(changed, ", ")));
     const std::string ck = (fs::path(root) / "checkpoint.pt").string();
     if (fs::exists(ck)) {
       ckpt = load_ivalue(ck);
@@ -220,9 +227,10 @@ TrainResult train(const TrainOptions& opt) {
       wall_before = d.at("wall_seconds").toDouble();
     }
   } else if (has_run) {
-    fail("{}: a run directory is already there; pass --resume to continue it or --out DIR for a "
-         "new one",
-         root);
+    fail(
+        "{}: a run directory is already there; pass --resume to continue it or --out DIR for a "
+        "new one",
+        root);
   }
   cfg.set("name=" + name);
 
@@ -326,8 +334,7 @@ TrainResult train(const TrainOptions& opt) {
   double rate = 0;
   std::vector<std::pair<int64_t, double>> recent;  // (step, log loss) of the last evaluations
   std::string status, message;
-  std::vector<int64_t> perm;
-  int64_t perm_epoch = -1;
+  BatchOrder batches(n, batch, seed, device);
 
   auto record = [&](const Eval& e) {
     const auto now = std::chrono::steady_clock::now();
@@ -338,9 +345,9 @@ TrainResult train(const TrainOptions& opt) {
     const double bl = batch_loss_count ? batch_loss_sum / batch_loss_count : NAN;
     batch_loss_sum = 0;
     batch_loss_count = 0;
-    log.row(fmt::format("{},{:.4f},{:.8g},{},{:.8g},{},{:.3f},{:.2f}", step, double(step) / per_epoch,
-                        e.loss, e.accuracy < 0 ? std::string() : fmt::format("{:.6f}", e.accuracy),
-                        bl, lr, wall(), rate));
+    log.row(fmt::format(
+        "{},{:.4f},{:.8g},{},{:.8g},{},{:.3f},{:.2f}", step, double(step) / per_epoch, e.loss,
+        e.accuracy < 0 ? std::string() : fmt::format("{:.6f}", e.accuracy), bl, lr, wall(), rate));
     if (opt.quiet) return;
     // ETA to the target from the log-linear decrease of the loss over the last evaluations
     // (SGD's loss is noisy from one evaluation to the next), else to the step cap.
@@ -361,8 +368,8 @@ TrainResult train(const TrainOptions& opt) {
       }
     }
     const std::string acc = e.accuracy < 0 ? "" : fmt::format(" acc {:.1f}%", 100 * e.accuracy);
-    fmt::print(stderr, "{}step {}/{} epoch {:.1f} loss {:.3e}{} {:.0f} steps/s {}{}", tty ? "\r" : "",
-               step, max_steps, double(step) / per_epoch, e.loss, acc, rate, eta,
+    fmt::print(stderr, "{}step {}/{} epoch {:.1f} loss {:.3e}{} {:.0f} steps/s {}{}",
+               tty ? "\r" : "", step, max_steps, double(step) / per_epoch, e.loss, acc, rate, eta,
                tty ? "\x1b[K" : "\n");
   };
   // A resumed run's log already holds the rows up to its checkpoint.
@@ -386,8 +393,8 @@ TrainResult train(const TrainOptions& opt) {
     }
     if (step >= max_steps) {
       status = "max_steps";
-      message = fmt::format("step cap {} reached with loss {:.3e} >= {:.0e}", max_steps, ev.loss,
-                            target);
+      message =
+          fmt::format("step cap {} reached with loss {:.3e} >= {:.0e}", max_steps, ev.loss, target);
       break;
     }
     if (g_stop_signal) {
@@ -397,18 +404,11 @@ TrainResult train(const TrainOptions& opt) {
       save_checkpoint(run.path("checkpoint.pt"), *model, step, initial_loss, wall());
       break;
     }
-    const int64_t epoch = step / per_epoch, pos = step % per_epoch;
-    if (epoch != perm_epoch) {
-      perm = epoch_permutation(n, seed, epoch);
-      perm_epoch = epoch;
-    }
-    const int64_t b0 = pos * batch, b1 = std::min(n, b0 + batch);
-    const at::Tensor idx =
-        at::from_blob(perm.data() + b0, {b1 - b0}, at::kLong).to(device, /*non_blocking=*/false);
+    const at::Tensor idx = batches.at(step);
     const at::Tensor out = model->forward(x.index_select(0, idx));
-    const at::Tensor loss = batch_loss(out, y.index_select(0, idx),
-                                       labels.defined() ? labels.index_select(0, idx) : at::Tensor(),
-                                       ce);
+    const at::Tensor loss =
+        batch_loss(out, y.index_select(0, idx),
+                   labels.defined() ? labels.index_select(0, idx) : at::Tensor(), ce);
     for (auto& t : params) t.mutable_grad() = at::Tensor();
     loss.backward();
     {
@@ -435,7 +435,8 @@ TrainResult train(const TrainOptions& opt) {
 
   const double total = wall();
   if (status != "diverged") {
-    if (status != "interrupted") save_checkpoint(run.path("checkpoint.pt"), *model, step, initial_loss, total);
+    if (status != "interrupted")
+      save_checkpoint(run.path("checkpoint.pt"), *model, step, initial_loss, total);
     save_tensor_dict(run.path("theta.pt"), named_params(*model));
   }
   manifest(status, step, ev, total, message);

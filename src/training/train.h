@@ -45,9 +45,9 @@ struct LoadedRun {
   std::string device;  // "cpu" | "cuda"
   at::ScalarType dtype = at::kFloat;
 };
-// `params_file` is relative to the run directory (theta.pt, or checkpoint.pt for an unfinished run).
-// Errors name the file: a missing run, a config that no longer parses, a parameter file that does
-// not fit the model, training samples that differ from the run's samples.csv.
+// `params_file` is relative to the run directory (theta.pt, or checkpoint.pt for an unfinished
+// run). Errors name the file: a missing run, a config that no longer parses, a parameter file that
+// does not fit the model, training samples that differ from the run's samples.csv.
 LoadedRun load_run(const std::string& run_dir, const std::string& data_dir_flag,
                    const std::string& params_file = "theta.pt");
 
@@ -61,5 +61,22 @@ std::string resolve_device(const std::string& requested, const std::string& orig
 
 // Shuffled order of `n` samples for one epoch, identical on every platform for (seed, epoch).
 std::vector<int64_t> epoch_permutation(int64_t n, uint64_t seed, int64_t epoch);
+
+// SGD's batches: epoch_permutation per epoch, short last batch included. Training and the escape
+// runs both draw from it. Each epoch's order is copied to the device once; a batch is a slice.
+class BatchOrder {
+ public:
+  BatchOrder(int64_t n, int64_t batch, uint64_t seed, at::Device device = at::kCPU);
+  at::Tensor at(int64_t step);  // sample indices (int64, on the device) of step's batch
+  int64_t per_epoch() const { return per_epoch_; }
+  int64_t batch() const { return batch_; }
+
+ private:
+  int64_t n_, batch_, per_epoch_;
+  uint64_t seed_;
+  at::Device device_;
+  int64_t epoch_ = -1;
+  at::Tensor order_;
+};
 
 }  // namespace ng
