@@ -1,7 +1,7 @@
 // Benchmarks of the curvature operators, run by hand (not a test).
 //
 //   bench_gv ratio [--model cnn|resnet] [--depth 20] [--batch 32] [--n 1024] [--threads 2]
-//                  [--reps 5] [--data-dir DIR]
+//                  [--reps 5] [--data-dir DIR] [--device cpu|cuda]
 //       cost of one exact G v over n samples (forward-mode Jv, then one VJP per batch; and the
 //       double-backward R-op) divided by the cost of one forward+backward training pass over the
 //       same n samples in batches of the same size. Real CIFAR-10 {0,1} when --data-dir (or
@@ -16,6 +16,7 @@
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
 #include <torch/csrc/autograd/autograd.h>
+#include <torch/cuda.h>
 
 #include <algorithm>
 #include <chrono>
@@ -69,6 +70,16 @@ int ratio(const std::map<std::string, std::string>& o) {
   int64_t n = std::stoll(get(o, "n", "1024"));
   const int threads = std::stoi(get(o, "threads", "2"));
   const int reps = std::stoi(get(o, "reps", "5"));
+  const std::string device_name = get(o, "device", "cpu");
+  if (device_name != "cpu" && device_name != "cuda")
+    ng::fail("bench_gv: --device: expected cpu or cuda, got '{}'", device_name);
+  if (device_name == "cuda" && !torch::cuda::is_available())
+    ng::fail("bench_gv: --device cuda: no usable CUDA device");
+  const at::Device device(device_name == "cuda" ? at::kCUDA : at::kCPU);
+  // Kernels on a GPU run asynchronously: a timing ends when the queue is empty.
+  auto sync = [&] {
+    if (device.is_cuda()) torch::cuda::synchronize();
+  };
   at::set_num_threads(threads);
 
   at::Tensor x, y;
@@ -92,6 +103,8 @@ int ratio(const std::map<std::string, std::string>& o) {
     data_text = fmt::format("Gaussian images, n = {}", n);
   }
   n = x.size(0);
+  x = x.to(device);
+  y = y.to(device);
 
   ng::ModelSpec spec;
   spec.name = model;
@@ -99,6 +112,7 @@ int ratio(const std::map<std::string, std::string>& o) {
   spec.num_classes = 2;
   at::manual_seed(0);
   ng::Net net = ng::make_model(spec);
+  net->to(device);
   const std::vector<at::Tensor> params = net->parameters();
 
   // One training pass: forward, the paper's loss, backward, per batch (no update: the step
@@ -116,14 +130,17 @@ int ratio(const std::map<std::string, std::string>& o) {
   train_pass();
   std::vector<double> tp;
   for (int r = 0; r < reps; ++r) {
+    sync();
     const auto t0 = Clock::now();
     train_pass();
+    sync();
     tp.push_back(since(t0));
   }
   const double train_s = median(tp);
 
-  fmt::print("{} ({} params), {}, batch {}, {} threads\n", net->describe(),
-             ng::count_parameters(*net), data_text, batch, threads);
+  fmt::print("{} ({} params), {}, batch {}, {}\n", net->describe(), ng::count_parameters(*net),
+             data_text, batch,
+             device.is_cuda() ? std::string("cuda") : fmt::format("{} threads", threads));
   fmt::print("  forward+backward training pass over n: {:.4f}s\n", train_s);
   for (const auto method : {ng::JvpMethod::ForwardAD, ng::JvpMethod::ROp}) {
     ng::CurvatureOptions co;
@@ -138,8 +155,10 @@ int ratio(const std::map<std::string, std::string>& o) {
     op.apply(v);
     std::vector<double> gv;
     for (int r = 0; r < reps; ++r) {
+      sync();
       const auto t0 = Clock::now();
       op.apply(v);
+      sync();
       gv.push_back(since(t0));
     }
     const double g = median(gv);

@@ -17,98 +17,10 @@ import time
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from scipy.sparse.linalg import LinearOperator, eigsh
 
 from curvlinops import GGNLinearOperator
-
-
-class CNN(nn.Module):
-    """noisegeom's cnn: conv1, conv2, fc1, fc2 (fc biases switchable, as model.bias)."""
-
-    def __init__(self, classes, bias=True):
-        super().__init__()
-        self.conv1, self.conv2 = nn.Conv2d(3, 6, 5), nn.Conv2d(6, 16, 5)
-        self.fc1 = nn.Linear(400, 100, bias=bias)
-        self.fc2 = nn.Linear(100, classes, bias=bias)
-
-    def forward(self, x):
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        return self.fc2(F.relu(self.fc1(x.flatten(1))))
-
-
-class FixupBlock(nn.Module):
-    """models/resnet.cpp's FixupBlockImpl: the identity is x itself at stride 1 (as in Zhang et
-    al.'s reference); at stride 2 it is the subsampled x + bias1a padded with zero channels."""
-
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.bias1a = nn.Parameter(torch.zeros(1))
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bias1b = nn.Parameter(torch.zeros(1))
-        self.bias2a = nn.Parameter(torch.zeros(1))
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.scale = nn.Parameter(torch.ones(1))
-        self.bias2b = nn.Parameter(torch.zeros(1))
-        self.stride = stride
-
-    def forward(self, x):
-        xa = x + self.bias1a
-        out = F.relu(self.conv1(xa) + self.bias1b)
-        out = self.conv2(out + self.bias2a) * self.scale + self.bias2b
-        identity = x
-        if self.stride != 1:
-            identity = F.avg_pool2d(xa, 1, self.stride)
-            identity = torch.cat([identity, torch.zeros_like(identity)], 1)
-        return F.relu(out + identity)
-
-
-class FixupResNet(nn.Module):
-    def __init__(self, depth, classes, width=16):
-        super().__init__()
-        n = (depth - 2) // 6
-        self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
-        self.bias1 = nn.Parameter(torch.zeros(1))
-        cin = width
-        for s in range(3):
-            planes = width << s
-            blocks = []
-            for k in range(n):
-                blocks.append(FixupBlock(cin, planes, 2 if (s > 0 and k == 0) else 1))
-                cin = planes
-            setattr(self, f"layer{s + 1}", nn.ModuleList(blocks))
-        self.bias2 = nn.Parameter(torch.zeros(1))
-        self.fc = nn.Linear(4 * width, classes)
-
-    def forward(self, x):
-        h = F.relu(self.conv1(x) + self.bias1)
-        for layer in (self.layer1, self.layer2, self.layer3):
-            for b in layer:
-                h = b(h)
-        return self.fc(F.adaptive_avg_pool2d(h, 1).flatten(1) + self.bias2)
-
-
-def model_config(run):
-    """The model section of the run's resolved config.yaml (flat `  key: value` lines)."""
-    cfg, inside = {}, False
-    for line in open(f"{run}/config.yaml"):
-        if not line.startswith(" "):
-            inside = line.strip() == "model:"
-            continue
-        if inside and ":" in line:
-            key, value = line.strip().split(":", 1)
-            cfg[key] = value.strip().strip('"')
-    return cfg
-
-
-def build_model(cfg, classes):
-    if cfg["name"] == "cnn":
-        return CNN(classes, cfg.get("bias", "true") == "true")
-    if cfg["name"] == "resnet":
-        depth, width = int(cfg.get("depth", 0)) or 20, int(cfg.get("width", 0)) or 16
-        return FixupResNet(depth, classes, width)
-    raise SystemExit(f"no Python mirror for model {cfg['name']!r} (cnn and resnet only)")
+from mirror import load_model
 
 
 def main():
@@ -124,17 +36,9 @@ def main():
     torch.set_num_threads(a.threads)
     dtype = torch.float64 if a.dtype == "float64" else torch.float32
 
-    # noisegeom's files are TorchScript pickles (typed dicts): PyTorch >= 2.6 loads them only
-    # with weights_only=False (or restore_type_tag allowlisted).
-    theta = torch.load(f"{a.run}/theta.pt", weights_only=False)
     data = torch.load(a.data, weights_only=False)
     x, y = data["x"].to(dtype), data["y"].to(dtype)
-    model = build_model(model_config(a.run), y.shape[1])
-    names = [n for n, _ in model.named_parameters()]
-    if names != list(theta.keys()):
-        raise SystemExit(f"parameter names/order differ from theta.pt:\n{names}\n{list(theta)}")
-    model.load_state_dict(theta, strict=True)
-    model = model.to(dtype).eval()
+    model = load_model(a.run, y.shape[1], dtype).eval()
     params = [p for p in model.parameters() if p.requires_grad]
     n = x.shape[0]
     batches = [(x[s:s + a.batch], y[s:s + a.batch]) for s in range(0, n, a.batch)]

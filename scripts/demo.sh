@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The main job at the quick scale: installs what is missing, builds, and reproduces Figure 5 on the
-# CPU: trains a small Fixup ResNet and a small VGG on 1,000 CIFAR-10 images of labels {0,1} to a
-# training loss below 1e-4, computes the top-20 eigenpairs of G and Sigma at theta* and the
-# alignment alpha_k / lambda_k, and plots figures/fig5.png. Running it again reuses the finished
-# runs and spectra and resumes an interrupted training run.
+# The main job at the quick scale: installs what is missing, builds, and reproduces Figures 5 and
+# 6 on the CPU. Figure 5: trains a small Fixup ResNet and a small VGG on 1,000 CIFAR-10 images of
+# labels {0,1} to a training loss below 1e-4, computes the top-20 eigenpairs of G and Sigma at
+# theta* and the alignment alpha_k / lambda_k, and plots figures/fig5.png. Figure 6: trains the
+# paper's 4-layer CNN and FNN the same way, and runs 50 SGD escapes and one GD escape from each
+# theta* (learning rates searched so that every run escapes), tracked along the top-20
+# eigenvectors of G, into figures/fig6.png. Running it again reuses what is finished and resumes
+# what was interrupted.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -13,5 +16,7 @@ if [ -z "$data" ] && [ -z "${NOISEGEOM_DATA:-}" ]; then
   data/download_cifar10.sh
 fi
 build/noisegeom reproduce fig5 --scale quick --out . "$@"
-echo "figure: figures/fig5.png; run directories: runs/quick_fig5_resnet, runs/quick_fig5_vgg" \
-     "(spectrum/ in each)"
+build/noisegeom reproduce fig6 --scale quick --out . "$@"
+echo "figures: figures/fig5.png, figures/fig6.png; run directories: runs/quick_fig5_resnet," \
+     "runs/quick_fig5_vgg (spectrum/ in each), runs/quick_cnn, runs/quick_fig6_fnn (spectrum/" \
+     "and escape/ in each)"

@@ -249,6 +249,40 @@ bool gd_escapes(const Quadratic& q, const at::Tensor& c0, double lr, int64_t T, 
   return false;
 }
 
+// GD past its stability edge with a log interval far longer than its escape: the loss overflows
+// between two logged steps, and the first step whose loss passes the threshold is logged anyway,
+// with a finite loss, at the step a replay finds.
+TEST(Escape, GdPastItsEdgeLogsItsEscapeBeforeItsLossOverflows) {
+  const Quadratic& q = quadratic();
+  const double lambda1 = q.evals[0].item<double>();
+  ng::EscapeOptions e = base_options(ng::EscapeOptimizer::Gd, 2.5 / lambda1);
+  e.steps = 4000;
+  e.log_every = 2000;
+  e.max_loss_factor = 1e300;
+  const auto res = ng::run_escape(q.factory, q.theta_star, q.U.slice(1, 0, 20), q.data, e);
+  const auto& run = res.runs.at(0);
+  const at::Tensor G = at::mm(q.X.t(), q.X) / double(q.n);
+  at::Tensor w = ng::escape_perturbation(q.d, e.perturb, e.seed, 0);
+  int64_t first = -1;
+  for (int64_t t = 0; t < e.steps && first < 0; ++t) {
+    if (0.5 * at::dot(w, at::mv(G, w)).item<double>() > e.escape_loss) first = t;
+    w = w - e.lr * at::mv(G, w);
+  }
+  ASSERT_GT(first, 0);
+  ASSERT_LT(first, e.log_every);
+  ASSERT_GE(run.trajectory.size(), 2u);
+  EXPECT_EQ(run.trajectory[0].step, 0);
+  const auto& pt = run.trajectory[1];
+  EXPECT_EQ(pt.step, first);
+  EXPECT_TRUE(std::isfinite(pt.loss));
+  EXPECT_GT(pt.loss, e.escape_loss);
+  EXPECT_TRUE(run.escaped);
+  EXPECT_EQ(run.escape_step, first);
+  // Then it overflows: the next logged point ends the run.
+  EXPECT_EQ(run.status, "diverged");
+  EXPECT_EQ(run.trajectory.size(), 3u);
+}
+
 TEST(Escape, AutoLearningRateGdMatchesTheClosedForm) {
   const Quadratic& q = quadratic();
   ng::EscapeOptions e = base_options(ng::EscapeOptimizer::Gd, 1.0);

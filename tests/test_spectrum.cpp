@@ -366,3 +366,65 @@ TEST(Reproduce, RunsTheWholePipelineAndReusesFinishedWork) {
   EXPECT_EQ(run_cli(base + " --set spectrum.dtype=float16", &log), 1);
   EXPECT_NE(log.find("--dtype"), std::string::npos) << log;
 }
+
+TEST(Reproduce, Figure6RunsEscapesPlotsAndReusesThem) {
+  if (!python_has("matplotlib"))
+    GTEST_SKIP() << "Python's matplotlib is not installed (apt-get install python3-matplotlib)";
+  const std::string out = ngtest::temp_dir("reproduce6");
+  const std::string base = "reproduce fig6 --scale quick --out " + ngtest::quote(out) +
+                           " --data-dir " + ngtest::quote(ngtest::synthetic_cifar_dir(100, 11)) +
+                           " --set data.max_samples=40 --set train.max_steps=20"
+                           " --set train.target_loss=0 --set threads=1 --set spectrum.k=3"
+                           " --set spectrum.probes=4 --set escape.ks=1,3 --set escape.runs=3"
+                           " --set escape.steps=30 --set escape.escape-factor=2";
+  std::string log;
+  ASSERT_EQ(run_cli(base + " --quiet", &log), 0) << log;
+  const std::string png = out + "/figures/fig6.png";
+  ASSERT_TRUE(fs::exists(png));
+  EXPECT_EQ(ngtest::read_file(png).substr(1, 3), "PNG");
+  for (const char* name : {"quick_cnn", "quick_fig6_fnn"}) {
+    const std::string esc = out + "/runs/" + name + "/escape";
+    std::vector<std::string> header;
+    const auto rows = ngtest::read_csv(esc + "/trajectories.csv", &header);
+    EXPECT_EQ(header, (std::vector<std::string>{"optimizer", "run", "step", "lr", "loss",
+                                                "distance", "p_1", "r_1", "p_3", "r_3"}));
+    const std::string summary = ngtest::read_file(esc + "/summary.json");
+    // Learning rates searched so that every run escapes; each run ends at its escape. (The
+    // records' top-level keys are the lines indented once.)
+    auto top = [](const std::string& rec, const std::string& key) {
+      return ng::Json::number_field(rec.substr(rec.find("\n  \"" + key + "\": ")), key);
+    };
+    std::map<std::string, const ngtest::CsvRow*> last;
+    for (const auto& r : rows) last[r.at("optimizer") + r.at("run")] = &r;
+    EXPECT_EQ(last.size(), 6u) << name;  // --set escape.runs=3 applies to GD's job too
+    for (const char* opt : {"gd", "sgd"}) {
+      const std::string rec = ngtest::read_file(esc + "/" + opt + "/cli_result.json");
+      const double threshold =
+          ng::Json::number_field(rec.substr(rec.find("\"escape_criterion\"")), "threshold");
+      EXPECT_GT(threshold, 0) << name << " " << opt;
+      EXPECT_EQ(ng::Json::field(rec, "lr_mode"), "\"auto\"") << name << " " << opt;
+      EXPECT_EQ(top(rec, "runs"), 3) << name << " " << opt;
+      EXPECT_EQ(top(rec, "escaped_runs"), 3) << name << " " << opt;
+      for (const auto& [key, row] : last)
+        if (key.rfind(opt, 0) == 0) {  // "gd0", "sgd2": optimizer, then run
+          EXPECT_GT(std::stod(row->at("loss")), threshold) << name << " " << key;
+        }
+    }
+    EXPECT_NE(summary.find("\"srk_G2\""), std::string::npos);
+  }
+
+  // A second invocation reuses the runs, spectra, searched learning rates and escapes.
+  const std::string before = ngtest::read_file(out + "/runs/quick_cnn/escape/trajectories.csv");
+  ASSERT_EQ(run_cli(base, &log), 0) << log;
+  EXPECT_EQ(log.find("tried lr"), std::string::npos) << log;
+  EXPECT_NE(log.find("reusing the learning rate"), std::string::npos) << log;
+  EXPECT_NE(log.find("reused 3 finished run(s), computed 0"), std::string::npos) << log;
+  EXPECT_EQ(ngtest::read_file(out + "/runs/quick_cnn/escape/trajectories.csv"), before);
+  // An unknown escape option is refused before anything is trained.
+  EXPECT_EQ(
+      run_cli("reproduce fig6 --scale quick --set escape.bogus=1 --out " + ngtest::quote(out + "x"),
+              &log),
+      2);
+  EXPECT_NE(log.find("--bogus"), std::string::npos) << log;
+  EXPECT_FALSE(fs::exists(out + "x/runs"));
+}

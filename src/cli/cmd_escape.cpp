@@ -168,13 +168,13 @@ std::string trials_json(const std::vector<LrTrial>& trials) {
   return s + "]";
 }
 
-}  // namespace
-
-int cmd_escape(const std::vector<std::string>& argv) {
+// The command; with check_only, returns once the options are checked (reproduce checks a
+// figure's jobs before it trains).
+int escape_command(const std::vector<std::string>& argv, bool check_only) {
   const auto t_start = std::chrono::steady_clock::now();
   const Args a =
       parse_args(argv,
-                 {{"--quiet"},
+                 {{"--quiet", "--stop-at-escape"},
                   {"--optimizer", "--runs", "--steps", "--lr", "--batch", "--ks", "--log-every",
                    "--perturb", "--seed", "--escape-factor", "--data-dir"},
                   {}},
@@ -208,7 +208,9 @@ int cmd_escape(const std::vector<std::string>& argv) {
   e.escape_factor = a.number("--escape-factor", 10, false);
   if (e.escape_factor <= 1)
     fail("--escape-factor: expected a factor > 1 on L(theta*), got '{}'", a.get("--escape-factor"));
+  e.stop_at_escape = a.has("--stop-at-escape");
   const std::string data_dir = a.get("--data-dir");
+  if (check_only) return 0;
 
   if (!fs::is_directory(run_dir)) fail("{}: no such run directory", run_dir);
   if (!fs::exists(fs::path(run_dir) / "theta.pt"))
@@ -407,6 +409,7 @@ int cmd_escape(const std::vector<std::string>& argv) {
       .raw("final_mean_abs_p", json_list(mean_abs_p))
       .raw("final_mean_r", json_list(mean_r))
       .num("seconds", compute_seconds)
+      .num("sweep_wall_seconds", res.seconds)
       .num("wall_seconds_last_call",
            std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count())
       .integer("computed_last_call", res.computed)
@@ -428,6 +431,18 @@ int cmd_escape(const std::vector<std::string>& argv) {
       std::isfinite(median) ? fmt::format("{}", median) : "-", res.loss_star, res.threshold, srk_g2,
       root.string()));
   return 0;
+}
+
+}  // namespace
+
+int cmd_escape(const std::vector<std::string>& args) {
+  return escape_command(args, false);
+}
+
+void check_escape_args(const std::vector<std::string>& args) {
+  std::vector<std::string> with_dir = args;
+  with_dir.insert(with_dir.begin(), ".");
+  escape_command(with_dir, true);
 }
 
 }  // namespace ng

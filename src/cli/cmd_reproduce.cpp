@@ -61,6 +61,26 @@ const std::vector<std::string> kFig2bSpectrum = {"--k",     "20",      "--matric
                                                  "--theta", "random",  "--estimator", "exact",
                                                  "--dtype", "float32", "--probes",    "20"};
 
+// Figure 6: directions u_1..u_20 of G at theta*. Quick: exact over all 1,000 samples in float32
+// (the b = 2k estimate overstates lambda_1 by up to 1.7x at this scale, which misplaces GD's
+// stability edge); paper: exact over a seeded subset of 5,000 training images.
+const std::vector<std::string> kFig6QuickSpectrum = {
+    "--k", "20", "--matrices", "G", "--estimator", "exact", "--dtype", "float32", "--probes", "20"};
+const std::vector<std::string> kFig6PaperSpectrum = {"--k",         "20",      "--matrices", "G",
+                                                     "--estimator", "exact",   "--samples",  "5000",
+                                                     "--dtype",     "float32", "--probes",   "20"};
+// Learning rates tuned to escape (--lr auto); each run ends at its escape, the first point whose
+// loss exceeds 100 L(theta*) (past that the loss soon reaches O(1) and both optimizers are far
+// outside the quadratic region the theory describes). 50 SGD runs as in the paper.
+std::vector<std::string> fig6_escape(const std::string& optimizer, const std::string& steps,
+                                     const std::string& log_every) {
+  std::vector<std::string> a = {
+      "--optimizer", optimizer,   "--steps",         steps, "--log-every",     log_every,
+      "--ks",        "1,5,10,20", "--escape-factor", "100", "--stop-at-escape"};
+  if (optimizer == "sgd") a.insert(a.end(), {"--runs", "50"});
+  return a;
+}
+
 const std::vector<Figure>& figures() {
   static const std::vector<Figure> f = {
       {"fig5",
@@ -75,6 +95,28 @@ const std::vector<Figure>& figures() {
         {"quick_fig2b_fnn", "FNN", {{"spectrum", kFig2bSpectrum}}, false}},
        {{"fig2b_cnn", "CNN", {{"spectrum", kFig2bSpectrum}}, false},
         {"fig2b_fnn", "FNN", {{"spectrum", kFig2bSpectrum}}, false}}},
+      {"fig6",
+       "experiments/plot_fig6.py",
+       {{"quick_cnn",
+         "CNN",
+         {{"spectrum", kFig6QuickSpectrum},
+          {"escape", fig6_escape("gd", "100", "1")},
+          {"escape", fig6_escape("sgd", "150", "2")}}},
+        {"quick_fig6_fnn",
+         "FNN",
+         {{"spectrum", kFig6QuickSpectrum},
+          {"escape", fig6_escape("gd", "100", "1")},
+          {"escape", fig6_escape("sgd", "150", "2")}}}},
+       {{"fig6_vgg19",
+         "VGG-19",
+         {{"spectrum", kFig6PaperSpectrum},
+          {"escape", fig6_escape("gd", "2000", "5")},
+          {"escape", fig6_escape("sgd", "2000", "5")}}},
+        {"fig6_resnet110",
+         "ResNet-110",
+         {{"spectrum", kFig6PaperSpectrum},
+          {"escape", fig6_escape("gd", "2000", "5")},
+          {"escape", fig6_escape("sgd", "2000", "5")}}}}},
   };
   return f;
 }
@@ -105,19 +147,36 @@ struct JobKind {
       run;
 };
 
+// A job's command line: its figure's options, then --set KIND.option=value overrides, the data
+// directory and --quiet.
+std::vector<std::string> job_args(const std::string& kind, std::vector<std::string> args,
+                                  const Context& ctx) {
+  auto it = ctx.job_overrides.find(kind);
+  if (it != ctx.job_overrides.end())
+    for (const auto& [k, v] : it->second) set_option(args, "--" + k, v);
+  if (!ctx.data_dir.empty()) set_option(args, "--data-dir", ctx.data_dir);
+  if (ctx.quiet) args.push_back("--quiet");
+  return args;
+}
+
 const std::map<std::string, JobKind>& job_kinds() {
   static const std::map<std::string, JobKind> kinds = {
       {"spectrum",
        {[](const std::string& run_dir, std::vector<std::string> args, const Context& ctx) {
-         auto it = ctx.job_overrides.find("spectrum");
-         if (it != ctx.job_overrides.end())
-           for (const auto& [k, v] : it->second) set_option(args, "--" + k, v);
-         if (!ctx.data_dir.empty()) set_option(args, "--data-dir", ctx.data_dir);
-         if (ctx.quiet) args.push_back("--quiet");
-         const SpectrumOptions o = parse_spectrum_options(args, nullptr);
+         const SpectrumOptions o = parse_spectrum_options(job_args("spectrum", args, ctx), nullptr);
          if (spectrum_is_current(run_dir, o)) return std::string("reused");
          run_spectrum(run_dir, o);
          return std::string("computed");
+       }}},
+      // The escape command reuses by itself what is current (finished runs, the searched
+      // learning rate) and computes the rest.
+      {"escape",
+       {[](const std::string& run_dir, std::vector<std::string> args, const Context& ctx) {
+         args = job_args("escape", args, ctx);
+         args.insert(args.begin(), run_dir);
+         const int rc = cmd_escape(args);
+         if (rc != 0) fail("{}: escape exited with status {}", run_dir, rc);
+         return std::string("done");
        }}},
   };
   return kinds;
@@ -266,6 +325,7 @@ int cmd_reproduce(const std::vector<std::string>& argv) {
       if (it != ctx.job_overrides.end())
         for (const auto& [k, v] : it->second) set_option(args, "--" + k, v);
       if (j.kind == "spectrum") parse_spectrum_options(args, nullptr);
+      if (j.kind == "escape") check_escape_args(args);
     }
   }
 

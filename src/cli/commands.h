@@ -20,6 +20,8 @@ int cmd_train(const std::vector<std::string>& args);
 int cmd_spectrum(const std::vector<std::string>& args);
 int cmd_reproduce(const std::vector<std::string>& args);
 int cmd_escape(const std::vector<std::string>& args);
+// Checks escape options (no RUN_DIR) as cmd_escape would; throws ng::Error / UsageError.
+void check_escape_args(const std::vector<std::string>& args);
 
 // spectrum's options as on its command line (RUN_DIR goes to `positional`); `reproduce` parses
 // the spectrum jobs of its figure table with it, so they are checked exactly like the CLI's.

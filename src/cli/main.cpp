@@ -74,7 +74,8 @@ const ng::Command kCommands[] = {
     {"escape", "SGD and GD escapes from theta* along the top eigenvectors of G",
      "usage: noisegeom escape RUN_DIR --optimizer sgd|gd [--runs N] [--steps T] [--lr X|auto]\n"
      "                        [--batch B] [--ks 1,5,10,20] [--log-every S] [--perturb sigma]\n"
-     "                        [--seed S] [--escape-factor F] [--data-dir DIR] [--quiet]\n\n"
+     "                        [--seed S] [--escape-factor F] [--stop-at-escape]\n"
+     "                        [--data-dir DIR] [--quiet]\n\n"
      "Runs N constant-learning-rate trajectories from the run's theta.pt (Section 6, Figure 6) "
      "and\n"
      "records at every logged step the training loss, d = |theta_t - theta*| and, for each k,\n"
@@ -96,7 +97,9 @@ const ng::Command kCommands[] = {
      "  --log-every S      steps between logged points (default 10)\n"
      "  --perturb sigma    start at theta* + sigma N(0, I) (default 0)\n"
      "  --seed S           batch orders and perturbations (default 0)\n"
-     "  --escape-factor F  escaped: loss above F L(theta*) (default 10)\n"
+     "  --escape-factor F  escaped: loss above F L(theta*) (default 10); besides the logged\n"
+     "                     steps, the first step whose gradient's loss exceeds it is logged\n"
+     "  --stop-at-escape   end each run at its first escaped point (Figure 6's trajectories)\n"
      "  --data-dir DIR     CIFAR-10 directory (else the run's data.dir, $NOISEGEOM_DATA, ...)\n"
      "  --quiet            no progress lines\n",
      ng::cmd_escape},
@@ -112,12 +115,16 @@ const ng::Command kCommands[] = {
      "Figures:\n"
      "  fig5   alignment of alpha_k and lambda_k at theta* for a Fixup ResNet and a VGG on\n"
      "         CIFAR-10 {0,1} (paper: ResNet-38 and VGG-13; quick: small ones on 1,000 images)\n"
-     "  fig2b  alpha_k against lambda_k for the 4-layer CNN and FNN at theta ~ N(0, I)\n\n"
+     "  fig2b  alpha_k against lambda_k for the 4-layer CNN and FNN at theta ~ N(0, I)\n"
+     "  fig6   escapes of SGD (50 runs) and GD from theta*: p_{t,k} against r_{t,k}, k = 1, 5,\n"
+     "         10, 20 (paper: VGG-19 and ResNet-110 on CIFAR-10; quick: the 4-layer CNN and\n"
+     "         FNN on 1,000 images of labels {0,1})\n\n"
      "  --scale S       quick (CPU, minutes) or paper (Appendix A settings; wants a GPU)\n"
      "  --out DIR       where runs/ and figures/ go (default .)\n"
      "  --data-dir DIR  CIFAR-10 directory\n"
      "  --set key=value override a training config key in every run of the figure; keys\n"
-     "                  spectrum.OPTION=value set a spectrum option (e.g. spectrum.k=10)\n"
+     "                  spectrum.OPTION=value and escape.OPTION=value set an option of\n"
+     "                  those jobs (e.g. spectrum.k=10, escape.runs=20)\n"
      "  --quiet         no progress lines\n",
      ng::cmd_reproduce},
 };

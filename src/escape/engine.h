@@ -49,7 +49,8 @@ class Engine {
 
  private:
   RunResult simulate(Replica& rep, int64_t run, const EscapeHooks& hooks, bool* cancelled) const;
-  TrajectoryPoint measure(Replica& rep, int64_t run, int64_t step) const;
+  // The point at the replica's theta; `loss`, when not NaN, is its evaluation loss.
+  TrajectoryPoint measure(Replica& rep, int64_t run, int64_t step, double loss) const;
   double eval_loss(Replica& rep) const;
   void load_theta(Replica& rep, const at::Tensor& theta) const;
   void ensure_replicas(size_t count);
@@ -60,6 +61,7 @@ class Engine {
   at::Tensor x_, y_, labels_;      // all samples (SGD), device and dtype
   at::Tensor ex_, ey_, el_;        // evaluation subset
   at::Tensor gx_, gy_, gl_;        // GD subset
+  bool gd_is_eval_ = false;        // GD's gradient loss is the evaluation loss
   at::Tensor theta_star_;          // model dtype
   at::Tensor theta_star64_, U64_;  // float64 on the device
   double loss_star_ = 0, threshold_ = 0;

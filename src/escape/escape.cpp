@@ -205,6 +205,7 @@ Engine::Engine(const ModelFactory& factory, const at::Tensor& theta_star, const 
   subset(opt_.eval_samples, escape_eval_subset(n_, opt_), &ex_, &ey_, &el_);
   if (opt_.optimizer == EscapeOptimizer::Gd)
     subset(opt_.gd_samples, escape_gd_subset(n_, opt_), &gx_, &gy_, &gl_);
+  gd_is_eval_ = opt_.optimizer == EscapeOptimizer::Gd && gx_.is_same(ex_);
 
   load_theta(replicas_[0], theta_star_);
   loss_star_ = eval_loss(replicas_[0]);
@@ -259,11 +260,11 @@ double Engine::eval_loss(Replica& rep) const {
   return total / m;
 }
 
-TrajectoryPoint Engine::measure(Replica& rep, int64_t run, int64_t step) const {
+TrajectoryPoint Engine::measure(Replica& rep, int64_t run, int64_t step, double loss) const {
   TrajectoryPoint pt;
   pt.run = run;
   pt.step = step;
-  pt.loss = eval_loss(rep);
+  pt.loss = std::isnan(loss) ? eval_loss(rep) : loss;
   const at::Tensor delta = rep.layout.values().to(at::kDouble) - theta_star64_;
   escape_projections(delta, U64_, opt_.ks, &pt.distance, &pt.p, &pt.r);
   return pt;
@@ -310,48 +311,69 @@ RunResult Engine::simulate(Replica& rep, int64_t run, const EscapeHooks& hooks,
   BatchOrder batches(n_, opt_.batch, escape_run_seed(opt_.seed, run), opt_.device);
   const double lr = opt_.lr;
   const double cap = opt_.max_loss_factor * threshold_;
-  const int64_t ngd = gx_.size(0);
+  const int64_t ngd = gx_.defined() ? gx_.size(0) : 0;
   std::vector<TrajectoryPoint> points;
-  // True when the run ends at this point.
-  auto log_point = [&](int64_t step) {
-    points.push_back(measure(rep, run, step));
+  bool escaped = false;
+  // Logs step `step`; `loss`, when finite, is the evaluation loss already at hand. True when the
+  // run ends at this point.
+  auto log_point = [&](int64_t step, double loss) {
+    points.push_back(measure(rep, run, step, loss));
     const auto& pt = points.back();
     if (hooks.on_point) hooks.on_point(pt);
+    escaped = escaped || !(pt.loss <= threshold_);
     if (opt_.stop_at_escape && !(pt.loss <= threshold_)) return true;
     return !std::isfinite(pt.loss) || pt.loss > cap || !std::isfinite(pt.distance);
   };
 
-  bool stop = log_point(0);
-  for (int64_t step = 0; step < opt_.steps && !stop; ++step) {
+  // Iteration `step` takes the gradient at theta_step, logs theta_step when due, then updates.
+  for (int64_t step = 0;; ++step) {
     if (hooks.should_stop && hooks.should_stop()) {
       *cancelled = true;
       return {};
     }
+    const bool last = step == opt_.steps;
+    const bool due = step % opt_.log_every == 0 || last;
+    if (last) {
+      log_point(step, std::nan(""));
+      break;
+    }
     for (auto& t : rep.layout.tensors) t.mutable_grad() = at::Tensor();
+    at::Tensor step_loss;  // the loss the gradient is taken of, at theta_step
     if (opt_.optimizer == EscapeOptimizer::Sgd) {
       const at::Tensor idx = batches.at(step);
       const at::Tensor out = rep.model->forward(x_.index_select(0, idx));
-      batch_loss(out, y_.index_select(0, idx),
-                 labels_.defined() ? labels_.index_select(0, idx) : at::Tensor(),
-                 opt_.cross_entropy)
-          .backward();
+      step_loss = batch_loss(out, y_.index_select(0, idx),
+                             labels_.defined() ? labels_.index_select(0, idx) : at::Tensor(),
+                             opt_.cross_entropy);
+      step_loss.backward();
     } else {
       // Full-batch gradient by chunks, each weighted by its share so a short chunk is exact.
       for (int64_t s = 0; s < ngd; s += opt_.eval_batch) {
         const int64_t e = std::min(ngd, s + opt_.eval_batch);
         const at::Tensor out = rep.model->forward(gx_.slice(0, s, e));
         const at::Tensor lab = gl_.defined() ? gl_.slice(0, s, e) : at::Tensor();
-        (batch_loss(out, gy_.slice(0, s, e), lab, opt_.cross_entropy) * (double(e - s) / ngd))
-            .backward();
+        const at::Tensor part =
+            batch_loss(out, gy_.slice(0, s, e), lab, opt_.cross_entropy) * (double(e - s) / ngd);
+        part.backward();
+        step_loss = step_loss.defined() ? step_loss + part.detach() : part.detach();
       }
     }
+    // GD over the evaluation subset has just computed the loss a log needs (the models have no
+    // train/eval-dependent layers), which halves the cost of logging every step.
+    const double known = gd_is_eval_ ? step_loss.item<double>() : std::nan("");
+    // Past the stability edge the loss grows geometrically (GD: by about (eta lambda_1 - 1)^2 a
+    // step), so between two logged points it can go from below the threshold to overflow and the
+    // trajectory would show no escaped point. The loss at hand for the gradient triggers a point
+    // at the step it first exceeds the threshold (for SGD a noisy batch estimate: at worst an
+    // extra point).
+    const bool trigger =
+        !due && !escaped && !((gd_is_eval_ ? known : step_loss.item<double>()) <= threshold_);
+    if ((due || trigger) && log_point(step, known)) break;
     {
       at::NoGradGuard no_grad;
       for (auto& t : rep.layout.tensors)
         if (t.grad().defined()) t.add_(t.grad(), -lr);
     }
-    const int64_t t = step + 1;
-    if (t % opt_.log_every == 0 || t == opt_.steps) stop = log_point(t);
   }
   RunResult r = summarize(run, std::move(points));
   if (opt_.keep_final_theta) r.final_theta = rep.layout.values().to(at::kCPU, at::kDouble);

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Everything worth seeing on a CUDA GPU, in GPU_CHECK_BUDGET seconds (default 7 minutes), ending with a table:
+# the test suite on the CUDA build, the G v / training-pass ratio on the GPU, Figures 5 and 6 at
+# the quick scale, and training speed of the paper's Figure 5 models.
+#
+# On the GPU machine (see ../shared/gpu/README.md):
+#   bash .device/device-build.sh && NOISEGEOM_DATA=$PWD/.device/cifar-10-batches-bin scripts/gpu-check.sh
+# Each stage has its own time limit, so one slow stage cannot eat the others' time.
+set -uo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+build=${NOISEGEOM_BUILD:-$root/build-gpu}
+out=${OUT:-/tmp/gpu-check}
+work=${NOISEGEOM_GPU_WORK:-/tmp/gpu-check-work}
+mkdir -p "$out" "$work"
+# Plots need matplotlib, which the machine's PyTorch environment has.
+export NOISEGEOM_PYTHON=${NOISEGEOM_PYTHON:-$(command -v python3)}
+
+# The kit carries one real training batch (10,000 images) to stay under the transfer limit; the
+# reader wants all five, so batches 2-5 repeat batch 1. Timings are unaffected; the figures here
+# check the pipeline on the GPU, not the science (that is the CPU reproduction's job).
+data="$work/cifar-10-batches-bin"
+if [ ! -f "$data/data_batch_5.bin" ]; then
+  src=${NOISEGEOM_DATA:?set NOISEGEOM_DATA to a CIFAR-10 directory}
+  mkdir -p "$data"
+  cp "$src"/data_batch_1.bin "$src"/batches.meta.txt "$data"/
+  for k in 2 3 4 5; do
+    [ -f "$src/data_batch_$k.bin" ] && cp "$src/data_batch_$k.bin" "$data/" ||
+      ln -sf data_batch_1.bin "$data/data_batch_$k.bin"
+  done
+fi
+export NOISEGEOM_DATA=$data
+
+# The whole check ends within GPU_CHECK_BUDGET seconds (default 420): stages run in order of
+# importance, each within its own limit and what is left of the budget.
+budget=${GPU_CHECK_BUDGET:-420}
+table=()
+stage() {  # stage NAME LIMIT_S COMMAND...: runs it with a time limit, logs to $out/NAME.log
+  local name=$1 limit=$2
+  shift 2
+  local left=$((budget - SECONDS))
+  [ "$left" -lt "$limit" ] && limit=$left
+  if [ "$limit" -lt 15 ]; then
+    table+=("$(printf '%-16s skipped (budget spent)' "$name")")
+    return
+  fi
+  local t0=$SECONDS
+  echo "=== $name (limit ${limit}s): $*"
+  timeout "$limit" "$@" >"$out/$name.log" 2>&1
+  local rc=$?
+  tail -n 15 "$out/$name.log"
+  table+=("$(printf '%-16s rc=%-4s %5ss' "$name" "$rc" "$((SECONDS - t0))")")
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+"$build/noisegeom" --version
+
+stage ctest 110 ctest --test-dir "$build" -j 8 --output-on-failure --timeout 120
+stage gv_ratio 45 bash -c "for m in cnn resnet; do for b in 32 256; do
+  '$build/bench_gv' ratio --model \$m --depth 20 --batch \$b --n 2048 --reps 5 --device cuda \
+    --data-dir '$data'; done; done"
+stage fig5_quick 100 "$build/noisegeom" reproduce fig5 --scale quick --out "$work/repro" --quiet
+stage fig6_quick 130 "$build/noisegeom" reproduce fig6 --scale quick --out "$work/repro" --quiet
+# Paper scale: steps per second of the Figure 5 models on the GPU (the whole training runs for
+# hours; this measures its rate), and their top-20 spectra at the point reached.
+for exp in fig5_resnet38 fig5_vgg13; do
+  stage "$exp" 35 "$build/noisegeom" train "experiments/$exp.yaml" --out "$work/$exp" \
+    --set train.max_steps=3000 --set train.eval_every=1000
+done
+
+cp "$work"/repro/figures/*.png "$out"/ 2>/dev/null || true
+for r in "$work"/repro/runs/*/; do
+  [ -f "$r/escape/summary.json" ] && cp "$r/escape/summary.json" "$out/$(basename "$r")_escape.json"
+done
+echo
+echo "=== gpu-check summary ($(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null))"
+printf '%s\n' "${table[@]}"
+grep -h "ratio G v" "$out/gv_ratio.log" | sed 's/^ */  /'
+grep -h "tests passed\|tests failed" "$out/ctest.log"
+grep -h "^  " "$out/fig5_quick.log" "$out/fig6_quick.log" 2>/dev/null
+for exp in fig5_resnet38 fig5_vgg13; do
+  grep -h "steps/s\|step 3000\|converged\|max_steps" "$out/$exp.log" | tail -n 2
+done
