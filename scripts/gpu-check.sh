@@ -10,9 +10,10 @@ set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 build=${NOISEGEOM_BUILD:-$root/build-gpu}
-out=${OUT:-/tmp/gpu-check}
+out=${OUT:-/tmp/gpu-check}  # what comes back: gpu-check.log, the figures, escape summaries
 work=${NOISEGEOM_GPU_WORK:-/tmp/gpu-check-work}
-mkdir -p "$out" "$work"
+logs=$work/logs
+mkdir -p "$out" "$work" "$logs"
 # Plots need matplotlib, which the machine's PyTorch environment has.
 export NOISEGEOM_PYTHON=${NOISEGEOM_PYTHON:-$(command -v python3)}
 
@@ -25,7 +26,7 @@ if [ ! -f "$data/data_batch_5.bin" ]; then
   mkdir -p "$data"
   cp "$src"/data_batch_1.bin "$src"/batches.meta.txt "$data"/
   for k in 2 3 4 5; do
-    [ -f "$src/data_batch_$k.bin" ] && cp "$src/data_batch_$k.bin" "$data/" ||
+    [ -s "$src/data_batch_$k.bin" ] && cp "$src/data_batch_$k.bin" "$data/" ||
       ln -sf data_batch_1.bin "$data/data_batch_$k.bin"
   done
 fi
@@ -35,7 +36,7 @@ export NOISEGEOM_DATA=$data
 # importance, each within its own limit and what is left of the budget.
 budget=${GPU_CHECK_BUDGET:-420}
 table=()
-stage() {  # stage NAME LIMIT_S COMMAND...: runs it with a time limit, logs to $out/NAME.log
+stage() {  # stage NAME LIMIT_S COMMAND...: runs it with a time limit, logs to $logs/NAME.log
   local name=$1 limit=$2
   shift 2
   local left=$((budget - SECONDS))
@@ -46,9 +47,9 @@ stage() {  # stage NAME LIMIT_S COMMAND...: runs it with a time limit, logs to $
   fi
   local t0=$SECONDS
   echo "=== $name (limit ${limit}s): $*"
-  timeout "$limit" "$@" >"$out/$name.log" 2>&1
+  timeout "$limit" "$@" >"$logs/$name.log" 2>&1
   local rc=$?
-  tail -n 15 "$out/$name.log"
+  tail -n 15 "$logs/$name.log"
   table+=("$(printf '%-16s rc=%-4s %5ss' "$name" "$rc" "$((SECONDS - t0))")")
 }
 
@@ -70,14 +71,17 @@ done
 
 cp "$work"/repro/figures/*.png "$out"/ 2>/dev/null || true
 for r in "$work"/repro/runs/*/; do
-  [ -f "$r/escape/summary.json" ] && cp "$r/escape/summary.json" "$out/$(basename "$r")_escape.json"
+  [ -f "$r/escape/summary.json" ] &&
+    { echo "== $(basename "$r")"; cat "$r/escape/summary.json"; } >>"$out/escape_summaries.txt"
 done
+for f in "$logs"/*.log; do echo "===== $f"; cat "$f"; done >"$out/gpu-check.log"
 echo
 echo "=== gpu-check summary ($(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null))"
 printf '%s\n' "${table[@]}"
-grep -h "ratio G v" "$out/gv_ratio.log" | sed 's/^ */  /'
-grep -h "tests passed\|tests failed" "$out/ctest.log"
-grep -h "^  " "$out/fig5_quick.log" "$out/fig6_quick.log" 2>/dev/null
+cd "$logs"
+grep -h "ratio G v\|^Fixup\|^CNN" gv_ratio.log 2>/dev/null | sed 's/^ */  /'
+grep -h "tests passed\|tests failed\|Failed\|\*\*\*" ctest.log 2>/dev/null | tail -n 12
+grep -h "^  " fig5_quick.log fig6_quick.log 2>/dev/null
 for exp in fig5_resnet38 fig5_vgg13; do
-  grep -h "steps/s\|step 3000\|converged\|max_steps" "$out/$exp.log" | tail -n 2
+  grep -h "steps/s\|converged\|max_steps" "$exp.log" 2>/dev/null | tail -n 2
 done
