@@ -149,6 +149,7 @@ int ratio(const std::map<std::string, std::string>& o) {
     co.jvp = method;
     co.batch_size = batch;
     co.dtype = at::kFloat;
+    co.device = device;
     co.probe = false;
     ng::CurvatureOperator op(net, x, y, co);
     const at::Tensor v = ng::seeded_normal(op.dim(), 1, op.options());
