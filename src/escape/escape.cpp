@@ -314,7 +314,7 @@ RunResult Engine::simulate(Replica& rep, int64_t run, const EscapeHooks& hooks,
   const int64_t ngd = gx_.defined() ? gx_.size(0) : 0;
   std::vector<TrajectoryPoint> points;
   bool escaped = false;
-  // Logs step `step`; `loss`, when finite, is the evaluation loss already at hand. True when the
+  // Logs step `step`; `loss`, unless NaN, is the evaluation loss already at hand. True when the
   // run ends at this point.
   auto log_point = [&](int64_t step, double loss) {
     points.push_back(measure(rep, run, step, loss));
