@@ -13,7 +13,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from mirror import load_model, load_samples
+from mirror import load_model, load_samples, sgd_batches, sgd_step
 
 
 def main():
@@ -40,7 +40,6 @@ def main():
     U = saved["U"].double()
     ks = [min(int(k), U.shape[1]) for k in a.ks.split(",")]
     n = x.shape[0]
-    per_epoch = (n + a.batch - 1) // a.batch
 
     def log(records, run, step):
         with torch.no_grad():
@@ -65,22 +64,11 @@ def main():
         with torch.no_grad():
             for p, s in zip(params, theta_star):
                 p.copy_(s)
-        g = torch.Generator().manual_seed(1000 + run)
+        batches = sgd_batches(n, a.batch, torch.Generator().manual_seed(1000 + run))
         model.train()
         log(records, run, 0)
-        perm = None
         for step in range(a.steps):
-            if step % per_epoch == 0:
-                perm = torch.randperm(n, generator=g)
-            idx = perm[(step % per_epoch) * a.batch:(step % per_epoch + 1) * a.batch]
-            out = model(x.index_select(0, idx))
-            loss = 0.5 * (out - target.index_select(0, idx)).pow(2).sum(1).mean()
-            for p in params:
-                p.grad = None
-            loss.backward()
-            with torch.no_grad():
-                for p in params:
-                    p.add_(p.grad, alpha=-a.lr)
+            sgd_step(model, params, x, target, next(batches), a.lr)
             if (step + 1) % a.log_every == 0 or step + 1 == a.steps:
                 log(records, run, step + 1)
     dt = time.perf_counter() - t0

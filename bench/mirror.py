@@ -116,6 +116,31 @@ def build_model(cfg, classes):
     raise SystemExit(f"no Python mirror for model {cfg['name']!r} (cnn and resnet only)")
 
 
+def sgd_batches(n, batch, generator):
+    """Index tensors of SGD's batches as training draws them: each epoch's permutation, cut in
+    order (the last batch of an epoch short when batch does not divide n)."""
+    per_epoch = (n + batch - 1) // batch
+    step, perm = 0, None
+    while True:
+        if step % per_epoch == 0:
+            perm = torch.randperm(n, generator=generator)
+        j = step % per_epoch
+        yield perm[j * batch:(j + 1) * batch]
+        step += 1
+
+
+def sgd_step(model, params, x, target, idx, lr):
+    """One plain SGD step on the square loss 1/2 |f - y|^2, averaged over the batch `idx`."""
+    out = model(x.index_select(0, idx))
+    loss = 0.5 * (out - target.index_select(0, idx)).pow(2).sum(1).mean()
+    for p in params:
+        p.grad = None
+    loss.backward()
+    with torch.no_grad():
+        for p in params:
+            p.add_(p.grad, alpha=-lr)
+
+
 def load_model(run, classes, dtype=torch.float32):
     """The run's model at its theta.pt. noisegeom's files are TorchScript pickles (typed dicts):
     PyTorch >= 2.6 loads them only with weights_only=False."""

@@ -11,7 +11,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from mirror import CNN, FixupResNet, load_samples
+from mirror import CNN, FixupResNet, load_samples, sgd_batches, sgd_step
 
 
 def main():
@@ -33,23 +33,11 @@ def main():
     model = CNN(classes) if a.model == "cnn" else FixupResNet(a.depth, classes)
     params = list(model.parameters())
     n = x.shape[0]
-    per_epoch = (n + a.batch - 1) // a.batch
-    g = torch.Generator().manual_seed(0)
+    batches = sgd_batches(n, a.batch, torch.Generator().manual_seed(0))
     model.train()
     t0 = time.perf_counter()
-    perm = None
-    for step in range(a.steps):
-        if step % per_epoch == 0:
-            perm = torch.randperm(n, generator=g)
-        idx = perm[(step % per_epoch) * a.batch:(step % per_epoch + 1) * a.batch]
-        out = model(x.index_select(0, idx))
-        loss = 0.5 * (out - target.index_select(0, idx)).pow(2).sum(1).mean()
-        for p in params:
-            p.grad = None
-        loss.backward()
-        with torch.no_grad():
-            for p in params:
-                p.add_(p.grad, alpha=-a.lr)
+    for _ in range(a.steps):
+        sgd_step(model, params, x, target, next(batches), a.lr)
     with torch.no_grad():
         model.eval()
         total = 0.0

@@ -70,3 +70,12 @@ def describe(run):
     model = "\n".join(textwrap.wrap(m.get("model", run["label"]), 48))
     return (f"{model}\np = {s['p']:,}, {s['estimator']} on {s['samples']} of {s['n_train']} "
             f"samples\nL = {s['loss']:.3g}, {s['dtype']}")
+
+
+def save_figure(fig, args, figure, subject, fontsize=12):
+    """Titles the figure "Figure N (scale): subject", lays it out and writes args.out."""
+    scale = f" ({args.scale} scale)" if args.scale else ""
+    fig.suptitle(f"{figure}{scale}: {subject}", fontsize=fontsize)
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=130)
+    print(f"wrote {args.out}")

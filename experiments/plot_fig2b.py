@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from plot_common import describe, median, parse_args  # noqa: E402
+from plot_common import describe, median, parse_args, save_figure  # noqa: E402
 
 
 def main():
@@ -32,12 +32,8 @@ def main():
                 fontsize=7, color="0.3")
         ax.legend(fontsize=8, loc="lower right")
         ax.grid(alpha=0.3, which="both")
-    scale = f" ({a.scale} scale)" if a.scale else ""
-    fig.suptitle(f"Figure 2b{scale}: noise energy against curvature along the eigen-directions of G",
-                 fontsize=11)
-    fig.tight_layout()
-    fig.savefig(a.out, dpi=130)
-    print(f"wrote {a.out}")
+    save_figure(fig, a, "Figure 2b",
+                "noise energy against curvature along the eigen-directions of G", fontsize=11)
 
 
 if __name__ == "__main__":

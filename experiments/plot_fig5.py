@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from plot_common import describe, l1_normalised, median, parse_args  # noqa: E402
+from plot_common import describe, l1_normalised, median, parse_args, save_figure  # noqa: E402
 
 
 def main():
@@ -49,12 +49,8 @@ def main():
                       fontsize=9)
         axg.grid(alpha=0.3, which="both")
     axes[0][0].set_ylabel(r"normalised by the $\ell_1$ norm over the top k")
-    scale = f" ({a.scale} scale)" if a.scale else ""
-    fig.suptitle(f"Figure 5{scale}: curvature and noise energy along the eigen-directions of G at "
-                 r"$\theta^*$", fontsize=12)
-    fig.tight_layout()
-    fig.savefig(a.out, dpi=130)
-    print(f"wrote {a.out}")
+    save_figure(fig, a, "Figure 5",
+                r"curvature and noise energy along the eigen-directions of G at $\theta^*$")
 
 
 if __name__ == "__main__":

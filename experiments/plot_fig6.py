@@ -17,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from plot_common import median, parse_args, read_csv, read_json  # noqa: E402
+from plot_common import median, parse_args, read_csv, read_json, save_figure  # noqa: E402
 
 COLORS = {"sgd": "tab:red", "gd": "tab:blue"}
 
@@ -114,12 +114,7 @@ def main():
                         f"p = {spec['p']:,}\nsrk(G$^2$) = {spec['srk_G2']:.3g}\n"
                         f"escape: L > {crit['escape_factor']:g} L(θ*)",
                         transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="0.3")
-    scale = f" ({a.scale} scale)" if a.scale else ""
-    fig.suptitle(f"Figure 6{scale}: escape from θ* along sharp (p) and flat (r) directions",
-                 fontsize=12)
-    fig.tight_layout()
-    fig.savefig(a.out, dpi=130)
-    print(f"wrote {a.out}")
+    save_figure(fig, a, "Figure 6", "escape from θ* along sharp (p) and flat (r) directions")
 
 
 if __name__ == "__main__":
