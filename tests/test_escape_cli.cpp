@@ -195,6 +195,8 @@ TEST(EscapeCli, BadInputIsOneLineAndWritesNothing) {
       {run, "--optimizer sgd --lr 0", "--lr"},
       {run, "--optimizer sgd --lr -1", "--lr"},
       {run, "--optimizer sgd --lr 0.1 --runs 0", "--runs"},
+      {run, "--optimizer sgd --lr 0.1 --eval-samples -5", "--eval-samples"},
+      {run, "--optimizer gd --lr 0.1 --gd-samples many", "--gd-samples"},
   };
   for (const auto& c : cases) {
     std::string log;

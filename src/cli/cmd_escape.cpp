@@ -145,9 +145,10 @@ std::string lr_search_request(const EscapeOptions& o, const CurvatureNumbers& c,
                               const std::string& theta_sha) {
   return fmt::format(
       "optimizer={} steps={} batch={} perturb={} seed={} escape_factor={} log_every={} "
-      "lambda1={} lambda2={} frob={} theta={}",
+      "eval_samples={} gd_samples={} lambda1={} lambda2={} frob={} theta={}",
       to_string(o.optimizer), o.steps, o.batch, g17(o.perturb), o.seed, g17(o.escape_factor),
-      o.log_every, g17(c.lambda1), g17(c.lambda2), g17(c.g_frobenius), theta_sha);
+      o.log_every, o.eval_samples, o.gd_samples, g17(c.lambda1), g17(c.lambda2), g17(c.g_frobenius),
+      theta_sha);
 }
 
 std::string trials_json(const std::vector<LrTrial>& trials) {
@@ -172,13 +173,13 @@ std::string trials_json(const std::vector<LrTrial>& trials) {
 // figure's jobs before it trains).
 int escape_command(const std::vector<std::string>& argv, bool check_only) {
   const auto t_start = std::chrono::steady_clock::now();
-  const Args a =
-      parse_args(argv,
-                 {{"--quiet", "--stop-at-escape"},
-                  {"--optimizer", "--runs", "--steps", "--lr", "--batch", "--ks", "--log-every",
-                   "--perturb", "--seed", "--escape-factor", "--data-dir"},
-                  {}},
-                 "escape");
+  const Args a = parse_args(
+      argv,
+      {{"--quiet", "--stop-at-escape"},
+       {"--optimizer", "--runs", "--steps", "--lr", "--batch", "--ks", "--log-every", "--perturb",
+        "--seed", "--escape-factor", "--eval-samples", "--gd-samples", "--data-dir"},
+       {}},
+      "escape");
   if (a.positional.size() != 1) throw UsageError{"escape: expected exactly one RUN_DIR"};
   const std::string run_dir = a.positional[0];
   const bool quiet = a.has("--quiet");
@@ -209,6 +210,8 @@ int escape_command(const std::vector<std::string>& argv, bool check_only) {
   if (e.escape_factor <= 1)
     fail("--escape-factor: expected a factor > 1 on L(theta*), got '{}'", a.get("--escape-factor"));
   e.stop_at_escape = a.has("--stop-at-escape");
+  e.eval_samples = a.integer("--eval-samples", 0, 0);
+  e.gd_samples = a.integer("--gd-samples", 0, 0);
   const std::string data_dir = a.get("--data-dir");
   if (check_only) return 0;
 

@@ -75,7 +75,7 @@ const ng::Command kCommands[] = {
      "usage: noisegeom escape RUN_DIR --optimizer sgd|gd [--runs N] [--steps T] [--lr X|auto]\n"
      "                        [--batch B] [--ks 1,5,10,20] [--log-every S] [--perturb sigma]\n"
      "                        [--seed S] [--escape-factor F] [--stop-at-escape]\n"
-     "                        [--data-dir DIR] [--quiet]\n\n"
+     "                        [--eval-samples N] [--gd-samples N] [--data-dir DIR] [--quiet]\n\n"
      "Runs N constant-learning-rate trajectories from the run's theta.pt (Section 6, Figure 6) "
      "and\n"
      "records at every logged step the training loss, d = |theta_t - theta*| and, for each k,\n"
@@ -100,6 +100,10 @@ const ng::Command kCommands[] = {
      "  --escape-factor F  escaped: loss above F L(theta*) (default 10); besides the logged\n"
      "                     steps, the first step whose gradient's loss exceeds it is logged\n"
      "  --stop-at-escape   end each run at its first escaped point (Figure 6's trajectories)\n"
+     "  --eval-samples N   the loss is evaluated on a fixed seeded subset of N training\n"
+     "                     samples (default 0: all of them)\n"
+     "  --gd-samples N     gd: the gradient over a fixed seeded subset of N samples (default 0:\n"
+     "                     the full training set)\n"
      "  --data-dir DIR     CIFAR-10 directory (else the run's data.dir, $NOISEGEOM_DATA, ...)\n"
      "  --quiet            no progress lines\n",
      ng::cmd_escape},
