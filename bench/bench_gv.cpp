@@ -7,7 +7,7 @@
 //       same n samples in batches of the same size. Real CIFAR-10 {0,1} when --data-dir (or
 //       $NOISEGEOM_DATA) holds it, else Gaussian images.
 //   bench_gv topk --run RUN_DIR [--k 20] [--n 2000] [--batch 256] [--tol 1e-5] [--dtype float32]
-//                  [--threads 2]
+//                  [--threads 2] [--residuals explicit|krylov]
 //       top-k eigenpairs of G (exact estimator, Lanczos) on the first n training samples of a
 //       run at its theta.pt, timed from operator construction to converged pairs; prints the
 //       eigenvalues and residuals; --dump FILE saves the samples used (x, y) for the Python side
@@ -194,6 +194,7 @@ int topk(const std::map<std::string, std::string>& o) {
   eo.k = k;
   eo.tol = tol;
   eo.solver = "lanczos";
+  eo.residuals = get(o, "residuals", "explicit");
   const ng::Eigenpairs e = ng::lanczos_top_k(op, eo);
   const double total = since(t0);
   // The exact inputs and targets, so that the Python side computes the same matrix.
@@ -202,7 +203,8 @@ int topk(const std::map<std::string, std::string>& o) {
     ng::save_tensor_dict(
         dump, {{"x", run.data.x.narrow(0, 0, n)}, {"y", run.data.targets.narrow(0, 0, n)}});
   // The solver's own residual check is part of e.seconds; report the Lanczos part apart.
-  fmt::print("ours: p = {}, n = {}, k = {}, {} threads, {}\n", op.dim(), n, k, threads, dtype);
+  fmt::print("ours: p = {}, n = {}, k = {}, {} threads, {}, {} residuals\n", op.dim(), n, k,
+             threads, dtype, eo.residuals);
   fmt::print("ours_seconds={:.3f} matvecs={} lanczos_seconds={:.3f}\n", total, e.matvecs,
              e.seconds);
   std::string vals, res;

@@ -1,6 +1,7 @@
 // Eigensolver adapter (Spectra Lanczos) and Gram solver against dense eigendecompositions.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "src/core/error.h"
@@ -68,6 +69,40 @@ TEST(Lanczos, KnownSpectrum) {
   EXPECT_EQ(r.ncv, 26);  // max(2k + 1, k + 20)
   EXPECT_EQ(r.matvecs, op.matvecs());
   EXPECT_GE(r.matvecs, r.ncv + o.k);
+}
+
+// The residuals read off the Lanczos relation are the explicit ones: same pairs (same start
+// vector), at a loose tolerance so that they are well above rounding, for k - 1 fewer products.
+TEST(Lanczos, KrylovResidualsEqualExplicitOnes) {
+  at::manual_seed(7);
+  const int64_t p = 300;
+  const at::Tensor q = std::get<0>(at::linalg_qr(at::randn({p, p}, at::kDouble)));
+  const at::Tensor lam = at::linspace(0, 1, p, at::kDouble).pow(2) * 4;  // clustered near the top
+  ng::DenseOperator op(q.mm(at::diag(lam)).mm(q.t()));
+  ng::EigenOptions o;
+  o.k = 8;
+  o.tol = 1e-5;
+  const ng::Eigenpairs ex = ng::lanczos_top_k(op, o);
+  o.residuals = "krylov";
+  const ng::Eigenpairs kr = ng::lanczos_top_k(op, o);
+  EXPECT_EQ(ex.residual_method, "explicit");
+  EXPECT_EQ(kr.residual_method, "krylov");
+  EXPECT_TRUE(std::isnan(ex.explicit_check));
+  EXPECT_EQ(kr.matvecs, ex.matvecs - (o.k - 1));
+  ASSERT_EQ(kr.residuals.size(), ex.residuals.size());
+  double largest = 0;
+  for (size_t j = 0; j < ex.residuals.size(); ++j) {
+    EXPECT_DOUBLE_EQ(kr.values[j], ex.values[j]) << j;
+    EXPECT_NEAR(kr.residuals[j], ex.residuals[j], 1e-12 + 1e-4 * ex.residuals[j]) << j;
+    largest = std::max(largest, ex.residuals[j]);
+  }
+  EXPECT_GT(largest, 1e-10);  // the comparison is not between two roundings
+  EXPECT_DOUBLE_EQ(kr.explicit_check, ex.residuals[0]);
+  EXPECT_DOUBLE_EQ(
+      kr.max_residual(),
+      std::max(*std::max_element(kr.residuals.begin(), kr.residuals.end()), kr.explicit_check));
+  o.residuals = "implicit";
+  EXPECT_THROW(ng::lanczos_top_k(op, o), ng::Error);
 }
 
 TEST(Lanczos, CurvatureOperatorsMatchDenseEigendecompositions) {

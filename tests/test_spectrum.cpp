@@ -207,6 +207,26 @@ TEST(Spectrum, Float32LanczosAndRandomTheta) {
     EXPECT_LT(rel(column(lz, "eigenvalue", "G")[j], column(base, "eigenvalue", "G")[j]), 1e-8);
   EXPECT_NE(ngtest::read_file(run + "/spectrum/summary.json").find("\"solver\": \"lanczos\""),
             std::string::npos);
+  // Residuals from the Lanczos relation: the same pairs, residuals that agree with the explicit
+  // ones where they are above rounding, and the top pair checked explicitly.
+  ASSERT_EQ(run_cli("spectrum " + ngtest::quote(run) +
+                        " --k 4 --solver lanczos --residuals krylov --tol 1e-6 --quiet",
+                    &log),
+            0)
+      << log;
+  const auto kr = ngtest::read_csv(run + "/spectrum/eigenvalues.csv");
+  for (int j = 0; j < 4; ++j)
+    EXPECT_LT(rel(column(kr, "eigenvalue", "G")[j], column(base, "eigenvalue", "G")[j]), 1e-5);
+  for (double r : column(kr, "residual")) EXPECT_LT(r, 1e-6);
+  const std::string ks = ngtest::read_file(run + "/spectrum/summary.json");
+  EXPECT_NE(ks.find("\"residuals\": \"krylov\""), std::string::npos) << ks;
+  EXPECT_LT(ng::Json::number_field(ks.substr(ks.find("\"explicit_residual_check\"")),
+                                   "explicit_residual_check"),
+            1e-6)
+      << ks;
+  EXPECT_NE(ks.find("residuals=krylov"), std::string::npos);  // part of the reuse request
+  EXPECT_EQ(run_cli("spectrum " + ngtest::quote(run) + " --k 4 --residuals implicit", &log), 1);
+  EXPECT_NE(log.find("--residuals"), std::string::npos) << log;
 
   // theta ~ N(0, I): another point altogether, the same one for the same seed.
   ASSERT_EQ(

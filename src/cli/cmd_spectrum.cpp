@@ -27,7 +27,7 @@ std::string canonical_matrix(const std::string& s) {
 const ArgSpec kSpectrumArgs = {
     {"--quiet"},
     {"--k", "--matrices", "--estimator", "--samples", "--solver", "--dtype", "--theta", "--seed",
-     "--batch-size", "--ncv", "--tol", "--maxit", "--probes", "--data-dir"},
+     "--batch-size", "--ncv", "--tol", "--maxit", "--probes", "--residuals", "--data-dir"},
     {}};
 
 }  // namespace
@@ -62,6 +62,7 @@ SpectrumOptions parse_spectrum_options(const std::vector<std::string>& argv,
   o.tol = a.number("--tol", 0, true);
   o.maxit = a.integer("--maxit", o.maxit, 1);
   o.probes = a.integer("--probes", o.probes, 2);
+  o.residuals = a.get("--residuals", o.residuals);
   o.data_dir = a.get("--data-dir");
   o.quiet = a.has("--quiet");
   validate_spectrum_options(o);

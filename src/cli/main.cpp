@@ -44,6 +44,7 @@ const ng::Command kCommands[] = {
      "gram|lanczos]\n"
      "                          [--dtype float32|float64] [--theta random] [--seed S]\n"
      "                          [--batch-size N] [--ncv N] [--tol X] [--maxit N] [--probes N]\n"
+     "                          [--residuals explicit|krylov]\n"
      "                          [--data-dir DIR] [--quiet]\n\n"
      "Top-k eigenpairs of the Gauss-Newton matrix G at the run's theta.pt, the noise energy along\n"
      "them (alpha_k = u_k^T Sigma u_k / 2L, g_k = alpha_k / lambda_k), the loss alignment mu and\n"
@@ -68,6 +69,9 @@ const ng::Command kCommands[] = {
      "  --ncv N, --tol X, --maxit N   Lanczos basis size, tolerance (default 1e-10 for float64,\n"
      "                    1e-6 for float32), restarts (default 1000)\n"
      "  --probes N        Hutchinson probes for mu, srk and |G|_F with --estimator exact (100)\n"
+     "  --residuals R     Lanczos residuals |Au - lambda u|/|lambda|: explicit (default; one\n"
+     "                    product per pair) or krylov (from the Lanczos relation, as eigsh\n"
+     "                    reports them, with the top pair checked explicitly)\n"
      "  --data-dir DIR    CIFAR-10 directory (else the run's data.dir, $NOISEGEOM_DATA, ...)\n"
      "  --quiet           no progress lines\n",
      ng::cmd_spectrum},

@@ -6,6 +6,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -18,12 +19,15 @@ struct Eigenpairs {
   std::vector<double> values;     // descending
   at::Tensor vectors;             // (k, p) float64 on CPU, unit rows, in ParameterLayout order
   std::vector<double> residuals;  // |A u - lambda u| / |lambda| (|A u| where lambda = 0)
-  int64_t matvecs = 0;            // operator applications by the solver, residual checks included
-  int64_t iterations = 0;         // Lanczos restarts (0 for the Gram solver)
-  int64_t ncv = 0;                // Lanczos basis size (0 for the Gram solver)
-  std::string solver;             // "lanczos" | "gram"
+  std::string residual_method = "explicit";  // or "krylov" (see EigenOptions::residuals)
+  // krylov: the explicit residual of the top pair, a check on the Lanczos relation (NaN else).
+  double explicit_check = std::numeric_limits<double>::quiet_NaN();
+  int64_t matvecs = 0;     // operator applications by the solver, residual checks included
+  int64_t iterations = 0;  // Lanczos restarts (0 for the Gram solver)
+  int64_t ncv = 0;         // Lanczos basis size (0 for the Gram solver)
+  std::string solver;      // "lanczos" | "gram"
   double seconds = 0;
-  double max_residual() const;
+  double max_residual() const;  // over residuals and explicit_check
 };
 
 struct EigenOptions {
@@ -34,6 +38,10 @@ struct EigenOptions {
   double tol = 1e-10;           // Spectra's: |residual| < tol max(|lambda|, eps^(2/3))
   uint64_t seed = 0;            // Lanczos start vector
   int64_t gram_limit = 4096;    // auto picks gram when the rows number at most this
+  // Lanczos residuals: "explicit" applies the operator to every returned u; "krylov" takes
+  // |A u - lambda u| = |f| |e_m^T y| from the Lanczos relation A V = V T + f e_m^T (no products,
+  // as ARPACK/eigsh report convergence) and checks the top pair explicitly (one product).
+  std::string residuals = "explicit";
 };
 
 // Throws ng::Error when fewer than k pairs converge (never returns fewer), or k is out of range.

@@ -120,6 +120,7 @@ MatrixSpectrum solve(CurvatureOperator& op, const std::string& name, const Spect
   eo.maxit = opt.maxit;
   eo.tol = opt.tol;
   eo.seed = opt.seed;
+  eo.residuals = opt.residuals;
   std::string solver = opt.solver == "auto" ? choose_solver(op, eo) : opt.solver;
   if (solver == "gram" && !op.has_rows())
     fail("--solver gram: {} has no per-sample rows with the {} estimator; use --solver lanczos",
@@ -149,6 +150,8 @@ MatrixSpectrum solve(CurvatureOperator& op, const std::string& name, const Spect
   s.matrix = name;
   s.values = e.values;
   s.residuals = e.residuals;
+  s.residual_method = e.residual_method;
+  s.explicit_check = e.explicit_check;
   s.solver = e.solver;
   s.matvecs = e.matvecs;
   s.iterations = e.iterations;
@@ -196,14 +199,17 @@ void validate_spectrum_options(const SpectrumOptions& opt) {
     fail("--tol: expected a positive tolerance, got {}", opt.tol);
   if (opt.maxit < 1) fail("--maxit: expected a positive number, got {}", opt.maxit);
   if (opt.probes < 2) fail("--probes: expected at least 2 Hutchinson probes, got {}", opt.probes);
+  if (opt.residuals != "explicit" && opt.residuals != "krylov")
+    fail("--residuals: expected explicit or krylov, got '{}'", opt.residuals);
 }
 
 std::string spectrum_request(const SpectrumOptions& o) {
   return fmt::format(
-      "k={};matrices={};estimator={};samples={};solver={};dtype={};theta={};seed={};"
-      "batch_size={};ncv={};tol={};maxit={};probes={}",
-      o.k, join(o.matrices, ","), o.estimator, o.samples, o.solver, o.dtype, o.theta, o.seed,
-      o.batch_size, o.ncv, g17(o.tol), o.maxit, o.probes);
+             "k={};matrices={};estimator={};samples={};solver={};dtype={};theta={};seed={};"
+             "batch_size={};ncv={};tol={};maxit={};probes={}",
+             o.k, join(o.matrices, ","), o.estimator, o.samples, o.solver, o.dtype, o.theta, o.seed,
+             o.batch_size, o.ncv, g17(o.tol), o.maxit, o.probes) +
+         (o.residuals == "explicit" ? "" : ";residuals=" + o.residuals);
 }
 
 SpectrumResult compute_spectrum(const std::string& run_dir, const SpectrumOptions& options) {
@@ -339,8 +345,11 @@ SpectrumResult compute_spectrum(const std::string& run_dir, const SpectrumOption
     r.spectra.push_back(solve(op, m, opt, nullptr));
   }
   for (const auto& op : ops) r.matvecs += op->matvecs();
-  for (const auto& s : r.spectra)
+  for (const auto& s : r.spectra) {
     for (double res : s.residuals) r.max_residual = std::max(r.max_residual, res);
+    if (std::isfinite(s.explicit_check))
+      r.max_residual = std::max(r.max_residual, s.explicit_check);
+  }
   r.options = opt;
   r.seconds = seconds_since(t0);
   return r;
@@ -363,11 +372,12 @@ void write_spectrum(const SpectrumResult& r) {
   std::string spectra = "{";
   for (size_t j = 0; j < r.spectra.size(); ++j) {
     const auto& s = r.spectra[j];
-    double mr = 0;
+    double mr = std::isfinite(s.explicit_check) ? s.explicit_check : 0;
     for (double x : s.residuals) mr = std::max(mr, x);
     Json js;
-    js.str("solver", s.solver)
-        .integer("matvecs", s.matvecs)
+    js.str("solver", s.solver).str("residuals", s.residual_method);
+    if (std::isfinite(s.explicit_check)) js.num("explicit_residual_check", s.explicit_check);
+    js.integer("matvecs", s.matvecs)
         .integer("iterations", s.iterations)
         .num("seconds", s.seconds)
         .num("max_residual", mr)

@@ -19,6 +19,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -39,6 +40,7 @@ struct SpectrumOptions {
   int64_t ncv = 0;                       // Lanczos basis; 0: the solver's default
   double tol = 0;                        // Lanczos tolerance; 0: 1e-10 (float64), 1e-6 (float32)
   int64_t maxit = 1000;                  // Lanczos restarts
+  std::string residuals = "explicit";    // Lanczos residuals: explicit | krylov (EigenOptions)
   int64_t probes = 100;                  // Hutchinson probes (exact estimator: mu, srk, |G|_F)
   std::string data_dir;                  // --data-dir for load_run
   std::string out_dir;                   // empty: RUN_DIR/spectrum
@@ -51,7 +53,9 @@ double residual_limit(const std::string& dtype);
 struct MatrixSpectrum {
   std::string matrix;  // G | Sigma | Sigma0 | H
   std::vector<double> values, residuals;
-  std::string solver;  // gram | lanczos
+  std::string residual_method = "explicit";                          // explicit | krylov
+  double explicit_check = std::numeric_limits<double>::quiet_NaN();  // krylov: top pair's
+  std::string solver;                                                // gram | lanczos
   int64_t matvecs = 0, iterations = 0;
   double seconds = 0;
 };
