@@ -13,7 +13,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from mirror import load_model, load_samples, sgd_batches, sgd_step
+from mirror import full_loss, load_model, load_samples, sgd_batches, sgd_step
 
 
 def main():
@@ -42,17 +42,12 @@ def main():
     n = x.shape[0]
 
     def log(records, run, step):
+        loss = full_loss(model, x, target)
         with torch.no_grad():
-            model.eval()
-            total = 0.0
-            for s in range(0, n, 1000):
-                out = model(x[s:s + 1000])
-                total += 0.5 * (out - target[s:s + 1000]).pow(2).sum(1).sum().item()
-            model.train()
             delta = torch.cat([p.reshape(-1) for p in params]).double() - theta_star64
             d2 = float(delta.dot(delta))
             proj = U.t().mv(delta)
-            row = [run, step, total / n, d2 ** 0.5]
+            row = [run, step, loss, d2 ** 0.5]
             for k in ks:
                 pk = float(proj[0]) if k == 1 else float(proj[:k].norm())
                 row += [pk, max(d2 - pk * pk, 0.0) ** 0.5]

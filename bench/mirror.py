@@ -141,6 +141,18 @@ def sgd_step(model, params, x, target, idx, lr):
             p.add_(p.grad, alpha=-lr)
 
 
+def full_loss(model, x, target, chunk=1000):
+    """The square loss over all samples in eval mode, as noisegeom evaluates it."""
+    with torch.no_grad():
+        model.eval()
+        total = 0.0
+        for s in range(0, x.shape[0], chunk):
+            out = model(x[s:s + chunk])
+            total += 0.5 * (out - target[s:s + chunk]).pow(2).sum(1).sum().item()
+        model.train()
+    return total / x.shape[0]
+
+
 def load_model(run, classes, dtype=torch.float32):
     """The run's model at its theta.pt. noisegeom's files are TorchScript pickles (typed dicts):
     PyTorch >= 2.6 loads them only with weights_only=False."""

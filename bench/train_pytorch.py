@@ -11,7 +11,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from mirror import CNN, FixupResNet, load_samples, sgd_batches, sgd_step
+from mirror import CNN, FixupResNet, full_loss, load_samples, sgd_batches, sgd_step
 
 
 def main():
@@ -38,14 +38,9 @@ def main():
     t0 = time.perf_counter()
     for _ in range(a.steps):
         sgd_step(model, params, x, target, next(batches), a.lr)
-    with torch.no_grad():
-        model.eval()
-        total = 0.0
-        for s in range(0, n, 1000):
-            out = model(x[s:s + 1000])
-            total += 0.5 * (out - target[s:s + 1000]).pow(2).sum(1).sum().item()
+    loss = full_loss(model, x, target)
     dt = time.perf_counter() - t0
-    print(f"steps_per_second={a.steps / dt:.3f} final_loss={total / n:.4e}")
+    print(f"steps_per_second={a.steps / dt:.3f} final_loss={loss:.4e}")
 
 
 if __name__ == "__main__":
