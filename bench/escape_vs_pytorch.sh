@@ -23,10 +23,7 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
-bin=$root/build/noisegeom
-[ -x "$bin" ] || "$root/scripts/setup.sh"
-data=${NOISEGEOM_DATA:-$root/data/cifar-10-batches-bin}
-"$bin" data check "$data" >/dev/null
+source "$root/bench/common.sh"
 export OMP_NUM_THREADS=$threads
 if [ -z "$run" ]; then
   run=${XDG_CACHE_HOME:-$HOME/.cache}/noisegeom/bench-runs/escape-cnn

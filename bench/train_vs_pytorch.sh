@@ -15,10 +15,7 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
-bin=$root/build/noisegeom
-[ -x "$bin" ] || "$root/scripts/setup.sh"
-data=${NOISEGEOM_DATA:-$root/data/cifar-10-batches-bin}
-"$bin" data check "$data" >/dev/null
+source "$root/bench/common.sh"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cat > "$work/bench.yaml" <<YAML
