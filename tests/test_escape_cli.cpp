@@ -87,8 +87,8 @@ TEST(EscapeCli, GdAndSgdSweepsWriteConsistentFilesAndResume) {
   // Default ks 1,5,10,20 clipped to the K = 4 eigenvectors of the spectrum.
   EXPECT_EQ(header, (std::vector<std::string>{"optimizer", "run", "step", "lr", "loss", "distance",
                                               "p_1", "r_1", "p_4", "r_4"}));
-  // Both sweeps, 5 logged points (steps 0, 5, ..., 20) per run, plus at most one off the grid per
-  // run: the first step whose gradient's loss passed the escape threshold.
+  // Both sweeps, 5 logged points (steps 0, 5, ..., 20) per run, plus, for GD, at most one off the
+  // grid: the first step whose full-batch loss passed the escape threshold.
   int gd = 0, sgd = 0;
   std::map<std::string, int> off_grid;
   for (const auto& r : rows) {
@@ -99,7 +99,10 @@ TEST(EscapeCli, GdAndSgdSweepsWriteConsistentFilesAndResume) {
   }
   EXPECT_EQ(gd, 5);
   EXPECT_EQ(sgd, 15);
-  for (const auto& [run_key, count] : off_grid) EXPECT_EQ(count, 1) << run_key;
+  for (const auto& [run_key, count] : off_grid) {
+    EXPECT_EQ(run_key, "gd0");
+    EXPECT_EQ(count, 1) << run_key;
+  }
 
   const std::string summary = ngtest::read_file(esc + "/summary.json");
   const double loss_star = json_number(summary, "gd", "loss_star");

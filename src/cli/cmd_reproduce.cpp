@@ -208,12 +208,6 @@ std::string project_file(const std::string& rel) {
       rel);
 }
 
-std::string join(const std::vector<std::string>& v) {
-  std::string s;
-  for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
-  return s;
-}
-
 std::string shell_quote(const std::string& s) {
   std::string out = "'";
   for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
@@ -223,12 +217,8 @@ std::string shell_quote(const std::string& s) {
 std::string manifest_status(const std::string& run_dir) {
   const fs::path m = fs::path(run_dir) / "manifest.json";
   if (!fs::exists(m)) return "";
-  const std::string text = read_file(m.string());
-  const std::string tag = "\"status\": \"";
-  const size_t at = text.find(tag);
-  if (at == std::string::npos) return "";
-  const size_t start = at + tag.size();
-  return text.substr(start, text.find('"', start) - start);
+  std::string status = Json::field(read_file(m.string()), "status");  // "converged" with quotes
+  return status.size() >= 2 ? status.substr(1, status.size() - 2) : "";
 }
 
 // Trains one run of the figure, resuming or reusing what is there. Returns the exit code to stop
@@ -242,20 +232,12 @@ int train_run(const std::string& exp, const std::string& run_dir,
   t.out_dir = run_dir;
   t.data_dir = ctx.data_dir;
   t.quiet = ctx.quiet;
-  const std::string stored_path = (fs::path(run_dir) / "config.yaml").string();
-  if (fs::exists(stored_path)) {
+  if (fs::exists(fs::path(run_dir) / "config.yaml")) {
     // The same check as train --resume, made here so that a finished run is never touched.
-    Config want = Config::load(exp, overrides);
-    Config stored = Config::load(stored_path);
-    const std::string name = want.is_set("name") ? want.s("name") : fs::path(exp).stem().string();
-    want.set("name=" + name);
-    stored.set("name=" + name);
-    const auto changed = want.diff(stored);
-    if (!changed.empty())
-      fail(
-          "{}: the run there was made with a different config ({} differs); use another --out "
-          "or the same --set values",
-          stored_path, join(changed));
+    const Config want = Config::load(exp, overrides);
+    require_same_config(run_dir, want, run_name(want, exp),
+                        "the run there was made with a different config",
+                        "use another --out or the same --set values");
     const std::string status = manifest_status(run_dir);
     if ((status == "converged" || status == "max_steps") &&
         fs::exists(fs::path(run_dir) / "theta.pt")) {

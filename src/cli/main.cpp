@@ -102,7 +102,7 @@ const ng::Command kCommands[] = {
      "  --perturb sigma    start at theta* + sigma N(0, I) (default 0)\n"
      "  --seed S           batch orders and perturbations (default 0)\n"
      "  --escape-factor F  escaped: loss above F L(theta*) (default 10); besides the logged\n"
-     "                     steps, the first step whose gradient's loss exceeds it is logged\n"
+     "                     steps, GD logs the first step whose full-batch loss exceeds it\n"
      "  --stop-at-escape   end each run at its first escaped point (Figure 6's trajectories)\n"
      "  --eval-samples N   the loss is evaluated on a fixed seeded subset of N training\n"
      "                     samples (default 0: all of them)\n"

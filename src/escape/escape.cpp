@@ -358,16 +358,17 @@ RunResult Engine::simulate(Replica& rep, int64_t run, const EscapeHooks& hooks,
         step_loss = step_loss.defined() ? step_loss + part.detach() : part.detach();
       }
     }
-    // GD over the evaluation subset has just computed the loss a log needs (the models have no
-    // train/eval-dependent layers), which halves the cost of logging every step.
+    // GD's loss over the evaluation subset is the loss a log needs (the models have no
+    // train/eval-dependent layers): no second forward pass to log every step.
+    const bool gd = opt_.optimizer == EscapeOptimizer::Gd;
     const double known = gd_is_eval_ ? step_loss.item<double>() : std::nan("");
-    // Past the stability edge the loss grows geometrically (GD: by about (eta lambda_1 - 1)^2 a
-    // step), so between two logged points it can go from below the threshold to overflow and the
-    // trajectory would show no escaped point. The loss at hand for the gradient triggers a point
-    // at the step it first exceeds the threshold (for SGD a noisy batch estimate: at worst an
-    // extra point).
+    // Past its stability edge GD's loss grows by about (eta lambda_1 - 1)^2 a step, so between two
+    // logged points it can go from below the threshold to overflow and the trajectory would show
+    // no escaped point: the full-batch loss at hand triggers a point at the step it first exceeds
+    // the threshold. (SGD is logged on its grid only: its batch loss is a noisy trigger, and
+    // reading it every step would stall a GPU's queue once per step.)
     const bool trigger =
-        !due && !escaped && !((gd_is_eval_ ? known : step_loss.item<double>()) <= threshold_);
+        gd && !due && !escaped && !((gd_is_eval_ ? known : step_loss.item<double>()) <= threshold_);
     if ((due || trigger) && log_point(step, known)) break;
     {
       at::NoGradGuard no_grad;

@@ -113,7 +113,7 @@ std::string rank_reason(const std::string& m, int64_t b, int64_t c, int64_t p) {
 }
 
 MatrixSpectrum solve(CurvatureOperator& op, const std::string& name, const SpectrumOptions& opt,
-                     at::Tensor* vectors) {
+                     bool keep_vectors) {
   EigenOptions eo;
   eo.k = opt.k;
   eo.ncv = opt.ncv;
@@ -146,18 +146,8 @@ MatrixSpectrum solve(CurvatureOperator& op, const std::string& name, const Spect
                "noisegeom spectrum: {} done | lambda_1 {:.6g} | max residual {:.2e} | "
                "matvecs {} | {:.1f}s\n",
                name, e.values.front(), e.max_residual(), e.matvecs, e.seconds);
-  MatrixSpectrum s;
-  s.matrix = name;
-  s.values = e.values;
-  s.residuals = e.residuals;
-  s.residual_method = e.residual_method;
-  s.explicit_check = e.explicit_check;
-  s.solver = e.solver;
-  s.matvecs = e.matvecs;
-  s.iterations = e.iterations;
-  s.seconds = e.seconds;
-  if (vectors) *vectors = e.vectors;
-  return s;
+  if (!keep_vectors) e.vectors = at::Tensor();
+  return {name, std::move(e)};
 }
 
 std::string out_dir_of(const std::string& run_dir, const SpectrumOptions& opt) {
@@ -308,19 +298,14 @@ SpectrumResult compute_spectrum(const std::string& run_dir, const SpectrumOption
     fmt::print(stderr, "noisegeom spectrum: {} | p = {} | theta {} | {} of {} samples | k = {}\n",
                run_dir, r.p, opt.theta, b, n, opt.k);
   CurvatureOperator& gop = make_op("G");
-  at::Tensor vectors;
-  r.spectra.push_back(solve(gop, "G", opt, &vectors));
-  r.u = vectors;
+  r.spectra.push_back(solve(gop, "G", opt, true));
   CurvatureOperator& sop = make_op("Sigma");
 
-  Eigenpairs eig;
-  eig.values = r.spectra[0].values;
-  eig.vectors = vectors;
   AlignmentOptions ao;
   ao.probes = opt.probes;
   ao.seed = opt.seed;
   const auto ta = Clock::now();
-  const Alignment a = compute_alignment(gop, sop, eig, ao);
+  const Alignment a = compute_alignment(gop, sop, r.spectra[0].pairs, ao);
   if (!opt.quiet)
     fmt::print(stderr, "noisegeom spectrum: alignment ({}) | mu {:.4g} | {:.1f}s\n", a.method,
                a.mu.value, seconds_since(ta));
@@ -342,14 +327,10 @@ SpectrumResult compute_spectrum(const std::string& run_dir, const SpectrumOption
   for (const auto& m : opt.matrices) {
     if (m == "G") continue;
     CurvatureOperator& op = m == "Sigma" ? sop : make_op(m);
-    r.spectra.push_back(solve(op, m, opt, nullptr));
+    r.spectra.push_back(solve(op, m, opt, false));
   }
   for (const auto& op : ops) r.matvecs += op->matvecs();
-  for (const auto& s : r.spectra) {
-    for (double res : s.residuals) r.max_residual = std::max(r.max_residual, res);
-    if (std::isfinite(s.explicit_check))
-      r.max_residual = std::max(r.max_residual, s.explicit_check);
-  }
+  for (const auto& s : r.spectra) r.max_residual = std::max(r.max_residual, s.pairs.max_residual());
   r.options = opt;
   r.seconds = seconds_since(t0);
   return r;
@@ -362,8 +343,9 @@ void write_spectrum(const SpectrumResult& r) {
   for (const auto& s : r.spectra) {
     if (s.matrix == "G" && std::find(o.matrices.begin(), o.matrices.end(), "G") == o.matrices.end())
       continue;
-    for (size_t j = 0; j < s.values.size(); ++j)
-      eig += fmt::format("{},{},{},{}\n", s.matrix, j + 1, g17(s.values[j]), g17(s.residuals[j]));
+    for (size_t j = 0; j < s.pairs.values.size(); ++j)
+      eig += fmt::format("{},{},{},{}\n", s.matrix, j + 1, g17(s.pairs.values[j]),
+                         g17(s.pairs.residuals[j]));
   }
   std::string align = "k,lambda,alpha,g\n";
   for (size_t j = 0; j < r.lambda.size(); ++j)
@@ -371,18 +353,16 @@ void write_spectrum(const SpectrumResult& r) {
 
   std::string spectra = "{";
   for (size_t j = 0; j < r.spectra.size(); ++j) {
-    const auto& s = r.spectra[j];
-    double mr = std::isfinite(s.explicit_check) ? s.explicit_check : 0;
-    for (double x : s.residuals) mr = std::max(mr, x);
+    const Eigenpairs& e = r.spectra[j].pairs;
     Json js;
-    js.str("solver", s.solver).str("residuals", s.residual_method);
-    if (std::isfinite(s.explicit_check)) js.num("explicit_residual_check", s.explicit_check);
-    js.integer("matvecs", s.matvecs)
-        .integer("iterations", s.iterations)
-        .num("seconds", s.seconds)
-        .num("max_residual", mr)
-        .num("lambda_1", s.values.front());
-    spectra += (j ? ",\n" : "\n") + std::string("  ") + Json::quote(s.matrix) + ": ";
+    js.str("solver", e.solver).str("residuals", e.residual_method);
+    if (std::isfinite(e.explicit_check)) js.num("explicit_residual_check", e.explicit_check);
+    js.integer("matvecs", e.matvecs)
+        .integer("iterations", e.iterations)
+        .num("seconds", e.seconds)
+        .num("max_residual", e.max_residual())
+        .num("lambda_1", e.values.front());
+    spectra += (j ? ",\n" : "\n") + std::string("  ") + Json::quote(r.spectra[j].matrix) + ": ";
     std::string d = js.dump();
     for (size_t q = d.find('\n'); q != std::string::npos; q = d.find('\n', q + 1))
       d.insert(q + 1, "  ");
@@ -417,7 +397,7 @@ void write_spectrum(const SpectrumResult& r) {
       .integer("p", r.p)
       .integer("k", o.k)
       .str("matrices", join(o.matrices, ","))
-      .str("solver", r.spectra.front().solver)
+      .str("solver", r.spectra.front().pairs.solver)
       .str("dtype", o.dtype)
       .str("device", r.device)
       .integer("seed", static_cast<int64_t>(o.seed))
@@ -431,7 +411,7 @@ void write_spectrum(const SpectrumResult& r) {
       .str("created", iso_time_now());
 
   c10::impl::GenericDict d(c10::StringType::get(), c10::AnyType::get());
-  d.insert("U", r.u.t().contiguous().cpu());
+  d.insert("U", r.spectra.front().pairs.vectors.t().contiguous().cpu());
   d.insert("eigenvalues",
            at::tensor(r.lambda, at::TensorOptions().dtype(at::kDouble)).contiguous());
   c10::List<std::string> names;

@@ -19,9 +19,10 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
-#include <limits>
 #include <string>
 #include <vector>
+
+#include "src/eigen/eigensolver.h"
 
 namespace ng {
 
@@ -52,12 +53,7 @@ double residual_limit(const std::string& dtype);
 
 struct MatrixSpectrum {
   std::string matrix;  // G | Sigma | Sigma0 | H
-  std::vector<double> values, residuals;
-  std::string residual_method = "explicit";                          // explicit | krylov
-  double explicit_check = std::numeric_limits<double>::quiet_NaN();  // krylov: top pair's
-  std::string solver;                                                // gram | lanczos
-  int64_t matvecs = 0, iterations = 0;
-  double seconds = 0;
+  Eigenpairs pairs;    // vectors kept for G only (p x k each: too large to hold for every matrix)
 };
 
 struct SpectrumResult {
@@ -69,7 +65,6 @@ struct SpectrumResult {
   std::vector<int64_t> positions;  // into the run's training set
   std::string samples_csv;
   std::vector<MatrixSpectrum> spectra;  // G first, then the other requested matrices
-  at::Tensor u;                         // (k, p) float64 eigenvectors of G (rows)
   std::vector<std::string> parameter_names;
   std::vector<int64_t> parameter_numels;
   double loss = 0;

@@ -192,11 +192,27 @@ std::string resolve_device(const std::string& requested, const std::string& orig
   return requested;
 }
 
+std::string run_name(const Config& cfg, const std::string& config_path) {
+  const std::string name = cfg.s("name");
+  return name.empty() ? fs::path(config_path).stem().string() : name;
+}
+
+void require_same_config(const std::string& run_dir, Config cfg, const std::string& name,
+                         const std::string& what, const std::string& hint) {
+  const std::string stored_path = (fs::path(run_dir) / "config.yaml").string();
+  Config stored = Config::load(stored_path);
+  stored.set("name=" + name);
+  cfg.set("name=" + name);
+  const auto changed = cfg.diff(stored);
+  if (!changed.empty())
+    fail("{}: {} ({} differs); {}", stored_path, what, fmt::format("{}", fmt::join(changed, ", ")),
+         hint);
+}
+
 TrainResult train(const TrainOptions& opt) {
   const auto t_start = std::chrono::steady_clock::now();
   Config cfg = Config::load(opt.config_path, opt.overrides);
-  std::string name = cfg.s("name");
-  if (name.empty()) name = fs::path(opt.config_path).stem().string();
+  const std::string name = run_name(cfg, opt.config_path);
   const std::string root = opt.out_dir.empty() ? (fs::path("runs") / name).string() : opt.out_dir;
 
   const bool has_run = fs::exists(fs::path(root) / "config.yaml");
@@ -206,16 +222,8 @@ TrainResult train(const TrainOptions& opt) {
   if (opt.resume) {
     if (!has_run)
       fail("{}: nothing to resume (no config.yaml); start the run without --resume", root);
-    const std::string stored_path = (fs::path(root) / "config.yaml").string();
-    Config stored = Config::load(stored_path);
-    stored.set("name=" + name);
-    cfg.set("name=" + name);
-    const auto changed = cfg.diff(stored);
-    if (!changed.empty())
-      fail(
-          "{}: --resume with a different config ({} differs); resume with the same config and "
-          "--set values",
-          stored_path, fmt::format("{}", fmt::join(changed, ", ")));
+    require_same_config(root, cfg, name, "--resume with a different config",
+                        "resume with the same config and --set values");
     const std::string ck = (fs::path(root) / "checkpoint.pt").string();
     if (fs::exists(ck)) {
       ckpt = load_ivalue(ck);

@@ -35,6 +35,13 @@ struct TrainResult {
 // run returns normally with that status (the caller turns it into a non-zero exit).
 TrainResult train(const TrainOptions& opt);
 
+// The name of the run `cfg` describes: its `name`, else the stem of the file it came from.
+std::string run_name(const Config& cfg, const std::string& config_path);
+// Fails with one line naming RUN_DIR/config.yaml and the keys that differ unless the run there
+// was made with `cfg` (names aside: the run's is `name`); `what` and `hint` complete the message.
+void require_same_config(const std::string& run_dir, Config cfg, const std::string& name,
+                         const std::string& what, const std::string& hint);
+
 // A finished (or checkpointed) run rebuilt for analysis: its resolved config, the exact training
 // samples it used, and the model with the saved parameters, on the run's device and dtype.
 struct LoadedRun {
