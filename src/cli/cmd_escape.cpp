@@ -23,6 +23,7 @@
 #include "src/curvature/params.h"
 #include "src/escape/escape.h"
 #include "src/io/files.h"
+#include "src/io/rundir.h"
 #include "src/spectrum/spectrum.h"
 #include "src/training/train.h"
 
@@ -53,15 +54,6 @@ std::string json_list(const std::vector<double>& v) {
   for (size_t j = 0; j < v.size(); ++j)
     s += (j ? ", " : "") + (std::isfinite(v[j]) ? fmt::format("{}", v[j]) : std::string("null"));
   return s + "]";
-}
-
-std::string duration(double s) {
-  if (!std::isfinite(s) || s < 0) return "?";
-  if (s < 60) return fmt::format("{:.0f}s", s);
-  if (s < 3600)
-    return fmt::format("{}m{:02}s", static_cast<int64_t>(s) / 60, static_cast<int64_t>(s) % 60);
-  return fmt::format("{}h{:02}m", static_cast<int64_t>(s) / 3600,
-                     (static_cast<int64_t>(s) % 3600) / 60);
 }
 
 std::vector<std::string> split_csv_line(const std::string& line) {
@@ -332,7 +324,7 @@ int escape_command(const std::vector<std::string>& argv, bool check_only) {
                r.escaped ? fmt::format("escaped at step {}{}", r.escape_step,
                                        r.status == "diverged" ? ", then diverged" : "")
                          : r.status,
-               done, e.runs, duration(done > 0 ? el / done * (e.runs - done) : NAN));
+               done, e.runs, format_duration(done > 0 ? el / done * (e.runs - done) : NAN));
   };
   const EscapeResult res =
       run_escape_sweep(sweep_dir.string(), factory, theta_star, U, run.data, e, hooks);

@@ -246,18 +246,7 @@ void Engine::load_theta(Replica& rep, const at::Tensor& theta) const {
 }
 
 double Engine::eval_loss(Replica& rep) const {
-  at::NoGradGuard no_grad;
-  rep.model->eval();
-  const int64_t m = ex_.size(0);
-  double total = 0;
-  for (int64_t s = 0; s < m; s += opt_.eval_batch) {
-    const int64_t e = std::min(m, s + opt_.eval_batch);
-    const at::Tensor out = rep.model->forward(ex_.slice(0, s, e));
-    const at::Tensor lab = el_.defined() ? el_.slice(0, s, e) : at::Tensor();
-    total += batch_loss(out, ey_.slice(0, s, e), lab, opt_.cross_entropy).item<double>() * (e - s);
-  }
-  rep.model->train();
-  return total / m;
+  return evaluate(*rep.model, ex_, ey_, el_, opt_.cross_entropy, opt_.eval_batch).loss;
 }
 
 TrajectoryPoint Engine::measure(Replica& rep, int64_t run, int64_t step, double loss) const {

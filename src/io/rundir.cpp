@@ -1,6 +1,9 @@
 #include "src/io/rundir.h"
 
+#include <fmt/format.h>
+
 #include <chrono>
+#include <cmath>
 #include <ctime>
 #include <filesystem>
 #include <sstream>
@@ -70,6 +73,14 @@ void CsvLog::row(const std::string& line) {
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+std::string format_duration(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  const auto t = static_cast<int64_t>(s + 0.5);
+  if (t >= 3600) return fmt::format("{}h{:02d}m", t / 3600, (t % 3600) / 60);
+  if (t >= 60) return fmt::format("{}m{:02d}s", t / 60, t % 60);
+  return fmt::format("{}s", t);
 }
 
 std::string iso_time_now() {

@@ -39,5 +39,7 @@ class CsvLog {
 
 std::string iso_time_now();
 double seconds_since(std::chrono::steady_clock::time_point t0);
+// "42s", "3m07s", "1h05m"; "?" for a negative or non-finite number (an ETA not known yet).
+std::string format_duration(double seconds);
 
 }  // namespace ng

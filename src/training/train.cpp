@@ -32,38 +32,6 @@ void on_signal(int sig) {
   g_stop_signal = sig;
 }
 
-std::string format_duration(double s) {
-  if (!std::isfinite(s) || s < 0) return "?";
-  const auto t = static_cast<int64_t>(s + 0.5);
-  if (t >= 3600) return fmt::format("{}h{:02d}m", t / 3600, (t % 3600) / 60);
-  if (t >= 60) return fmt::format("{}m{:02d}s", t / 60, t % 60);
-  return fmt::format("{}s", t);
-}
-
-struct Eval {
-  double loss = 0;
-  double accuracy = -1;  // -1: regression, no accuracy
-};
-
-Eval evaluate(NetImpl& model, const at::Tensor& x, const at::Tensor& y, const at::Tensor& labels,
-              bool cross_entropy, int64_t batch) {
-  at::NoGradGuard no_grad;
-  model.eval();
-  const int64_t n = x.size(0);
-  // Sums stay on the device until the end: one synchronisation per evaluation, not per batch.
-  at::Tensor total = at::zeros({}, x.options().dtype(at::kDouble));
-  at::Tensor correct = at::zeros({}, x.options().dtype(at::kLong));
-  for (int64_t s = 0; s < n; s += batch) {
-    const int64_t e = std::min(n, s + batch);
-    const at::Tensor out = model.forward(x.slice(0, s, e));
-    const at::Tensor lab = labels.defined() ? labels.slice(0, s, e) : at::Tensor();
-    total += batch_loss(out, y.slice(0, s, e), lab, cross_entropy).to(at::kDouble) * (e - s);
-    if (labels.defined()) correct += out.argmax(1).eq(lab).sum();
-  }
-  model.train();
-  return {total.item<double>() / n, labels.defined() ? correct.item<double>() / n : -1.0};
-}
-
 std::vector<std::pair<std::string, at::Tensor>> named_params(NetImpl& model) {
   std::vector<std::pair<std::string, at::Tensor>> out;
   for (const auto& p : model.named_parameters()) out.emplace_back(p.key(), p.value());
@@ -123,6 +91,25 @@ std::string samples_csv(const Dataset& data) {
 }
 
 }  // namespace
+
+Eval evaluate(NetImpl& model, const at::Tensor& x, const at::Tensor& y, const at::Tensor& labels,
+              bool cross_entropy, int64_t batch) {
+  at::NoGradGuard no_grad;
+  model.eval();
+  const int64_t n = x.size(0);
+  // Sums stay on the device until the end: one synchronisation per evaluation, not per batch.
+  at::Tensor total = at::zeros({}, x.options().dtype(at::kDouble));
+  at::Tensor correct = at::zeros({}, x.options().dtype(at::kLong));
+  for (int64_t s = 0; s < n; s += batch) {
+    const int64_t e = std::min(n, s + batch);
+    const at::Tensor out = model.forward(x.slice(0, s, e));
+    const at::Tensor lab = labels.defined() ? labels.slice(0, s, e) : at::Tensor();
+    total += batch_loss(out, y.slice(0, s, e), lab, cross_entropy).to(at::kDouble) * (e - s);
+    if (labels.defined()) correct += out.argmax(1).eq(lab).sum();
+  }
+  model.train();
+  return {total.item<double>() / n, labels.defined() ? correct.item<double>() / n : -1.0};
+}
 
 at::Tensor batch_loss(const at::Tensor& out, const at::Tensor& target, const at::Tensor& label,
                       bool cross_entropy) {

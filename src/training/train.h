@@ -58,6 +58,15 @@ struct LoadedRun {
 LoadedRun load_run(const std::string& run_dir, const std::string& data_dir_flag,
                    const std::string& params_file = "theta.pt");
 
+// The mean loss (and accuracy, for labels) over x in eval mode, `batch` samples a pass; the sums
+// stay on the device until the end (one synchronisation).
+struct Eval {
+  double loss = 0;
+  double accuracy = -1;  // -1: regression, no accuracy
+};
+Eval evaluate(NetImpl& model, const at::Tensor& x, const at::Tensor& y, const at::Tensor& labels,
+              bool cross_entropy, int64_t batch);
+
 // The paper's loss on a batch: 1/2 |f - y|^2 summed over outputs and averaged over samples, or
 // cross entropy with `label`.
 at::Tensor batch_loss(const at::Tensor& out, const at::Tensor& target, const at::Tensor& label,
