@@ -1,7 +1,11 @@
-# Sourced by the bench scripts that compare `noisegeom` with PyTorch: sets `bin` (built first
-# when missing) and `data` (the CIFAR-10 directory, checked).
+# Sourced by the bench scripts: sets `build` ($NOISEGEOM_BUILD, else build/; noisegeom and
+# bench_gv are built there first when missing), `bin` (its noisegeom) and `data` (the CIFAR-10
+# directory; `"$bin" data check "$data"` where it is required).
 root=${root:?set root before sourcing bench/common.sh}
-bin=$root/build/noisegeom
-[ -x "$bin" ] || "$root/scripts/setup.sh"
+build=${NOISEGEOM_BUILD:-$root/build}
+if [ ! -x "$build/bench_gv" ] || [ ! -x "$build/noisegeom" ]; then
+  cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build "$build" --target noisegeom bench_gv -j"$(nproc)"
+fi
+bin=$build/noisegeom
 data=${NOISEGEOM_DATA:-$root/data/cifar-10-batches-bin}
-"$bin" data check "$data" >/dev/null

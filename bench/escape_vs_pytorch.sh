@@ -24,6 +24,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 source "$root/bench/common.sh"
+"$bin" data check "$data" >/dev/null
 export OMP_NUM_THREADS=$threads
 if [ -z "$run" ]; then
   run=${XDG_CACHE_HOME:-$HOME/.cache}/noisegeom/bench-runs/escape-cnn

@@ -16,12 +16,7 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
-build=${NOISEGEOM_BUILD:-$root/build}
-if [ ! -x "$build/bench_gv" ]; then
-  cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build "$build" --target bench_gv -j"$(nproc)"
-fi
-data=${NOISEGEOM_DATA:-$root/data/cifar-10-batches-bin}
+source "$root/bench/common.sh"
 export OMP_NUM_THREADS=$threads
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg)"
 for model in cnn resnet; do

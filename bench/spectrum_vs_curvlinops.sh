@@ -30,13 +30,8 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
-build=${NOISEGEOM_BUILD:-$root/build}
-if [ ! -x "$build/bench_gv" ] || [ ! -x "$build/noisegeom" ]; then
-  cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build "$build" --target noisegeom bench_gv -j"$(nproc)"
-fi
-data=${NOISEGEOM_DATA:-$root/data/cifar-10-batches-bin}
-"$build/noisegeom" data check "$data" >/dev/null
+source "$root/bench/common.sh"
+"$bin" data check "$data" >/dev/null
 
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/noisegeom
 venv=${NOISEGEOM_BENCH_VENV:-}

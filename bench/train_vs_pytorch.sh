@@ -16,6 +16,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 source "$root/bench/common.sh"
+"$bin" data check "$data" >/dev/null
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cat > "$work/bench.yaml" <<YAML
