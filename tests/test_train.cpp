@@ -8,10 +8,13 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
 
 #include "src/io/files.h"
+#include "src/training/loss.h"
+#include "src/training/sgd.h"
 #include "src/training/train.h"
 #include "tests/testing.h"
 
@@ -77,6 +80,11 @@ TEST(Train, WritesACompleteRunDirectory) {
   EXPECT_NE(manifest.find("\"status\": \"max_steps\""), std::string::npos) << manifest;
   EXPECT_NE(manifest.find("\"parameter_count\": 43174"), std::string::npos) << manifest;
   EXPECT_NE(manifest.find("\"steps\": 60"), std::string::npos) << manifest;
+  const auto mj = nlohmann::json::parse(manifest);
+  EXPECT_EQ(mj.at("tool"), "noisegeom");
+  EXPECT_EQ(mj.at("resumed_from_step"), -1);
+  EXPECT_EQ(mj.at("samples_file"), "samples.csv");
+  EXPECT_TRUE(mj.at("final_loss").is_number()) << manifest;
   // samples.csv: header + 50 rows, global indices of label-0/1 records (labels cycle 0..9).
   const std::string samples = ngtest::read_file(out + "/samples.csv");
   EXPECT_EQ(ngtest::count_lines(samples), 51);
@@ -265,4 +273,42 @@ TEST(Cli, VersionHelpModelsAndDataCheck) {
   EXPECT_EQ(run_cli("data check '" + ngtest::synthetic_cifar_dir(50, 7) + "'", &log), 0) << log;
   EXPECT_EQ(run_cli("data check /nonexistent-dir", &log), 1);
   EXPECT_NE(log.find("/nonexistent-dir"), std::string::npos) << log;
+}
+
+// Every sample, or the rows of the positions asked for, with the same columns and label read.
+TEST(Train, SamplesCsvListsAllSamplesOrTheGivenPositions) {
+  ng::Dataset d;
+  d.x = at::zeros({4, 2});
+  d.labels = at::tensor(std::vector<int64_t>{1, 0, 1, 1});
+  d.indices = {10, 11, 12, 13};
+  d.original_labels = {3, 5, 3, 3};
+  EXPECT_EQ(ng::samples_csv(d),
+            "position,index,label,class\n0,10,3,1\n1,11,5,0\n2,12,3,1\n3,13,3,1\n");
+  EXPECT_EQ(ng::samples_csv(d, {2, 0}), "position,index,label,class\n2,12,3,1\n0,10,5,0\n");
+  ng::Dataset r;  // regression: no labels, no original indices
+  r.x = at::zeros({2, 3});
+  EXPECT_EQ(ng::samples_csv(r, {1}), "position,index,label,class\n1,1,-1,-1\n");
+}
+
+TEST(Train, LossAndSgdStepKeepTheirArithmetic) {
+  const at::Tensor out = at::tensor({1.0, 2.0, -1.0, 0.5}, at::kDouble).reshape({2, 2});
+  const at::Tensor y = at::tensor({0.0, 1.0, 0.0, 0.0}, at::kDouble).reshape({2, 2});
+  const at::Tensor label = at::tensor(std::vector<int64_t>{1, 0});
+  // (1 + 1 + 1 + 0.25) / 2 samples / 2
+  EXPECT_EQ(ng::batch_loss(out, y, {}, ng::LossKind::Mse).item<double>(), 0.8125);
+  EXPECT_DOUBLE_EQ(ng::sample_losses(out, y, ng::LossKind::Mse).sum().item<double>(), 1.625);
+  EXPECT_DOUBLE_EQ(ng::summed_loss(out, y, ng::LossKind::Mse).item<double>(), 1.625);
+  // One-hot targets: the soft-target cross entropy is the labelled one.
+  const at::Tensor onehot = at::tensor({0.0, 1.0, 1.0, 0.0}, at::kDouble).reshape({2, 2});
+  EXPECT_NEAR(ng::batch_loss(out, {}, label, ng::LossKind::CrossEntropy).item<double>(),
+              ng::summed_loss(out, onehot, ng::LossKind::CrossEntropy).item<double>() / 2, 1e-15);
+
+  at::Tensor w = at::tensor({1.0f, -2.0f, 3.0f}).requires_grad_(true);
+  at::Tensor unused = at::zeros({2}).requires_grad_(true);
+  (w * w).sum().backward();  // grad 2 w: theta - 0.25 grad = w / 2, exactly
+  ng::sgd_step({w, unused}, 0.25);
+  EXPECT_TRUE(at::equal(w.detach(), at::tensor({0.5f, -1.0f, 1.5f}))) << w;
+  EXPECT_FALSE(unused.grad().defined());
+  ng::clear_gradients({w});
+  EXPECT_FALSE(w.grad().defined());
 }

@@ -1,3 +1,6 @@
+// Training (Appendix A of the paper): constant-learning-rate SGD from a config into a run
+// directory with checkpoints, resume and a manifest; and what the analyses share with it: loading a
+// finished run, the full-loss evaluation, samples.csv and the batch order.
 #include "src/training/train.h"
 
 #include <ATen/ATen.h>
@@ -13,6 +16,8 @@
 #include <cmath>
 #include <csignal>
 #include <filesystem>
+#include <nlohmann/json.hpp>
+#include <optional>
 
 #include "data/dataset.h"
 #include "models/model.h"
@@ -21,6 +26,8 @@
 #include "src/core/random.h"
 #include "src/io/files.h"
 #include "src/io/rundir.h"
+#include "src/training/loss.h"
+#include "src/training/sgd.h"
 
 namespace fs = std::filesystem;
 
@@ -78,22 +85,338 @@ void load_parameters(NetImpl& model, const c10::Dict<c10::IValue, c10::IValue>& 
          saved.size(), matched);
 }
 
-// samples.csv: which records of the data files the run trained on, so anyone can rebuild the set.
-std::string samples_csv(const Dataset& data) {
-  std::string out = "position,index,label,class\n";
-  const at::Tensor labels =
-      data.labels.defined() ? data.labels.cpu().to(at::kLong).contiguous() : at::Tensor();
-  for (int64_t k = 0; k < data.size(); ++k)
-    out += fmt::format("{},{},{},{}\n", k, data.indices.empty() ? k : data.indices[k],
-                       data.original_labels.empty() ? -1 : data.original_labels[k],
-                       labels.defined() ? labels.data_ptr<int64_t>()[k] : -1);
-  return out;
+// Where a run starts: step 0, or the checkpoint of the run being resumed.
+struct StartPoint {
+  int64_t step = 0;
+  double initial_loss = NAN, wall_before = 0;
+  c10::IValue checkpoint;  // None: a fresh start
+};
+
+StartPoint start_point(const TrainOptions& opt, const Config& cfg, const std::string& name,
+                       const std::string& root) {
+  StartPoint s;
+  const bool has_run = fs::exists(fs::path(root) / "config.yaml");
+  if (!opt.resume) {
+    if (has_run)
+      fail(
+          "{}: a run directory is already there; pass --resume to continue it or --out DIR for a "
+          "new one",
+          root);
+    return s;
+  }
+  if (!has_run)
+    fail("{}: nothing to resume (no config.yaml); start the run without --resume", root);
+  require_same_config(root, cfg, name, "--resume with a different config",
+                      "resume with the same config and --set values");
+  const std::string ck = (fs::path(root) / "checkpoint.pt").string();
+  if (!fs::exists(ck)) return s;
+  s.checkpoint = load_ivalue(ck);
+  if (!s.checkpoint.isGenericDict()) fail("{}: not a noisegeom checkpoint", ck);
+  const auto d = s.checkpoint.toGenericDict();
+  if (!d.contains("step") || !d.contains("model")) fail("{}: not a noisegeom checkpoint", ck);
+  s.step = d.at("step").toInt();
+  s.initial_loss = d.at("initial_loss").toDouble();
+  s.wall_before = d.at("wall_seconds").toDouble();
+  return s;
+}
+
+// One training run from its config to its finished run directory: setup (start point, device,
+// data, model, run directory), the SGD loop with its evaluations, checkpoints and progress lines,
+// and the final files.
+class Trainer {
+ public:
+  explicit Trainer(const TrainOptions& opt);
+  TrainResult run();
+
+ private:
+  void build_model();
+  void open_run_directory();
+  void write_manifest(const std::string& status, const std::string& message, double wall);
+  void record(const Eval& e);
+  std::string eta_text(const Eval& e);
+  bool stop_now();  // sets status_ and message_ when the run ends before the next update
+  void update();
+  TrainResult finish();
+  double wall() const {
+    return start_.wall_before +
+           std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start_).count();
+  }
+  Eval evaluate_now() { return evaluate(*model_, x_, y_, labels_, loss_kind_, eval_batch_); }
+
+  const TrainOptions& opt_;
+  const std::chrono::steady_clock::time_point t_start_ = std::chrono::steady_clock::now();
+  Config cfg_;
+  std::string name_, root_;
+  StartPoint start_;
+  std::string device_name_;
+  at::Device device_ = at::kCPU;
+  at::ScalarType dtype_ = at::kFloat;
+  uint64_t seed_ = 0;
+  Dataset data_;
+  Net model_;
+  int64_t n_ = 0, p_ = 0;
+  std::optional<RunDir> run_dir_;
+  LossKind loss_kind_ = LossKind::Mse;
+  at::Tensor x_, y_, labels_;
+  double lr_ = 0, target_ = 0, divergence_factor_ = 0;
+  int64_t batch_ = 0, per_epoch_ = 0, max_steps_ = 0, eval_every_ = 0, ckpt_every_ = 0;
+  int64_t eval_batch_ = 0;
+  std::vector<at::Tensor> params_;
+  std::optional<CsvLog> log_;
+  std::optional<BatchOrder> batches_;
+  bool tty_ = false;
+
+  // The loop's state.
+  int64_t step_ = 0;
+  Eval ev_;
+  double batch_loss_sum_ = 0;
+  int64_t batch_loss_count_ = 0;
+  std::chrono::steady_clock::time_point t_rate_;
+  int64_t rate_step_ = 0;
+  double rate_ = 0;
+  std::vector<std::pair<int64_t, double>> recent_;  // (step, log loss) of the last evaluations
+  std::string status_, message_;
+};
+
+Trainer::Trainer(const TrainOptions& opt)
+    : opt_(opt), cfg_(Config::load(opt.config_path, opt.overrides)) {
+  name_ = run_name(cfg_, opt.config_path);
+  root_ = opt.out_dir.empty() ? (fs::path("runs") / name_).string() : opt.out_dir;
+  start_ = start_point(opt, cfg_, name_, root_);
+  cfg_.set("name=" + name_);
+  build_model();
+  // Only now, with config, data and model known to be good, does the run directory appear.
+  open_run_directory();
+}
+
+void Trainer::build_model() {
+  if (cfg_.i("threads") > 0) at::set_num_threads(static_cast<int>(cfg_.i("threads")));
+  device_name_ = resolve_device(cfg_.s("device"), cfg_.origin());
+  device_ = at::Device(device_name_ == "cuda" ? at::kCUDA : at::kCPU);
+  dtype_ = cfg_.s("dtype") == "float64" ? at::kDouble : at::kFloat;
+  seed_ = static_cast<uint64_t>(cfg_.i("seed"));
+
+  data_ = load_training_data(cfg_, opt_.data_dir);
+  n_ = data_.size();
+  const int64_t input_dim = data_.x.dim() == 2 ? data_.x.size(1) : 0;
+  at::manual_seed(seed_);
+  model_ = make_model(model_spec_from_config(cfg_, data_.num_classes, input_dim));
+  model_->to(device_, dtype_);
+  p_ = count_parameters(*model_);
+  if (!start_.checkpoint.isNone())
+    load_parameters(*model_, start_.checkpoint.toGenericDict().at("model").toGenericDict(),
+                    (fs::path(root_) / "checkpoint.pt").string());
+}
+
+void Trainer::open_run_directory() {
+  run_dir_.emplace(root_);
+  if (!opt_.resume) {
+    write_file_atomic(run_dir_->path("config.yaml"), cfg_.to_yaml());
+    write_file_atomic(run_dir_->path("samples.csv"), samples_csv(data_));
+  }
+  loss_kind_ = loss_names().parse(cfg_.s("train.loss"), cfg_.origin() + ": train.loss");
+  if (loss_kind_ == LossKind::CrossEntropy && !data_.labels.defined())
+    fail("{}: train.loss: cross_entropy needs class labels (data.source is {})", cfg_.origin(),
+         cfg_.s("data.source"));
+  x_ = data_.x.to(device_, dtype_);
+  y_ = data_.targets.to(device_, dtype_);
+  labels_ = data_.labels.defined() ? data_.labels.to(device_) : at::Tensor();
+  lr_ = cfg_.f("train.lr");
+  batch_ = std::min(cfg_.i("train.batch_size"), n_);
+  per_epoch_ = (n_ + batch_ - 1) / batch_;
+  max_steps_ = cfg_.i("train.max_steps");
+  eval_every_ = cfg_.i("train.eval_every");
+  ckpt_every_ = cfg_.i("train.checkpoint_every");
+  eval_batch_ = cfg_.i("train.eval_batch");
+  target_ = cfg_.f("train.target_loss");
+  divergence_factor_ = cfg_.f("train.divergence_factor");
+  params_ = model_->parameters();
+  log_.emplace(run_dir_->path("train_log.csv"),
+               "step,epoch,loss,accuracy,batch_loss,lr,wall_seconds,steps_per_second",
+               opt_.resume ? start_.step : -1);
+  batches_.emplace(n_, batch_, seed_, device_);
+}
+
+void Trainer::write_manifest(const std::string& status, const std::string& message, double wall) {
+  nlohmann::ordered_json j;
+  j["tool"] = "noisegeom";
+  j["version"] = version();
+  j["git_commit"] = git_commit();
+  j["updated"] = iso_time_now();
+  j["name"] = name_;
+  j["config_file"] = cfg_.origin();
+  j["seed"] = cfg_.i("seed");
+  j["device"] = device_name_;
+  j["dtype"] = cfg_.s("dtype");
+  j["threads"] = at::get_num_threads();
+  j["libtorch_version"] = TORCH_VERSION;
+  j["cuda_build"] = cuda_build();
+  j["model"] = model_->describe();
+  j["parameter_count"] = p_;
+  j["data"] = data_.description;
+  j["num_samples"] = n_;
+  j["samples_file"] = "samples.csv";
+  j["steps"] = step_;
+  j["resumed_from_step"] = opt_.resume ? start_.step : -1;
+  j["epochs"] = double(step_) / per_epoch_;
+  j["wall_seconds"] = wall;
+  j["initial_loss"] = start_.initial_loss;
+  j["final_loss"] = ev_.loss;
+  j["final_accuracy"] = ev_.accuracy;
+  j["target_loss"] = target_;
+  j["status"] = status;
+  j["message"] = message;
+  write_file_atomic(run_dir_->path("manifest.json"), j.dump(2) + "\n");
+}
+
+// One row of train_log.csv and, unless quiet, a progress line.
+void Trainer::record(const Eval& e) {
+  const auto now = std::chrono::steady_clock::now();
+  const double dt = std::chrono::duration<double>(now - t_rate_).count();
+  if (step_ > rate_step_ && dt > 0) rate_ = (step_ - rate_step_) / dt;
+  t_rate_ = now;
+  rate_step_ = step_;
+  const double bl = batch_loss_count_ ? batch_loss_sum_ / batch_loss_count_ : NAN;
+  batch_loss_sum_ = 0;
+  batch_loss_count_ = 0;
+  log_->row(fmt::format(
+      "{},{:.4f},{:.8g},{},{:.8g},{},{:.3f},{:.2f}", step_, double(step_) / per_epoch_, e.loss,
+      e.accuracy < 0 ? std::string() : fmt::format("{:.6f}", e.accuracy), bl, lr_, wall(), rate_));
+  if (opt_.quiet) return;
+  const std::string eta = eta_text(e);
+  const std::string acc = e.accuracy < 0 ? "" : fmt::format(" acc {:.1f}%", 100 * e.accuracy);
+  fmt::print(stderr, "{}step {}/{} epoch {:.1f} loss {:.3e}{} {:.0f} steps/s {}{}",
+             tty_ ? "\r" : "", step_, max_steps_, double(step_) / per_epoch_, e.loss, acc, rate_,
+             eta, tty_ ? "\x1b[K" : "\n");
+}
+
+// ETA to the target from the log-linear decrease of the loss over the last evaluations (SGD's
+// loss is noisy from one evaluation to the next), else to the step cap.
+std::string Trainer::eta_text(const Eval& e) {
+  recent_.emplace_back(step_, e.loss > 0 ? std::log(e.loss) : NAN);
+  if (recent_.size() > 6) recent_.erase(recent_.begin());
+  if (!(rate_ > 0)) return "ETA ?";
+  const auto& [s0, l0] = recent_.front();
+  const double slope = step_ > s0 && std::isfinite(l0) && e.loss > 0
+                           ? (l0 - std::log(e.loss)) / double(step_ - s0)
+                           : 0;
+  const double to_cap = (max_steps_ - step_) / rate_;
+  if (slope > 0 && e.loss > target_) {
+    const double steps_needed = (std::log(e.loss) - std::log(target_)) / slope;
+    return "ETA " + format_duration(std::min(to_cap, steps_needed / rate_));
+  }
+  return "ETA <=" + format_duration(to_cap);
+}
+
+bool Trainer::stop_now() {
+  if (ev_.loss < target_) {
+    status_ = "converged";
+    message_ =
+        fmt::format("training loss {:.3e} < {:.0e} after {} steps", ev_.loss, target_, step_);
+    return true;
+  }
+  if (!std::isfinite(ev_.loss) || ev_.loss > divergence_factor_ * start_.initial_loss) {
+    status_ = "diverged";
+    message_ = fmt::format(
+        "{}: training diverged at step {} (loss {:.3e}, initial {:.3e}); the last good "
+        "checkpoint is kept; lower train.lr",
+        cfg_.origin(), step_, ev_.loss, start_.initial_loss);
+    return true;
+  }
+  if (step_ >= max_steps_) {
+    status_ = "max_steps";
+    message_ = fmt::format("step cap {} reached with loss {:.3e} >= {:.0e}", max_steps_, ev_.loss,
+                           target_);
+    return true;
+  }
+  if (g_stop_signal) {
+    status_ = "interrupted";
+    message_ = fmt::format("interrupted by signal {} at step {}; continue with --resume",
+                           g_stop_signal.load(), step_);
+    save_checkpoint(run_dir_->path("checkpoint.pt"), *model_, step_, start_.initial_loss, wall());
+    return true;
+  }
+  return false;
+}
+
+// One SGD step, then the evaluation and the checkpoint when due.
+void Trainer::update() {
+  const at::Tensor loss =
+      sgd_gradient(*model_, params_, x_, y_, labels_, batches_->at(step_), loss_kind_);
+  sgd_step(params_, lr_);
+  ++step_;
+  if (step_ % eval_every_ == 0 || step_ >= max_steps_) {
+    batch_loss_sum_ += loss.item<double>();
+    ++batch_loss_count_;
+    ev_ = evaluate_now();
+    record(ev_);
+  }
+  // Only finite parameters become a checkpoint, so a diverged run keeps the last good one.
+  if (step_ % ckpt_every_ == 0 && all_finite(*model_)) {
+    save_checkpoint(run_dir_->path("checkpoint.pt"), *model_, step_, start_.initial_loss, wall());
+    write_manifest("running", "", wall());
+  }
+}
+
+TrainResult Trainer::run() {
+  g_stop_signal = 0;
+  auto old_int = std::signal(SIGINT, on_signal);
+  auto old_term = std::signal(SIGTERM, on_signal);
+  tty_ = !opt_.quiet && isatty(STDERR_FILENO);
+  if (!opt_.quiet)
+    fmt::print(stderr, "noisegeom train: {} | {} | {} params | {} | {} | lr {} batch {}\n", name_,
+               model_->describe(), p_, data_.description, device_name_, lr_, batch_);
+
+  step_ = start_.step;
+  ev_ = evaluate_now();
+  if (std::isnan(start_.initial_loss)) start_.initial_loss = ev_.loss;
+  t_rate_ = std::chrono::steady_clock::now();
+  rate_step_ = step_;
+  // A resumed run's log already holds the rows up to its checkpoint.
+  if (log_->data_rows() == 0) record(ev_);
+  write_manifest("running", "", wall());
+
+  model_->train();
+  while (!stop_now()) update();
+  std::signal(SIGINT, old_int);
+  std::signal(SIGTERM, old_term);
+  if (tty_) fmt::print(stderr, "\n");
+  return finish();
+}
+
+TrainResult Trainer::finish() {
+  const double total = wall();
+  if (status_ != "diverged") {
+    if (status_ != "interrupted")
+      save_checkpoint(run_dir_->path("checkpoint.pt"), *model_, step_, start_.initial_loss, total);
+    save_tensor_dict(run_dir_->path("theta.pt"), named_params(*model_));
+  }
+  write_manifest(status_, message_, total);
+  if (!opt_.quiet && status_ != "diverged")
+    fmt::print(stderr, "noisegeom train: {}: {} ({}) -> {}\n", status_, message_,
+               format_duration(total), root_);
+  return {root_, status_, step_, ev_.loss, total, message_};
 }
 
 }  // namespace
 
+std::string samples_csv(const Dataset& data, const std::vector<int64_t>& positions) {
+  std::string out = "position,index,label,class\n";
+  const at::Tensor labels =
+      data.labels.defined() ? data.labels.cpu().to(at::kLong).contiguous() : at::Tensor();
+  auto row = [&](int64_t k) {
+    out += fmt::format("{},{},{},{}\n", k, data.indices.empty() ? k : data.indices[k],
+                       data.original_labels.empty() ? -1 : data.original_labels[k],
+                       labels.defined() ? labels.data_ptr<int64_t>()[k] : -1);
+  };
+  if (positions.empty())
+    for (int64_t k = 0; k < data.size(); ++k) row(k);
+  for (int64_t k : positions) row(k);
+  return out;
+}
+
 Eval evaluate(NetImpl& model, const at::Tensor& x, const at::Tensor& y, const at::Tensor& labels,
-              bool cross_entropy, int64_t batch) {
+              LossKind loss, int64_t batch) {
   at::NoGradGuard no_grad;
   model.eval();
   const int64_t n = x.size(0);
@@ -104,17 +427,11 @@ Eval evaluate(NetImpl& model, const at::Tensor& x, const at::Tensor& y, const at
     const int64_t e = std::min(n, s + batch);
     const at::Tensor out = model.forward(x.slice(0, s, e));
     const at::Tensor lab = labels.defined() ? labels.slice(0, s, e) : at::Tensor();
-    total += batch_loss(out, y.slice(0, s, e), lab, cross_entropy).to(at::kDouble) * (e - s);
+    total += batch_loss(out, y.slice(0, s, e), lab, loss).to(at::kDouble) * (e - s);
     if (labels.defined()) correct += out.argmax(1).eq(lab).sum();
   }
   model.train();
   return {total.item<double>() / n, labels.defined() ? correct.item<double>() / n : -1.0};
-}
-
-at::Tensor batch_loss(const at::Tensor& out, const at::Tensor& target, const at::Tensor& label,
-                      bool cross_entropy) {
-  if (cross_entropy) return at::cross_entropy_loss(out, label);
-  return (out - target).pow(2).sum(1).mean() * 0.5;
 }
 
 LoadedRun load_run(const std::string& run_dir, const std::string& data_dir_flag,
@@ -197,248 +514,8 @@ void require_same_config(const std::string& run_dir, Config cfg, const std::stri
 }
 
 TrainResult train(const TrainOptions& opt) {
-  const auto t_start = std::chrono::steady_clock::now();
-  Config cfg = Config::load(opt.config_path, opt.overrides);
-  const std::string name = run_name(cfg, opt.config_path);
-  const std::string root = opt.out_dir.empty() ? (fs::path("runs") / name).string() : opt.out_dir;
-
-  const bool has_run = fs::exists(fs::path(root) / "config.yaml");
-  int64_t start_step = 0;
-  double initial_loss = NAN, wall_before = 0;
-  c10::IValue ckpt;
-  if (opt.resume) {
-    if (!has_run)
-      fail("{}: nothing to resume (no config.yaml); start the run without --resume", root);
-    require_same_config(root, cfg, name, "--resume with a different config",
-                        "resume with the same config and --set values");
-    const std::string ck = (fs::path(root) / "checkpoint.pt").string();
-    if (fs::exists(ck)) {
-      ckpt = load_ivalue(ck);
-      if (!ckpt.isGenericDict()) fail("{}: not a noisegeom checkpoint", ck);
-      const auto d = ckpt.toGenericDict();
-      if (!d.contains("step") || !d.contains("model")) fail("{}: not a noisegeom checkpoint", ck);
-      start_step = d.at("step").toInt();
-      initial_loss = d.at("initial_loss").toDouble();
-      wall_before = d.at("wall_seconds").toDouble();
-    }
-  } else if (has_run) {
-    fail(
-        "{}: a run directory is already there; pass --resume to continue it or --out DIR for a "
-        "new one",
-        root);
-  }
-  cfg.set("name=" + name);
-
-  if (cfg.i("threads") > 0) at::set_num_threads(static_cast<int>(cfg.i("threads")));
-  const std::string device_name = resolve_device(cfg.s("device"), cfg.origin());
-  const at::Device device(device_name == "cuda" ? at::kCUDA : at::kCPU);
-  const at::ScalarType dtype = cfg.s("dtype") == "float64" ? at::kDouble : at::kFloat;
-  const uint64_t seed = static_cast<uint64_t>(cfg.i("seed"));
-
-  Dataset data = load_training_data(cfg, opt.data_dir);
-  const int64_t n = data.size();
-  const int64_t input_dim = data.x.dim() == 2 ? data.x.size(1) : 0;
-  at::manual_seed(seed);
-  Net model = make_model(model_spec_from_config(cfg, data.num_classes, input_dim));
-  model->to(device, dtype);
-  const int64_t p = count_parameters(*model);
-  if (!ckpt.isNone())
-    load_parameters(*model, ckpt.toGenericDict().at("model").toGenericDict(),
-                    (fs::path(root) / "checkpoint.pt").string());
-  // Only now, with config, data and model known to be good, does the run directory appear.
-  RunDir run(root);
-
-  if (!opt.resume) {
-    write_file_atomic(run.path("config.yaml"), cfg.to_yaml());
-    write_file_atomic(run.path("samples.csv"), samples_csv(data));
-  }
-
-  const bool ce = cfg.s("train.loss") == "cross_entropy";
-  if (ce && !data.labels.defined())
-    fail("{}: train.loss: cross_entropy needs class labels (data.source is {})", cfg.origin(),
-         cfg.s("data.source"));
-  const at::Tensor x = data.x.to(device, dtype);
-  const at::Tensor y = data.targets.to(device, dtype);
-  const at::Tensor labels = data.labels.defined() ? data.labels.to(device) : at::Tensor();
-  const double lr = cfg.f("train.lr");
-  const int64_t batch = std::min(cfg.i("train.batch_size"), n);
-  const int64_t per_epoch = (n + batch - 1) / batch;
-  const int64_t max_steps = cfg.i("train.max_steps");
-  const int64_t eval_every = cfg.i("train.eval_every");
-  const int64_t ckpt_every = cfg.i("train.checkpoint_every");
-  const double target = cfg.f("train.target_loss");
-  const std::vector<at::Tensor> params = model->parameters();
-
-  auto manifest = [&](const std::string& status, int64_t step, const Eval& ev, double wall,
-                      const std::string& message) {
-    Json j;
-    j.str("tool", "noisegeom")
-        .str("version", version())
-        .str("git_commit", git_commit())
-        .str("updated", iso_time_now())
-        .str("name", name)
-        .str("config_file", cfg.origin())
-        .integer("seed", cfg.i("seed"))
-        .str("device", device_name)
-        .str("dtype", cfg.s("dtype"))
-        .integer("threads", at::get_num_threads())
-        .str("libtorch_version", TORCH_VERSION)
-        .boolean("cuda_build", cuda_build())
-        .str("model", model->describe())
-        .integer("parameter_count", p)
-        .str("data", data.description)
-        .integer("num_samples", n)
-        .str("samples_file", "samples.csv")
-        .integer("steps", step)
-        .integer("resumed_from_step", opt.resume ? start_step : -1)
-        .num("epochs", double(step) / per_epoch)
-        .num("wall_seconds", wall)
-        .num("initial_loss", initial_loss)
-        .num("final_loss", ev.loss)
-        .num("final_accuracy", ev.accuracy)
-        .num("target_loss", target)
-        .str("status", status)
-        .str("message", message);
-    write_file_atomic(run.path("manifest.json"), j.dump() + "\n");
-  };
-
-  CsvLog log(run.path("train_log.csv"),
-             "step,epoch,loss,accuracy,batch_loss,lr,wall_seconds,steps_per_second",
-             opt.resume ? start_step : -1);
-
-  g_stop_signal = 0;
-  auto old_int = std::signal(SIGINT, on_signal);
-  auto old_term = std::signal(SIGTERM, on_signal);
-  const bool tty = !opt.quiet && isatty(STDERR_FILENO);
-  auto wall = [&] {
-    return wall_before +
-           std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-  };
-
-  if (!opt.quiet)
-    fmt::print(stderr, "noisegeom train: {} | {} | {} params | {} | {} | lr {} batch {}\n", name,
-               model->describe(), p, data.description, device_name, lr, batch);
-
-  int64_t step = start_step;
-  Eval ev = evaluate(*model, x, y, labels, ce, cfg.i("train.eval_batch"));
-  if (std::isnan(initial_loss)) initial_loss = ev.loss;
-  double batch_loss_sum = 0;
-  int64_t batch_loss_count = 0;
-  auto t_rate = std::chrono::steady_clock::now();
-  int64_t rate_step = step;
-  double rate = 0;
-  std::vector<std::pair<int64_t, double>> recent;  // (step, log loss) of the last evaluations
-  std::string status, message;
-  BatchOrder batches(n, batch, seed, device);
-
-  auto record = [&](const Eval& e) {
-    const auto now = std::chrono::steady_clock::now();
-    const double dt = std::chrono::duration<double>(now - t_rate).count();
-    if (step > rate_step && dt > 0) rate = (step - rate_step) / dt;
-    t_rate = now;
-    rate_step = step;
-    const double bl = batch_loss_count ? batch_loss_sum / batch_loss_count : NAN;
-    batch_loss_sum = 0;
-    batch_loss_count = 0;
-    log.row(fmt::format(
-        "{},{:.4f},{:.8g},{},{:.8g},{},{:.3f},{:.2f}", step, double(step) / per_epoch, e.loss,
-        e.accuracy < 0 ? std::string() : fmt::format("{:.6f}", e.accuracy), bl, lr, wall(), rate));
-    if (opt.quiet) return;
-    // ETA to the target from the log-linear decrease of the loss over the last evaluations
-    // (SGD's loss is noisy from one evaluation to the next), else to the step cap.
-    recent.emplace_back(step, e.loss > 0 ? std::log(e.loss) : NAN);
-    if (recent.size() > 6) recent.erase(recent.begin());
-    std::string eta = "ETA ?";
-    if (rate > 0) {
-      const auto& [s0, l0] = recent.front();
-      const double slope = step > s0 && std::isfinite(l0) && e.loss > 0
-                               ? (l0 - std::log(e.loss)) / double(step - s0)
-                               : 0;
-      const double to_cap = (max_steps - step) / rate;
-      if (slope > 0 && e.loss > target) {
-        const double steps_needed = (std::log(e.loss) - std::log(target)) / slope;
-        eta = "ETA " + format_duration(std::min(to_cap, steps_needed / rate));
-      } else {
-        eta = "ETA <=" + format_duration(to_cap);
-      }
-    }
-    const std::string acc = e.accuracy < 0 ? "" : fmt::format(" acc {:.1f}%", 100 * e.accuracy);
-    fmt::print(stderr, "{}step {}/{} epoch {:.1f} loss {:.3e}{} {:.0f} steps/s {}{}",
-               tty ? "\r" : "", step, max_steps, double(step) / per_epoch, e.loss, acc, rate, eta,
-               tty ? "\x1b[K" : "\n");
-  };
-  // A resumed run's log already holds the rows up to its checkpoint.
-  if (log.data_rows() == 0) record(ev);
-  manifest("running", step, ev, wall(), "");
-
-  model->train();
-  while (true) {
-    if (ev.loss < target) {
-      status = "converged";
-      message = fmt::format("training loss {:.3e} < {:.0e} after {} steps", ev.loss, target, step);
-      break;
-    }
-    if (!std::isfinite(ev.loss) || ev.loss > cfg.f("train.divergence_factor") * initial_loss) {
-      status = "diverged";
-      message = fmt::format(
-          "{}: training diverged at step {} (loss {:.3e}, initial {:.3e}); the last good "
-          "checkpoint is kept; lower train.lr",
-          cfg.origin(), step, ev.loss, initial_loss);
-      break;
-    }
-    if (step >= max_steps) {
-      status = "max_steps";
-      message =
-          fmt::format("step cap {} reached with loss {:.3e} >= {:.0e}", max_steps, ev.loss, target);
-      break;
-    }
-    if (g_stop_signal) {
-      status = "interrupted";
-      message = fmt::format("interrupted by signal {} at step {}; continue with --resume",
-                            g_stop_signal.load(), step);
-      save_checkpoint(run.path("checkpoint.pt"), *model, step, initial_loss, wall());
-      break;
-    }
-    const at::Tensor idx = batches.at(step);
-    const at::Tensor out = model->forward(x.index_select(0, idx));
-    const at::Tensor loss =
-        batch_loss(out, y.index_select(0, idx),
-                   labels.defined() ? labels.index_select(0, idx) : at::Tensor(), ce);
-    for (auto& t : params) t.mutable_grad() = at::Tensor();
-    loss.backward();
-    {
-      at::NoGradGuard no_grad;
-      for (auto& t : params)
-        if (t.grad().defined()) t.add_(t.grad(), -lr);
-    }
-    ++step;
-    if (step % eval_every == 0 || step >= max_steps) {
-      batch_loss_sum += loss.item<double>();
-      ++batch_loss_count;
-      ev = evaluate(*model, x, y, labels, ce, cfg.i("train.eval_batch"));
-      record(ev);
-    }
-    // Only finite parameters become a checkpoint, so a diverged run keeps the last good one.
-    if (step % ckpt_every == 0 && all_finite(*model)) {
-      save_checkpoint(run.path("checkpoint.pt"), *model, step, initial_loss, wall());
-      manifest("running", step, ev, wall(), "");
-    }
-  }
-  std::signal(SIGINT, old_int);
-  std::signal(SIGTERM, old_term);
-  if (tty) fmt::print(stderr, "\n");
-
-  const double total = wall();
-  if (status != "diverged") {
-    if (status != "interrupted")
-      save_checkpoint(run.path("checkpoint.pt"), *model, step, initial_loss, total);
-    save_tensor_dict(run.path("theta.pt"), named_params(*model));
-  }
-  manifest(status, step, ev, total, message);
-  if (!opt.quiet && status != "diverged")
-    fmt::print(stderr, "noisegeom train: {}: {} ({}) -> {}\n", status, message,
-               format_duration(total), root);
-  return {root, status, step, ev.loss, total, message};
+  Trainer trainer(opt);
+  return trainer.run();
 }
 
 }  // namespace ng

@@ -10,6 +10,7 @@
 #include "data/dataset.h"
 #include "models/model.h"
 #include "src/core/config.h"
+#include "src/training/loss.h"
 
 namespace ng {
 
@@ -65,12 +66,11 @@ struct Eval {
   double accuracy = -1;  // -1: regression, no accuracy
 };
 Eval evaluate(NetImpl& model, const at::Tensor& x, const at::Tensor& y, const at::Tensor& labels,
-              bool cross_entropy, int64_t batch);
+              LossKind loss, int64_t batch);
 
-// The paper's loss on a batch: 1/2 |f - y|^2 summed over outputs and averaged over samples, or
-// cross entropy with `label`.
-at::Tensor batch_loss(const at::Tensor& out, const at::Tensor& target, const at::Tensor& label,
-                      bool cross_entropy);
+// samples.csv (position,index,label,class): which records of the data files the samples at
+// `positions` of `data` are, so that anyone can rebuild the set; no positions: every sample.
+std::string samples_csv(const Dataset& data, const std::vector<int64_t>& positions = {});
 
 // "auto" resolves to CUDA when a GPU is usable, else CPU; "cuda" without a GPU is an error.
 std::string resolve_device(const std::string& requested, const std::string& origin);
