@@ -32,6 +32,8 @@
 #include "src/curvature/curvature.h"
 #include "src/eigen/eigensolver.h"
 #include "src/io/files.h"
+#include "src/training/loss.h"
+#include "src/training/sgd.h"
 #include "src/training/train.h"
 
 namespace {
@@ -121,10 +123,9 @@ int ratio(const std::map<std::string, std::string>& o) {
     net->train();
     for (int64_t s = 0; s < n; s += batch) {
       const int64_t m = std::min(batch, n - s);
-      for (auto& t : params) t.mutable_grad() = at::Tensor();
+      ng::clear_gradients(params);
       const at::Tensor out = net->forward(x.narrow(0, s, m));
-      const at::Tensor loss = (out - y.narrow(0, s, m)).pow(2).sum(1).mean() * 0.5;
-      loss.backward();
+      ng::batch_loss(out, y.narrow(0, s, m), {}, ng::LossKind::Mse).backward();
     }
   };
   train_pass();

@@ -22,8 +22,6 @@ Net make_diag_linear(const ModelSpec& spec);
 Net make_two_layer(const ModelSpec& spec);
 Net make_toy(const ModelSpec& spec);
 
-// "[2, 3, 32, 32]"
-std::string shape_text(const at::Tensor& x);
 std::string list_text(const std::vector<int64_t>& v);  // "[256, 64, 32]"
 
 // Throws unless x is (N, 3, H, W), and H = W = 32 when `exactly_32` (models with a flatten).

@@ -45,6 +45,9 @@ Net make_model(const ModelSpec& spec);
 
 int64_t count_parameters(const torch::nn::Module& m);
 
+// A tensor's shape for messages: "[2, 3, 32, 32]" ("an undefined tensor" when it has none).
+std::string shape_text(const at::Tensor& x);
+
 // The paper's configurations with the counts it reports (the `models` subcommand and tests).
 struct PaperModel {
   std::string label;  // "ResNet-38", "VGG-13", ...

@@ -1,5 +1,5 @@
 // Model registry: name -> constructor, the model.* config section -> ModelSpec, the paper's
-// configurations, and the input checks shared by the families.
+// configurations, the input checks shared by the families, and shape_text.
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
@@ -12,17 +12,18 @@
 #include "src/core/error.h"
 
 namespace ng {
+
+std::string shape_text(const at::Tensor& x) {
+  if (!x.defined()) return "an undefined tensor";
+  return models::list_text(x.sizes().vec());
+}
+
 namespace models {
 
 std::string list_text(const std::vector<int64_t>& v) {
   std::string s = "[";
   for (size_t k = 0; k < v.size(); ++k) s += (k ? ", " : "") + std::to_string(v[k]);
   return s + "]";
-}
-
-std::string shape_text(const at::Tensor& x) {
-  if (!x.defined()) return "an undefined tensor";
-  return list_text(x.sizes().vec());
 }
 
 void check_image_batch(const at::Tensor& x, const std::string& model, bool exactly_32) {

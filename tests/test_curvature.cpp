@@ -296,8 +296,30 @@ TEST(CurvatureOperator, BadInputsAreOneLineErrors) {
   EXPECT_FALSE(op.has_rows());
   EXPECT_THROW(op.rows(), ng::Error);
   EXPECT_THROW(op.apply(at::zeros({op.dim() + 1}, at::kDouble)), ng::Error);
-  EXPECT_THROW(ng::parse_matrix_kind("fisher", "spectrum.matrix"), ng::Error);
-  EXPECT_EQ(ng::parse_matrix_kind("sigma0", "spectrum.matrix"), MatrixKind::Sigma0);
+}
+
+TEST(CurvatureOperator, NameTablesParseCanonicalNamesAndAliases) {
+  const auto& m = ng::matrix_names();
+  EXPECT_EQ(m.canonical(), (std::vector<std::string>{"G", "Sigma", "Sigma0", "H"}));
+  EXPECT_EQ(m.parse("sigma0", "--matrices"), MatrixKind::Sigma0);
+  EXPECT_EQ(m.parse("Sigma1", "--matrices"), MatrixKind::Sigma);
+  EXPECT_EQ(m.parse("hessian", "--matrices"), MatrixKind::Hessian);
+  EXPECT_EQ(m.parse("h", "--matrices"), MatrixKind::Hessian);
+  EXPECT_EQ(m.name(MatrixKind::Hessian), "H");
+  try {
+    m.parse("fisher", "spectrum.matrix");
+    ADD_FAILURE() << "no error";
+  } catch (const ng::Error& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "spectrum.matrix: unknown matrix 'fisher' (expected G, Sigma, Sigma0 or H)");
+  }
+  EXPECT_EQ(ng::estimator_names().parse("per_sample", "f"), Estimator::PerSample);
+  EXPECT_EQ(ng::estimator_names().name(Estimator::PerSample), "per-sample");
+  EXPECT_EQ(ng::estimator_names().choices(), "exact or per-sample");
+  EXPECT_EQ(ng::jvp_names().parse("ROP", "f"), ng::JvpMethod::ROp);
+  EXPECT_EQ(ng::loss_names().parse("cross_entropy", "f"), LossKind::CrossEntropy);
+  EXPECT_EQ(ng::loss_names().name(LossKind::Mse), "mse");
+  EXPECT_THROW(ng::loss_names().parse("l1", "train.loss"), ng::Error);
 }
 
 TEST(CurvatureOperator, RandomSubsetIsSeededSortedAndDistinct) {

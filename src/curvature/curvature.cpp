@@ -1,3 +1,5 @@
+// The curvature operators of curvature.h: G, Sigma, Sigma0 and the Hessian as exact (streamed)
+// or per-sample products, and the name tables of their kinds.
 #include "src/curvature/curvature.h"
 
 #include <ATen/ATen.h>
@@ -15,13 +17,6 @@ namespace ng {
 namespace {
 
 using torch::autograd::grad;
-
-std::string shape_text(const at::Tensor& t) {
-  if (!t.defined()) return "undefined";
-  std::string s;
-  for (int64_t d : t.sizes()) s += (s.empty() ? "" : ", ") + std::to_string(d);
-  return "[" + s + "]";
-}
 
 // Forward-mode AD level, exited on every path: a level left open would leak tangents into the
 // next product.
@@ -47,60 +42,30 @@ at::Tensor dot_parts(const std::vector<at::Tensor>& a, const std::vector<at::Ten
   return s;
 }
 
-template <typename E>
-E parse_enum(const std::string& s, const std::string& field,
-             const std::vector<std::pair<std::string, E>>& names) {
-  std::string known;
-  for (const auto& kv : names) {
-    if (kv.first == s) return kv.second;
-    known += (known.empty() ? "" : " | ") + kv.first;
-  }
-  fail("{}: expected {}, got '{}'", field, known, s);
-}
-
-const std::vector<std::pair<std::string, LossKind>> kLoss = {
-    {"mse", LossKind::Mse}, {"cross_entropy", LossKind::CrossEntropy}};
-const std::vector<std::pair<std::string, MatrixKind>> kMatrix = {{"G", MatrixKind::G},
-                                                                 {"sigma", MatrixKind::Sigma},
-                                                                 {"sigma0", MatrixKind::Sigma0},
-                                                                 {"hessian", MatrixKind::Hessian}};
-const std::vector<std::pair<std::string, Estimator>> kEstimator = {
-    {"exact", Estimator::Exact}, {"per_sample", Estimator::PerSample}};
-const std::vector<std::pair<std::string, JvpMethod>> kJvp = {
-    {"auto", JvpMethod::Auto}, {"forward", JvpMethod::ForwardAD}, {"rop", JvpMethod::ROp}};
-
-template <typename E>
-std::string name_of(E e, const std::vector<std::pair<std::string, E>>& names) {
-  for (const auto& kv : names)
-    if (kv.second == e) return kv.first;
-  return "?";
-}
-
 }  // namespace
 
-std::string to_string(LossKind k) {
-  return name_of(k, kLoss);
+const NameTable<MatrixKind>& matrix_names() {
+  static const NameTable<MatrixKind> names("matrix", {{MatrixKind::G, "G"},
+                                                      {MatrixKind::Sigma, "Sigma"},
+                                                      {MatrixKind::Sigma0, "Sigma0"},
+                                                      {MatrixKind::Hessian, "H"},
+                                                      {MatrixKind::Sigma, "sigma1"},
+                                                      {MatrixKind::Hessian, "hessian"}});
+  return names;
 }
-std::string to_string(MatrixKind k) {
-  return name_of(k, kMatrix);
+
+const NameTable<Estimator>& estimator_names() {
+  static const NameTable<Estimator> names("estimator", {{Estimator::Exact, "exact"},
+                                                        {Estimator::PerSample, "per-sample"},
+                                                        {Estimator::PerSample, "per_sample"}});
+  return names;
 }
-std::string to_string(Estimator k) {
-  return name_of(k, kEstimator);
-}
-std::string to_string(JvpMethod k) {
-  return name_of(k, kJvp);
-}
-LossKind parse_loss_kind(const std::string& s, const std::string& f) {
-  return parse_enum(s, f, kLoss);
-}
-MatrixKind parse_matrix_kind(const std::string& s, const std::string& f) {
-  return parse_enum(s, f, kMatrix);
-}
-Estimator parse_estimator(const std::string& s, const std::string& f) {
-  return parse_enum(s, f, kEstimator);
-}
-JvpMethod parse_jvp_method(const std::string& s, const std::string& f) {
-  return parse_enum(s, f, kJvp);
+
+const NameTable<JvpMethod>& jvp_names() {
+  static const NameTable<JvpMethod> names(
+      "JVP method",
+      {{JvpMethod::Auto, "auto"}, {JvpMethod::ForwardAD, "forward"}, {JvpMethod::ROp, "rop"}});
+  return names;
 }
 
 CurvatureOperator::CurvatureOperator(Net model, const at::Tensor& x, const at::Tensor& targets,
@@ -132,17 +97,15 @@ CurvatureOperator::CurvatureOperator(Net model, const at::Tensor& x, const at::T
     for (int64_t s = 0; s < n_; s += opt_.batch_size)
       outs.push_back(forward(s, std::min(opt_.batch_size, n_ - s)).detach());
     out_ = at::cat(outs);
-    at::Tensor per_sample;
+    // The residuals dl_i/df_i in closed form (the loss's value comes from src/training/loss.h).
     if (opt_.loss == LossKind::CrossEntropy) {
-      const at::Tensor logp = at::log_softmax(out_, 1);
-      prob_ = logp.exp();
+      prob_ = at::log_softmax(out_, 1).exp();
       resid_ = prob_ - y_;
-      per_sample = -(y_ * logp).sum(1);
     } else {
       resid_ = out_ - y_;
-      per_sample = 0.5 * resid_.pow(2).sum(1);
     }
-    loss_ = per_sample.to(at::kDouble).sum().item<double>() / static_cast<double>(n_);
+    loss_ = sample_losses(out_, y_, opt_.loss).to(at::kDouble).sum().item<double>() /
+            static_cast<double>(n_);
   }
   if (opt_.estimator == Estimator::PerSample && opt_.matrix != MatrixKind::Hessian) build_rows();
   if (opt_.probe)
@@ -173,9 +136,7 @@ at::Tensor CurvatureOperator::forward(int64_t start, int64_t count) {
 
 at::Tensor CurvatureOperator::batch_loss_sum(const at::Tensor& f, int64_t start,
                                              int64_t count) const {
-  const at::Tensor y = y_.narrow(0, start, count);
-  if (opt_.loss == LossKind::CrossEntropy) return -(y * at::log_softmax(f, 1)).sum();
-  return 0.5 * (f - y).pow(2).sum();
+  return summed_loss(f, y_.narrow(0, start, count), opt_.loss);
 }
 
 int64_t CurvatureOperator::factor_rows() const {

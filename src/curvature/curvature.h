@@ -16,7 +16,7 @@
 //              R-op), W_i applied per sample, one vector-Jacobian product per batch; every batch
 //              contributes sum_i / n, so a short last batch weighs what it holds. Working memory
 //              (activations) does not grow with n; the samples themselves live on the device.
-//   per_sample the paper's method (Appendix A): the rows B = [M_i J_i]_i (b C x p for G, b x p for
+//   per-sample the paper's method (Appendix A): the rows B = [M_i J_i]_i (b C x p for G, b x p for
 //              Sigma) are materialised once, then A v = B^T (B v) / b, and the b C x b C Gram
 //              matrix B B^T / b has the same nonzero eigenvalues (see src/eigen). Sigma0's rows are
 //              the centred per-sample gradients. The Hessian has no rows and is applied as in
@@ -35,28 +35,40 @@
 #include <vector>
 
 #include "models/model.h"
+#include "src/core/names.h"
 #include "src/curvature/linear_operator.h"
 #include "src/curvature/params.h"
+#include "src/training/loss.h"
 
 namespace ng {
 
-enum class LossKind { Mse, CrossEntropy };
 enum class MatrixKind { G, Sigma, Sigma0, Hessian };
+// "G", "Sigma", "Sigma0", "H" as in the output files and --matrices; "sigma1" and "hessian" are
+// accepted too (parsing ignores case).
+const NameTable<MatrixKind>& matrix_names();
+
 enum class Estimator { Exact, PerSample };
+// "exact", "per-sample" (also "per_sample").
+const NameTable<Estimator>& estimator_names();
+
 // Auto: forward-mode AD, and the R-op from then on if forward AD throws for some layer.
 enum class JvpMethod { Auto, ForwardAD, ROp };
+// "auto", "forward", "rop".
+const NameTable<JvpMethod>& jvp_names();
 
-// Names as written in configs and on the command line ("mse", "cross_entropy"; "G", "sigma",
-// "sigma0", "hessian"; "exact", "per_sample"; "auto", "forward", "rop"). parse_* throw ng::Error
-// naming `field`.
-std::string to_string(LossKind k);
-std::string to_string(MatrixKind k);
-std::string to_string(Estimator k);
-std::string to_string(JvpMethod k);
-LossKind parse_loss_kind(const std::string& s, const std::string& field);
-MatrixKind parse_matrix_kind(const std::string& s, const std::string& field);
-Estimator parse_estimator(const std::string& s, const std::string& field);
-JvpMethod parse_jvp_method(const std::string& s, const std::string& field);
+// The tables' names, for messages and test traces (LossKind's table is loss_names()).
+inline std::string to_string(LossKind k) {
+  return loss_names().name(k);
+}
+inline std::string to_string(MatrixKind k) {
+  return matrix_names().name(k);
+}
+inline std::string to_string(Estimator k) {
+  return estimator_names().name(k);
+}
+inline std::string to_string(JvpMethod k) {
+  return jvp_names().name(k);
+}
 
 struct CurvatureOptions {
   LossKind loss = LossKind::Mse;

@@ -1,3 +1,5 @@
+// LinearOperator's checked apply, the operator probe (determinism, symmetry), the dense operator
+// and the seeded test vectors.
 #include "src/curvature/linear_operator.h"
 
 #include <ATen/ATen.h>
@@ -6,20 +8,10 @@
 #include <cmath>
 #include <limits>
 
+#include "models/model.h"
 #include "src/core/error.h"
 
 namespace ng {
-
-namespace {
-
-std::string shape_text(const at::Tensor& t) {
-  if (!t.defined()) return "undefined";
-  std::string s;
-  for (int64_t d : t.sizes()) s += (s.empty() ? "" : ", ") + std::to_string(d);
-  return s;
-}
-
-}  // namespace
 
 void LinearOperator::apply(const at::Tensor& v, at::Tensor& out) {
   at::Tensor r = apply(v);
@@ -32,7 +24,7 @@ void LinearOperator::apply(const at::Tensor& v, at::Tensor& out) {
 
 at::Tensor LinearOperator::apply(const at::Tensor& v) {
   if (!v.defined() || v.dim() != 1 || v.size(0) != dim())
-    fail("operator: expected a flat vector of {} entries, got shape [{}]", dim(), shape_text(v));
+    fail("operator: expected a flat vector of {} entries, got shape {}", dim(), shape_text(v));
   ++matvecs_;
   const at::TensorOptions o = options();
   if (v.scalar_type() == o.dtype().toScalarType() && v.device() == o.device())

@@ -1,3 +1,4 @@
+// ParameterLayout of params.h: a module's trainable parameters as one flat vector.
 #include "src/curvature/params.h"
 
 #include <ATen/ATen.h>
@@ -26,13 +27,6 @@ std::vector<at::Tensor> ParameterLayout::split(const at::Tensor& v) const {
   out.reserve(tensors.size());
   for (size_t k = 0; k < tensors.size(); ++k)
     out.push_back(v.narrow(0, offsets[k], tensors[k].numel()).view(tensors[k].sizes()));
-  return out;
-}
-
-at::Tensor ParameterLayout::flatten(const std::vector<at::Tensor>& parts,
-                                    const at::TensorOptions& o) const {
-  at::Tensor out = at::zeros({size}, o);
-  add_into(out, parts);
   return out;
 }
 

@@ -5,7 +5,6 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
-#include <c10/core/TensorOptions.h>
 
 #include <cstdint>
 #include <string>
@@ -28,8 +27,6 @@ struct ParameterLayout {
   static ParameterLayout of(const torch::nn::Module& m);
   // Per-parameter views into the flat vector `v` (no copy), shaped like the parameters.
   std::vector<at::Tensor> split(const at::Tensor& v) const;
-  // Concatenation of per-parameter tensors; undefined entries (unused parameters) give zeros.
-  at::Tensor flatten(const std::vector<at::Tensor>& parts, const at::TensorOptions& o) const;
   // out += parts, flattened (undefined entries skipped).
   void add_into(at::Tensor& out, const std::vector<at::Tensor>& parts) const;
   // Current theta as one detached flat copy.

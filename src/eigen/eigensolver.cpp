@@ -1,3 +1,5 @@
+// The eigensolvers of eigensolver.h: Lanczos on any symmetric operator (Spectra) and the dense
+// Gram-matrix route for per-sample rows.
 #include "src/eigen/eigensolver.h"
 
 #include <ATen/ATen.h>

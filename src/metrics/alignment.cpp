@@ -1,3 +1,5 @@
+// The noise-geometry metrics of alignment.h: alignment along the eigenvectors of G, loss alignment
+// and effective ranks, exact from the per-sample rows or by Hutchinson estimates.
 #include "src/metrics/alignment.h"
 
 #include <ATen/ATen.h>
