@@ -78,7 +78,7 @@ double srk_g2(const Quadratic& q) {
   return (q.evals * q.evals).sum().item<double>() / std::pow(q.evals[0].item<double>(), 2);
 }
 
-ng::EscapeOptions base_options(ng::EscapeOptimizer o, double lr) {
+ng::EscapeOptions base_options(ng::Optimizer o, double lr) {
   ng::EscapeOptions e;
   e.optimizer = o;
   e.lr = lr;
@@ -101,8 +101,8 @@ void expect_close(double got, double want, double rel, const std::string& what) 
 // training's epoch permutation, w <- w - lr X_B^T (X_B w) / |B|, and the projections on U.
 TEST(Escape, SgdAndGdMatchAHandWrittenReplay) {
   const Quadratic& q = quadratic();
-  for (auto opt : {ng::EscapeOptimizer::Sgd, ng::EscapeOptimizer::Gd}) {
-    ng::EscapeOptions e = base_options(opt, opt == ng::EscapeOptimizer::Sgd ? 3.0 : 60.0);
+  for (auto opt : {ng::Optimizer::Sgd, ng::Optimizer::Gd}) {
+    ng::EscapeOptions e = base_options(opt, opt == ng::Optimizer::Sgd ? 3.0 : 60.0);
     e.batch = 7;  // 1000 = 142 * 7 + 6: every epoch ends on a short batch
     e.runs = 2;
     e.steps = 300;  // crosses two epoch boundaries
@@ -141,7 +141,7 @@ TEST(Escape, SgdAndGdMatchAHandWrittenReplay) {
         }
         if (t == e.steps) break;
         at::Tensor grad;
-        if (opt == ng::EscapeOptimizer::Sgd) {
+        if (opt == ng::Optimizer::Sgd) {
           const auto idx = ng::escape_batch(q.n, e.batch, rs, t);
           ASSERT_EQ(idx.size(), (t % 143 == 142) ? 6u : 7u);
           const at::Tensor xb = q.X.index_select(0, at::tensor(idx));
@@ -164,7 +164,7 @@ TEST(Escape, SgdAndGdMatchAHandWrittenReplay) {
 
 TEST(Escape, SharpAndFlatComponentsAddUpToTheDistance) {
   const Quadratic& q = quadratic();
-  ng::EscapeOptions e = base_options(ng::EscapeOptimizer::Sgd, 1.2 / q.frob);
+  ng::EscapeOptions e = base_options(ng::Optimizer::Sgd, 1.2 / q.frob);
   e.runs = 3;
   e.steps = 200;
   e.log_every = 1;
@@ -203,7 +203,7 @@ TEST(Escape, GdLeavesAlongTheSharpestDirectionSgdAlongFlatOnes) {
   ASSERT_GT(srk_g2(q), 4.0);
   ASSERT_GT(l1 / l2, 1.5);
 
-  ng::EscapeOptions gd = base_options(ng::EscapeOptimizer::Gd, 4.0 / (l1 + l2));
+  ng::EscapeOptions gd = base_options(ng::Optimizer::Gd, 4.0 / (l1 + l2));
   ASSERT_GT(gd.lr, 2.0 / l1);
   gd.runs = 2;
   gd.steps = 40;
@@ -219,7 +219,7 @@ TEST(Escape, GdLeavesAlongTheSharpestDirectionSgdAlongFlatOnes) {
     EXPECT_LT(ratio_at(run, run.escape_step), 0.5);
   }
 
-  ng::EscapeOptions sgd = base_options(ng::EscapeOptimizer::Sgd, 1.2 / q.frob);
+  ng::EscapeOptions sgd = base_options(ng::Optimizer::Sgd, 1.2 / q.frob);
   sgd.runs = 8;
   sgd.steps = 400;
   sgd.log_every = 1;
@@ -255,7 +255,7 @@ bool gd_escapes(const Quadratic& q, const at::Tensor& c0, double lr, int64_t T, 
 TEST(Escape, GdPastItsEdgeLogsItsEscapeBeforeItsLossOverflows) {
   const Quadratic& q = quadratic();
   const double lambda1 = q.evals[0].item<double>();
-  ng::EscapeOptions e = base_options(ng::EscapeOptimizer::Gd, 2.5 / lambda1);
+  ng::EscapeOptions e = base_options(ng::Optimizer::Gd, 2.5 / lambda1);
   e.steps = 4000;
   e.log_every = 2000;
   e.max_loss_factor = 1e300;
@@ -285,7 +285,7 @@ TEST(Escape, GdPastItsEdgeLogsItsEscapeBeforeItsLossOverflows) {
 
 TEST(Escape, AutoLearningRateGdMatchesTheClosedForm) {
   const Quadratic& q = quadratic();
-  ng::EscapeOptions e = base_options(ng::EscapeOptimizer::Gd, 1.0);
+  ng::EscapeOptions e = base_options(ng::Optimizer::Gd, 1.0);
   e.ks = {1, 5};
   e.steps = 60;
   e.log_every = 2;
@@ -324,7 +324,7 @@ TEST(Escape, AutoLearningRateGdMatchesTheClosedForm) {
 
 TEST(Escape, AutoLearningRateSgdMakesEveryRunEscape) {
   const Quadratic& q = quadratic();
-  ng::EscapeOptions e = base_options(ng::EscapeOptimizer::Sgd, 1.0);
+  ng::EscapeOptions e = base_options(ng::Optimizer::Sgd, 1.0);
   e.ks = {1, 5};
   e.steps = 200;
   e.log_every = 2;
@@ -439,7 +439,7 @@ const CnnProblem& cnn_problem(int64_t n = 96) {
 TEST(Escape, DeterministicWhateverTheSchedulingAndThreads) {
   const CnnProblem& c = cnn_problem();
   ng::EscapeOptions e;
-  e.optimizer = ng::EscapeOptimizer::Sgd;
+  e.optimizer = ng::Optimizer::Sgd;
   e.runs = 4;
   e.steps = 12;
   e.log_every = 4;
@@ -487,7 +487,7 @@ TEST(Escape, DeterministicWhateverTheSchedulingAndThreads) {
   }
 
   // GD is deterministic as well, and without perturbation all its runs coincide.
-  e.optimizer = ng::EscapeOptimizer::Gd;
+  e.optimizer = ng::Optimizer::Gd;
   e.perturb = 0;
   e.steps = 4;
   e.eval_batch = 32;  // 96 samples: the gradient in three chunks
@@ -501,7 +501,7 @@ TEST(Escape, DeterministicWhateverTheSchedulingAndThreads) {
 
 TEST(Escape, ResumedSweepEqualsAnUninterruptedOne) {
   const Quadratic& q = quadratic();
-  ng::EscapeOptions e = base_options(ng::EscapeOptimizer::Sgd, 1.2 / q.frob);
+  ng::EscapeOptions e = base_options(ng::Optimizer::Sgd, 1.2 / q.frob);
   e.runs = 4;
   e.steps = 120;
   e.log_every = 3;
@@ -562,14 +562,58 @@ TEST(Escape, ResumedSweepEqualsAnUninterruptedOne) {
     ADD_FAILURE() << "a different lr was accepted";
   } catch (const ng::Error& err) {
     const std::string m = err.what();
-    EXPECT_NE(m.find("escape.json"), std::string::npos) << m;
-    EXPECT_NE(m.find("lr"), std::string::npos) << m;
+    EXPECT_NE(m.find(part + "/escape.json"), std::string::npos) << m;
+    EXPECT_NE(m.find("(lr differs)"), std::string::npos) << m;
   }
+  e.lr /= 2;
+  e.ks = {1, 5};
+  try {
+    ng::run_escape_sweep(part, q.factory, q.theta_star, U, q.data, e);
+    ADD_FAILURE() << "different ks were accepted";
+  } catch (const ng::Error& err) {
+    EXPECT_NE(std::string(err.what()).find("(ks differs)"), std::string::npos) << err.what();
+  }
+}
+
+TEST(Escape, SweepSettingsAreJsonAndADamagedFileIsAnError) {
+  const Quadratic& q = quadratic();
+  ng::EscapeOptions e = base_options(ng::Optimizer::Gd, 1.0);
+  e.steps = 2;
+  const at::Tensor U = q.U.slice(1, 0, 20);
+  const std::string dir = ngtest::temp_dir("escape_json");
+  ng::run_escape_sweep(dir, q.factory, q.theta_star, U, q.data, e);
+  const std::string text = ngtest::read_file(dir + "/escape.json");
+  EXPECT_EQ(text.rfind("{\n  \"format\": \"noisegeom-escape-sweep-2\",\n", 0), 0u) << text;
+  EXPECT_NE(text.find("\"optimizer\": \"gd\""), std::string::npos) << text;
+  EXPECT_NE(text.find("\"loss\": \"mse\""), std::string::npos) << text;
+  EXPECT_NE(text.find("\"ks\": [\n    1,\n    5,\n    20\n  ]"), std::string::npos) << text;
+  // Resuming compares values, not text: a reformatted file is the same settings.
+  std::string compact;
+  for (char c : text)
+    if (c != '\n' && c != ' ') compact += c;
+  ngtest::write_file(dir + "/escape.json", compact);
+  EXPECT_EQ(ng::run_escape_sweep(dir, q.factory, q.theta_star, U, q.data, e).reused, 1);
+  ngtest::write_file(dir + "/escape.json", compact.substr(0, compact.size() / 2));
+  try {
+    ng::run_escape_sweep(dir, q.factory, q.theta_star, U, q.data, e);
+    ADD_FAILURE() << "a damaged escape.json was accepted";
+  } catch (const ng::Error& err) {
+    EXPECT_NE(std::string(err.what()).find(dir + "/escape.json: not a JSON object"),
+              std::string::npos)
+        << err.what();
+  }
+}
+
+TEST(Escape, OptimizerNames) {
+  EXPECT_EQ(ng::optimizer_names().parse("SGD", "--optimizer"), ng::Optimizer::Sgd);
+  EXPECT_EQ(ng::to_string(ng::Optimizer::Gd), "gd");
+  EXPECT_EQ(ng::optimizer_names().choices(), "sgd or gd");
+  EXPECT_THROW(ng::optimizer_names().parse("adam", "--optimizer"), ng::Error);
 }
 
 TEST(Escape, BadInputIsOneLineNamingTheProblem) {
   const Quadratic& q = quadratic();
-  ng::EscapeOptions e = base_options(ng::EscapeOptimizer::Sgd, 1.0);
+  ng::EscapeOptions e = base_options(ng::Optimizer::Sgd, 1.0);
   e.ks = {1, 5};
   e.steps = 1;
   auto message = [&](const at::Tensor& theta, const at::Tensor& U, const ng::EscapeOptions& o) {

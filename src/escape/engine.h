@@ -6,6 +6,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
 
@@ -39,8 +40,8 @@ class Engine {
   // Status, escape and final values of a run from its logged points (the one definition used for
   // computed and for reloaded runs).
   RunResult summarize(int64_t run, std::vector<TrajectoryPoint> points) const;
-  // Everything that determines a run's trajectory, as JSON (the sweep's escape.json).
-  std::string fingerprint() const;
+  // Everything that determines a run's trajectory (the sweep's escape.json).
+  nlohmann::ordered_json settings() const;
   // Column names of a run's CSV file and its rows.
   std::string csv_header() const;
   std::string to_csv(const RunResult& r) const;
@@ -48,7 +49,26 @@ class Engine {
   std::vector<TrajectoryPoint> parse_csv(const std::string& path, int64_t run) const;
 
  private:
+  // The logged points of a run so far.
+  struct Trajectory {
+    std::vector<TrajectoryPoint> points;
+    bool escaped = false;  // a logged point is above the threshold
+  };
+
+  void set_minimum(const at::Tensor& theta_star, const at::Tensor& U);  // theta*, U, K
+  void load_data(const Dataset& data);  // all samples, evaluation and GD subsets on the device
   RunResult simulate(Replica& rep, int64_t run, const EscapeHooks& hooks, bool* cancelled) const;
+  // theta_0 of the run (theta*, perturbed when asked) into the replica.
+  void start_run(Replica& rep, int64_t run) const;
+  // Sets the gradient of the full-batch loss over the GD subset; returns that loss.
+  at::Tensor gd_gradient(Replica& rep) const;
+  // Logs the point at step; `loss`, unless NaN, is its evaluation loss already at hand. True when
+  // the run ends there (escaped with stop_at_escape, non-finite, or past the runaway cap).
+  bool log_point(Replica& rep, int64_t run, int64_t step, double loss, const EscapeHooks& hooks,
+                 Trajectory* traj) const;
+  // log_point on the log grid, and for GD also at the step its loss first exceeds the threshold.
+  bool log_if_due(Replica& rep, int64_t run, int64_t step, const at::Tensor& step_loss,
+                  const EscapeHooks& hooks, Trajectory* traj) const;
   // The point at the replica's theta; `loss`, when not NaN, is its evaluation loss.
   TrajectoryPoint measure(Replica& rep, int64_t run, int64_t step, double loss) const;
   double eval_loss(Replica& rep) const;

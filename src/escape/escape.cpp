@@ -1,3 +1,6 @@
+// The escape runs of escape.h: the prepared Engine (data, theta*, U, threshold, model replicas),
+// one run's SGD or GD trajectory, the worker pool, and the resumable sweep directory (escape.json,
+// run_NNNN.csv, summary.csv).
 #include "src/escape/escape.h"
 
 #include <ATen/ATen.h>
@@ -12,6 +15,7 @@
 #include <exception>
 #include <filesystem>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
 
@@ -22,6 +26,7 @@
 #include "src/escape/engine.h"
 #include "src/io/files.h"
 #include "src/io/rundir.h"
+#include "src/training/sgd.h"
 #include "src/training/train.h"
 
 namespace fs = std::filesystem;
@@ -87,14 +92,10 @@ class IntraThreads {
 
 }  // namespace
 
-std::string to_string(EscapeOptimizer o) {
-  return o == EscapeOptimizer::Sgd ? "sgd" : "gd";
-}
-
-EscapeOptimizer parse_escape_optimizer(const std::string& s, const std::string& field) {
-  if (s == "sgd") return EscapeOptimizer::Sgd;
-  if (s == "gd") return EscapeOptimizer::Gd;
-  fail("{}: unknown optimizer '{}' (expected sgd or gd)", field, s);
+const NameTable<Optimizer>& optimizer_names() {
+  static const NameTable<Optimizer> names("optimizer",
+                                          {{Optimizer::Sgd, "sgd"}, {Optimizer::Gd, "gd"}});
+  return names;
 }
 
 int64_t EscapeResult::escaped_count() const {
@@ -158,12 +159,31 @@ Engine::Engine(const ModelFactory& factory, const at::Tensor& theta_star, const 
   if (!data.targets.defined() || data.targets.size(0) != data.size())
     fail("escape: the data set has {} inputs but {} target rows", data.size(),
          data.targets.defined() ? data.targets.size(0) : 0);
-  if (opt_.cross_entropy && !data.labels.defined())
+  if (opt_.loss == LossKind::CrossEntropy && !data.labels.defined())
     fail("escape.loss: cross_entropy needs class labels (this data set has none)");
   n_ = data.size();
 
   ensure_replicas(1);
   p_ = replicas_[0].layout.size;
+  set_minimum(theta_star, U);
+  load_data(data);
+
+  load_theta(replicas_[0], theta_star_);
+  loss_star_ = eval_loss(replicas_[0]);
+  if (!std::isfinite(loss_star_)) fail("escape: the loss at theta* is {} (not finite)", loss_star_);
+  threshold_ = opt_.escape_loss > 0 ? opt_.escape_loss : opt_.escape_factor * loss_star_;
+  if (!(threshold_ > 0))
+    fail(
+        "escape.escape_loss: L(theta*) = {} on the evaluation subset, so escape_factor gives no "
+        "threshold; set an absolute escape_loss",
+        loss_star_);
+
+  data_checksum_ = checksum(data.x) + "/" + checksum(data.targets);
+  theta_checksum_ = checksum(theta_star64_);
+  u_checksum_ = checksum(U64_);
+}
+
+void Engine::set_minimum(const at::Tensor& theta_star, const at::Tensor& U) {
   if (!theta_star.defined() || theta_star.numel() != p_)
     fail("escape: theta* has {} entries but the model has {} trainable parameters",
          theta_star.defined() ? theta_star.numel() : 0, p_);
@@ -178,8 +198,7 @@ Engine::Engine(const ModelFactory& factory, const at::Tensor& theta_star, const 
   for (int64_t k : opt_.ks)
     if (k < 1 || k > K_) fail("escape.ks: k = {} is outside 1..{} (the eigenvectors given)", k, K_);
 
-  const auto dev = opt_.device;
-  const auto f64 = at::TensorOptions().device(dev).dtype(at::kDouble);
+  const auto f64 = at::TensorOptions().device(opt_.device).dtype(at::kDouble);
   U64_ = u.detach().to(f64).contiguous();
   const double ortho = (at::mm(U64_.t(), U64_) - at::eye(K_, f64)).abs().max().item<double>();
   // Eigenvectors from a float32 operator are orthonormal to ~1e-6; anything worse is a wrong input.
@@ -187,7 +206,10 @@ Engine::Engine(const ModelFactory& factory, const at::Tensor& theta_star, const 
     fail("escape: the columns of U are not orthonormal (max |U^T U - I| = {:.2e})", ortho);
   theta_star64_ = theta_star.detach().reshape(-1).to(f64).contiguous();
   theta_star_ = theta_star64_.to(opt_.dtype);
+}
 
+void Engine::load_data(const Dataset& data) {
+  const auto dev = opt_.device;
   x_ = data.x.to(dev, opt_.dtype);
   y_ = data.targets.to(dev, opt_.dtype);
   labels_ = data.labels.defined() ? data.labels.to(dev) : at::Tensor();
@@ -203,23 +225,9 @@ Engine::Engine(const ModelFactory& factory, const at::Tensor& theta_star, const 
     *sl = labels_.defined() ? labels_.index_select(0, it) : at::Tensor();
   };
   subset(opt_.eval_samples, escape_eval_subset(n_, opt_), &ex_, &ey_, &el_);
-  if (opt_.optimizer == EscapeOptimizer::Gd)
+  if (opt_.optimizer == Optimizer::Gd)
     subset(opt_.gd_samples, escape_gd_subset(n_, opt_), &gx_, &gy_, &gl_);
-  gd_is_eval_ = opt_.optimizer == EscapeOptimizer::Gd && gx_.is_same(ex_);
-
-  load_theta(replicas_[0], theta_star_);
-  loss_star_ = eval_loss(replicas_[0]);
-  if (!std::isfinite(loss_star_)) fail("escape: the loss at theta* is {} (not finite)", loss_star_);
-  threshold_ = opt_.escape_loss > 0 ? opt_.escape_loss : opt_.escape_factor * loss_star_;
-  if (!(threshold_ > 0))
-    fail(
-        "escape.escape_loss: L(theta*) = {} on the evaluation subset, so escape_factor gives no "
-        "threshold; set an absolute escape_loss",
-        loss_star_);
-
-  data_checksum_ = checksum(data.x) + "/" + checksum(data.targets);
-  theta_checksum_ = checksum(theta_star64_);
-  u_checksum_ = checksum(U64_);
+  gd_is_eval_ = opt_.optimizer == Optimizer::Gd && gx_.is_same(ex_);
 }
 
 void Engine::ensure_replicas(size_t count) {
@@ -246,7 +254,7 @@ void Engine::load_theta(Replica& rep, const at::Tensor& theta) const {
 }
 
 double Engine::eval_loss(Replica& rep) const {
-  return evaluate(*rep.model, ex_, ey_, el_, opt_.cross_entropy, opt_.eval_batch).loss;
+  return evaluate(*rep.model, ex_, ey_, el_, opt_.loss, opt_.eval_batch).loss;
 }
 
 TrajectoryPoint Engine::measure(Replica& rep, int64_t run, int64_t step, double loss) const {
@@ -286,87 +294,87 @@ RunResult Engine::summarize(int64_t run, std::vector<TrajectoryPoint> points) co
   return r;
 }
 
-RunResult Engine::simulate(Replica& rep, int64_t run, const EscapeHooks& hooks,
-                           bool* cancelled) const {
-  const auto t0 = std::chrono::steady_clock::now();
-  *cancelled = false;
+void Engine::start_run(Replica& rep, int64_t run) const {
   at::Tensor theta0 = theta_star_;
   if (opt_.perturb > 0)
     theta0 = (theta_star64_ + escape_perturbation(p_, opt_.perturb, opt_.seed, run).to(opt_.device))
                  .to(opt_.dtype);
   load_theta(rep, theta0);
   rep.model->train();
+}
 
-  BatchOrder batches(n_, opt_.batch, escape_run_seed(opt_.seed, run), opt_.device);
-  const double lr = opt_.lr;
-  const double cap = opt_.max_loss_factor * threshold_;
+at::Tensor Engine::gd_gradient(Replica& rep) const {
+  clear_gradients(rep.layout.tensors);
   const int64_t ngd = gx_.defined() ? gx_.size(0) : 0;
-  std::vector<TrajectoryPoint> points;
-  bool escaped = false;
-  // Logs step `step`; `loss`, unless NaN, is the evaluation loss already at hand. True when the
-  // run ends at this point.
-  auto log_point = [&](int64_t step, double loss) {
-    points.push_back(measure(rep, run, step, loss));
-    const auto& pt = points.back();
-    if (hooks.on_point) hooks.on_point(pt);
-    escaped = escaped || !(pt.loss <= threshold_);
-    if (opt_.stop_at_escape && !(pt.loss <= threshold_)) return true;
-    return !std::isfinite(pt.loss) || pt.loss > cap || !std::isfinite(pt.distance);
-  };
+  at::Tensor loss;
+  // Full-batch gradient by chunks, each weighted by its share so a short chunk is exact.
+  for (int64_t s = 0; s < ngd; s += opt_.eval_batch) {
+    const int64_t e = std::min(ngd, s + opt_.eval_batch);
+    const at::Tensor out = rep.model->forward(gx_.slice(0, s, e));
+    const at::Tensor lab = gl_.defined() ? gl_.slice(0, s, e) : at::Tensor();
+    const at::Tensor part =
+        batch_loss(out, gy_.slice(0, s, e), lab, opt_.loss) * (double(e - s) / ngd);
+    part.backward();
+    loss = loss.defined() ? loss + part.detach() : part.detach();
+  }
+  return loss;
+}
 
+bool Engine::log_point(Replica& rep, int64_t run, int64_t step, double loss,
+                       const EscapeHooks& hooks, Trajectory* traj) const {
+  traj->points.push_back(measure(rep, run, step, loss));
+  const auto& pt = traj->points.back();
+  if (hooks.on_point) hooks.on_point(pt);
+  traj->escaped = traj->escaped || !(pt.loss <= threshold_);
+  if (opt_.stop_at_escape && !(pt.loss <= threshold_)) return true;
+  // Past this point the trajectory only overflows.
+  const double cap = opt_.max_loss_factor * threshold_;
+  return !std::isfinite(pt.loss) || pt.loss > cap || !std::isfinite(pt.distance);
+}
+
+bool Engine::log_if_due(Replica& rep, int64_t run, int64_t step, const at::Tensor& step_loss,
+                        const EscapeHooks& hooks, Trajectory* traj) const {
+  const bool due = step % opt_.log_every == 0;
+  // GD's loss over the evaluation subset is the loss a log needs (the models have no
+  // train/eval-dependent layers): no second forward pass to log every step.
+  const bool gd = opt_.optimizer == Optimizer::Gd;
+  const double known = gd_is_eval_ ? step_loss.item<double>() : std::nan("");
+  // Past its stability edge GD's loss grows by about (eta lambda_1 - 1)^2 a step, so between two
+  // logged points it can go from below the threshold to overflow and the trajectory would show
+  // no escaped point: the full-batch loss at hand triggers a point at the step it first exceeds
+  // the threshold. (SGD is logged on its grid only: its batch loss is a noisy trigger, and
+  // reading it every step would stall a GPU's queue once per step.)
+  const bool trigger = gd && !due && !traj->escaped &&
+                       !((gd_is_eval_ ? known : step_loss.item<double>()) <= threshold_);
+  return (due || trigger) && log_point(rep, run, step, known, hooks, traj);
+}
+
+RunResult Engine::simulate(Replica& rep, int64_t run, const EscapeHooks& hooks,
+                           bool* cancelled) const {
+  const auto t0 = std::chrono::steady_clock::now();
+  *cancelled = false;
+  start_run(rep, run);
+  BatchOrder batches(n_, opt_.batch, escape_run_seed(opt_.seed, run), opt_.device);
+  Trajectory traj;
   // Iteration `step` takes the gradient at theta_step, logs theta_step when due, then updates.
   for (int64_t step = 0;; ++step) {
     if (hooks.should_stop && hooks.should_stop()) {
       *cancelled = true;
       return {};
     }
-    const bool last = step == opt_.steps;
-    const bool due = step % opt_.log_every == 0 || last;
-    if (last) {
-      log_point(step, std::nan(""));
+    if (step == opt_.steps) {
+      log_point(rep, run, step, std::nan(""), hooks, &traj);
       break;
     }
-    for (auto& t : rep.layout.tensors) t.mutable_grad() = at::Tensor();
-    at::Tensor step_loss;  // the loss the gradient is taken of, at theta_step
-    if (opt_.optimizer == EscapeOptimizer::Sgd) {
-      const at::Tensor idx = batches.at(step);
-      const at::Tensor out = rep.model->forward(x_.index_select(0, idx));
-      step_loss = batch_loss(out, y_.index_select(0, idx),
-                             labels_.defined() ? labels_.index_select(0, idx) : at::Tensor(),
-                             opt_.cross_entropy);
-      step_loss.backward();
-    } else {
-      // Full-batch gradient by chunks, each weighted by its share so a short chunk is exact.
-      for (int64_t s = 0; s < ngd; s += opt_.eval_batch) {
-        const int64_t e = std::min(ngd, s + opt_.eval_batch);
-        const at::Tensor out = rep.model->forward(gx_.slice(0, s, e));
-        const at::Tensor lab = gl_.defined() ? gl_.slice(0, s, e) : at::Tensor();
-        const at::Tensor part =
-            batch_loss(out, gy_.slice(0, s, e), lab, opt_.cross_entropy) * (double(e - s) / ngd);
-        part.backward();
-        step_loss = step_loss.defined() ? step_loss + part.detach() : part.detach();
-      }
-    }
-    // GD's loss over the evaluation subset is the loss a log needs (the models have no
-    // train/eval-dependent layers): no second forward pass to log every step.
-    const bool gd = opt_.optimizer == EscapeOptimizer::Gd;
-    const double known = gd_is_eval_ ? step_loss.item<double>() : std::nan("");
-    // Past its stability edge GD's loss grows by about (eta lambda_1 - 1)^2 a step, so between two
-    // logged points it can go from below the threshold to overflow and the trajectory would show
-    // no escaped point: the full-batch loss at hand triggers a point at the step it first exceeds
-    // the threshold. (SGD is logged on its grid only: its batch loss is a noisy trigger, and
-    // reading it every step would stall a GPU's queue once per step.)
-    const bool trigger =
-        gd && !due && !escaped && !((gd_is_eval_ ? known : step_loss.item<double>()) <= threshold_);
-    if ((due || trigger) && log_point(step, known)) break;
-    {
-      at::NoGradGuard no_grad;
-      for (auto& t : rep.layout.tensors)
-        if (t.grad().defined()) t.add_(t.grad(), -lr);
-    }
+    // The loss the gradient is taken of, at theta_step.
+    const at::Tensor step_loss = opt_.optimizer == Optimizer::Sgd
+                                     ? sgd_gradient(*rep.model, rep.layout.tensors, x_, y_, labels_,
+                                                    batches.at(step), opt_.loss)
+                                     : gd_gradient(rep);
+    if (log_if_due(rep, run, step, step_loss, hooks, &traj)) break;
+    sgd_step(rep.layout.tensors, opt_.lr);
   }
-  RunResult r = summarize(run, std::move(points));
-  if (opt_.keep_final_theta) r.final_theta = rep.layout.values().to(at::kCPU, at::kDouble);
+  RunResult r = summarize(run, std::move(traj.points));
   r.seconds = seconds_since(t0);
   return r;
 }
@@ -442,36 +450,33 @@ std::vector<RunResult> Engine::execute(const std::vector<int64_t>& runs, const E
   return out;
 }
 
-std::string Engine::fingerprint() const {
-  std::string ks = "[";
-  for (size_t j = 0; j < opt_.ks.size(); ++j) ks += (j ? ", " : "") + std::to_string(opt_.ks[j]);
-  ks += "]";
-  Json j;
-  j.str("format", "noisegeom-escape-sweep-1")
-      .str("optimizer", to_string(opt_.optimizer))
-      .num("lr", opt_.lr)
-      .integer("steps", opt_.steps)
-      .integer("batch", opt_.batch)
-      .raw("ks", ks)
-      .integer("log_every", opt_.log_every)
-      .num("perturb", opt_.perturb)
-      .integer("seed", static_cast<int64_t>(opt_.seed))
-      .str("loss", opt_.cross_entropy ? "cross_entropy" : "mse")
-      .integer("eval_samples", opt_.eval_samples)
-      .integer("eval_batch", opt_.eval_batch)
-      .integer("gd_samples", opt_.gd_samples)
-      .num("escape_factor", opt_.escape_factor)
-      .num("escape_loss", opt_.escape_loss)
-      .boolean("stop_at_escape", opt_.stop_at_escape)
-      .num("max_loss_factor", opt_.max_loss_factor)
-      .str("dtype", opt_.dtype == at::kDouble ? "float64" : "float32")
-      .integer("num_samples", n_)
-      .integer("parameter_count", p_)
-      .integer("eigenvectors", K_)
-      .str("data_checksum", data_checksum_)
-      .str("theta_star_checksum", theta_checksum_)
-      .str("eigenvector_checksum", u_checksum_);
-  return j.dump() + "\n";
+nlohmann::ordered_json Engine::settings() const {
+  nlohmann::ordered_json j;
+  j["format"] = "noisegeom-escape-sweep-2";
+  j["optimizer"] = optimizer_names().name(opt_.optimizer);
+  j["lr"] = opt_.lr;
+  j["steps"] = opt_.steps;
+  j["batch"] = opt_.batch;
+  j["ks"] = opt_.ks;
+  j["log_every"] = opt_.log_every;
+  j["perturb"] = opt_.perturb;
+  j["seed"] = opt_.seed;
+  j["loss"] = loss_names().name(opt_.loss);
+  j["eval_samples"] = opt_.eval_samples;
+  j["eval_batch"] = opt_.eval_batch;
+  j["gd_samples"] = opt_.gd_samples;
+  j["escape_factor"] = opt_.escape_factor;
+  j["escape_loss"] = opt_.escape_loss;
+  j["stop_at_escape"] = opt_.stop_at_escape;
+  j["max_loss_factor"] = opt_.max_loss_factor;
+  j["dtype"] = opt_.dtype == at::kDouble ? "float64" : "float32";
+  j["num_samples"] = n_;
+  j["parameter_count"] = p_;
+  j["eigenvectors"] = K_;
+  j["data_checksum"] = data_checksum_;
+  j["theta_star_checksum"] = theta_checksum_;
+  j["eigenvector_checksum"] = u_checksum_;
+  return j;
 }
 
 std::string Engine::csv_header() const {
@@ -549,6 +554,56 @@ EscapeResult run_escape(const ModelFactory& factory, const at::Tensor& theta_sta
   return res;
 }
 
+namespace {
+
+// The first key whose value differs between two settings objects (or that only one has); empty
+// when they are equal.
+std::string first_difference(const nlohmann::ordered_json& stored,
+                             const nlohmann::ordered_json& now) {
+  for (const auto& [key, value] : now.items())
+    if (!stored.contains(key) || stored.at(key) != value) return key;
+  for (const auto& [key, value] : stored.items())
+    if (!now.contains(key)) return key;
+  return "";
+}
+
+// Writes dir/escape.json, or checks that the runs already there were made with these settings.
+void check_sweep_settings(const std::string& path, const nlohmann::ordered_json& settings) {
+  if (!fs::exists(path)) {
+    write_file_atomic(path, settings.dump(2) + "\n");
+    return;
+  }
+  const auto stored = nlohmann::ordered_json::parse(read_file(path), nullptr,
+                                                    /*allow_exceptions=*/false);
+  if (stored.is_discarded() || !stored.is_object())
+    fail(
+        "{}: not a JSON object (a damaged file?); remove it to start the sweep again, or use "
+        "another directory",
+        path);
+  const std::string key = first_difference(stored, settings);
+  if (!key.empty())
+    fail(
+        "{}: the runs there were made with different settings ({} differs); use the same "
+        "settings to resume, or another directory",
+        path, key);
+}
+
+std::string summary_csv(const std::vector<int64_t>& ks, const std::vector<RunResult>& runs) {
+  std::string summary = "run,status,escaped,escape_step,steps,final_loss,final_distance";
+  for (int64_t k : ks) summary += fmt::format(",p_{},r_{}", k, k);
+  summary += "\n";
+  for (const RunResult& x : runs) {
+    summary += fmt::format("{},{},{},{},{},{},{}", x.run, x.status, x.escaped ? 1 : 0,
+                           x.escape_step, x.steps, x.final_loss, x.final_distance);
+    for (size_t j = 0; j < x.final_p.size(); ++j)
+      summary += fmt::format(",{},{}", x.final_p[j], x.final_r[j]);
+    summary += "\n";
+  }
+  return summary;
+}
+
+}  // namespace
+
 EscapeResult run_escape_sweep(const std::string& dir, const ModelFactory& factory,
                               const at::Tensor& theta_star, const at::Tensor& U,
                               const Dataset& data, const EscapeOptions& opt,
@@ -556,28 +611,7 @@ EscapeResult run_escape_sweep(const std::string& dir, const ModelFactory& factor
   const auto t0 = std::chrono::steady_clock::now();
   escape_detail::Engine engine(factory, theta_star, U, data, opt);
   const fs::path root(dir);
-  const std::string settings_path = (root / "escape.json").string();
-  const std::string settings = engine.fingerprint();
-  if (fs::exists(settings_path)) {
-    const std::string stored = read_file(settings_path);
-    if (stored != settings) {
-      std::istringstream a(stored), b(settings);
-      std::string la, lb, key = "format";
-      while (std::getline(a, la) && std::getline(b, lb))
-        if (la != lb) {
-          const auto q0 = lb.find('"'), q1 = lb.find('"', q0 + 1);
-          if (q0 != std::string::npos && q1 != std::string::npos)
-            key = lb.substr(q0 + 1, q1 - q0 - 1);
-          break;
-        }
-      fail(
-          "{}: the runs there were made with different settings ({} differs); use the same "
-          "settings to resume, or another directory",
-          settings_path, key);
-    }
-  } else {
-    write_file_atomic(settings_path, settings);
-  }
+  check_sweep_settings((root / "escape.json").string(), engine.settings());
 
   auto run_path = [&](int64_t r) { return (root / fmt::format("run_{:04d}.csv", r)).string(); };
   EscapeResult res;
@@ -610,20 +644,9 @@ EscapeResult run_escape_sweep(const std::string& dir, const ModelFactory& factor
     ++res.computed;
   }
 
-  std::string summary = "run,status,escaped,escape_step,steps,final_loss,final_distance";
-  for (int64_t k : opt.ks) summary += fmt::format(",p_{},r_{}", k, k);
-  summary += "\n";
-  for (int64_t r = 0; r < opt.runs; ++r) {
-    if (!have[r]) continue;
-    const RunResult& x = by_run[r];
-    summary += fmt::format("{},{},{},{},{},{},{}", x.run, x.status, x.escaped ? 1 : 0,
-                           x.escape_step, x.steps, x.final_loss, x.final_distance);
-    for (size_t j = 0; j < x.final_p.size(); ++j)
-      summary += fmt::format(",{},{}", x.final_p[j], x.final_r[j]);
-    summary += "\n";
-    res.runs.push_back(std::move(by_run[r]));
-  }
-  write_file_atomic((root / "summary.csv").string(), summary);
+  for (int64_t r = 0; r < opt.runs; ++r)
+    if (have[r]) res.runs.push_back(std::move(by_run[r]));
+  write_file_atomic((root / "summary.csv").string(), summary_csv(opt.ks, res.runs));
   res.loss_star = engine.loss_star();
   res.threshold = engine.threshold();
   res.workers = engine.workers_used();

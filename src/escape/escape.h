@@ -28,17 +28,22 @@
 #include <vector>
 
 #include "models/model.h"
+#include "src/core/names.h"
+#include "src/training/loss.h"
 
 namespace ng {
 
 struct Dataset;
 
-enum class EscapeOptimizer { Sgd, Gd };
-std::string to_string(EscapeOptimizer o);  // "sgd" | "gd"
-EscapeOptimizer parse_escape_optimizer(const std::string& s, const std::string& field);
+enum class Optimizer { Sgd, Gd };
+// "sgd", "gd" (--optimizer, escape.json).
+const NameTable<Optimizer>& optimizer_names();
+inline std::string to_string(Optimizer o) {
+  return optimizer_names().name(o);
+}
 
 struct EscapeOptions {
-  EscapeOptimizer optimizer = EscapeOptimizer::Sgd;
+  Optimizer optimizer = Optimizer::Sgd;
   int64_t runs = 1;      // independent trajectories (GD runs differ only by their perturbation)
   int64_t steps = 1000;  // parameter updates per run
   double lr = 0.1;       // constant learning rate
@@ -47,10 +52,10 @@ struct EscapeOptions {
   int64_t log_every = 10;         // steps between logged points (step 0 and the last are logged)
   double perturb = 0;             // theta_0 = theta* + perturb * N(0, I)
   uint64_t seed = 0;
-  bool cross_entropy = false;  // loss: the paper's square loss unless true
-  int64_t eval_samples = 0;    // size of the fixed loss-evaluation subset; 0: all n samples
-  int64_t eval_batch = 1000;   // samples per forward pass (evaluation and GD gradients)
-  int64_t gd_samples = 0;      // GD: the full-batch gradient's subset size; 0: all n samples
+  LossKind loss = LossKind::Mse;  // the paper's square loss, or cross entropy (needs labels)
+  int64_t eval_samples = 0;       // size of the fixed loss-evaluation subset; 0: all n samples
+  int64_t eval_batch = 1000;      // samples per forward pass (evaluation and GD gradients)
+  int64_t gd_samples = 0;         // GD: the full-batch gradient's subset size; 0: all n samples
   // A run has escaped once its logged loss exceeds the threshold: escape_loss when > 0, else
   // escape_factor * L(theta*) (L on the evaluation subset; must then be > 0).
   double escape_factor = 10;
@@ -71,7 +76,6 @@ struct EscapeOptions {
   // orders).
   int64_t workers = 0;
   int64_t intra_threads = 0;
-  bool keep_final_theta = false;  // RunResult::final_theta (tests, checkpoints)
 };
 
 struct TrajectoryPoint {
@@ -94,8 +98,7 @@ struct RunResult {
   double final_loss = 0, final_distance = 0;
   std::vector<double> final_p, final_r;  // at the last logged point, one per k
   std::vector<TrajectoryPoint> trajectory;
-  at::Tensor final_theta;  // float64 CPU, when keep_final_theta
-  bool reused = false;     // loaded from a sweep directory rather than computed
+  bool reused = false;  // loaded from a sweep directory rather than computed
   double seconds = 0;
 };
 
@@ -181,8 +184,8 @@ struct LrSearchResult {
 };
 
 // GD: 2 / lambda1 (the stability edge); SGD: c / |G|_F.
-double escape_lr_start(EscapeOptimizer o, const CurvatureNumbers& c, double sgd_c = 1.2);
-double escape_lr_reference(EscapeOptimizer o, const CurvatureNumbers& c);
+double escape_lr_start(Optimizer o, const CurvatureNumbers& c, double sgd_c = 1.2);
+double escape_lr_reference(Optimizer o, const CurvatureNumbers& c);
 
 // The search itself on any probe (lr -> outcome): from `start`, geometric steps up (or down)
 // until the outcome flips, then geometric bisection to rel_tol, then margin * the smallest

@@ -11,8 +11,8 @@
 
 namespace ng {
 
-double escape_lr_start(EscapeOptimizer o, const CurvatureNumbers& c, double sgd_c) {
-  if (o == EscapeOptimizer::Gd) {
+double escape_lr_start(Optimizer o, const CurvatureNumbers& c, double sgd_c) {
+  if (o == Optimizer::Gd) {
     if (!(c.lambda1 > 0) || !std::isfinite(c.lambda1))
       fail("escape.lr: auto needs lambda_1 > 0 of G for GD (got {})", c.lambda1);
     return 2.0 / c.lambda1;
@@ -23,16 +23,16 @@ double escape_lr_start(EscapeOptimizer o, const CurvatureNumbers& c, double sgd_
   return sgd_c / c.g_frobenius;
 }
 
-double escape_lr_reference(EscapeOptimizer o, const CurvatureNumbers& c) {
-  if (o == EscapeOptimizer::Gd)
+double escape_lr_reference(Optimizer o, const CurvatureNumbers& c) {
+  if (o == Optimizer::Gd)
     return c.lambda1 + c.lambda2 > 0 ? 4.0 / (c.lambda1 + c.lambda2)
                                      : std::numeric_limits<double>::quiet_NaN();
   return c.g_frobenius > 0 ? 1.2 / c.g_frobenius : std::numeric_limits<double>::quiet_NaN();
 }
 
-LrSearchResult search_escape_lr(const LrSearchOptions& so, double start,
-                                const std::function<LrTrial(double lr)>& probe,
-                                const std::function<void(const LrTrial&)>& on_trial) {
+namespace {
+
+void check_search_options(const LrSearchOptions& so, double start) {
   if (!(start > 0) || !std::isfinite(start))
     fail("escape.lr_search.start: must be a positive learning rate (got {})", start);
   if (!(so.growth > 1)) fail("escape.lr_search.growth: must be > 1 (got {})", so.growth);
@@ -40,43 +40,94 @@ LrSearchResult search_escape_lr(const LrSearchOptions& so, double start,
   if (!(so.rel_tol > 0)) fail("escape.lr_search.rel_tol: must be > 0 (got {})", so.rel_tol);
   if (so.max_expansions < 1)
     fail("escape.lr_search.max_expansions: must be >= 1 (got {})", so.max_expansions);
+}
 
+// One search's trials: probes a learning rate, records the trial and tells the listener.
+class Trials {
+ public:
+  Trials(LrSearchResult* res, const std::function<LrTrial(double lr)>& probe,
+         const std::function<void(const LrTrial&)>& on_trial)
+      : res_(res), probe_(probe), on_trial_(on_trial) {}
+  bool operator()(double lr, const char* phase) {
+    LrTrial t = probe_(lr);
+    t.lr = lr;
+    t.phase = phase;
+    res_->trials.push_back(t);
+    if (on_trial_) on_trial_(t);
+    return t.success;
+  }
+
+ private:
+  LrSearchResult* res_;
+  const std::function<LrTrial(double lr)>& probe_;
+  const std::function<void(const LrTrial&)>& on_trial_;
+};
+
+// Geometric steps from `start`, down while it escapes or up while it fails, until the outcome
+// flips: *lo fails, *hi escapes (NaN where no such lr was found).
+void bracket(const LrSearchOptions& so, double start, Trials& attempt, double* lo, double* hi) {
+  if (attempt(start, "start")) {
+    *hi = start;
+    for (int64_t i = 0; i < so.max_expansions; ++i) {
+      const double lr = *hi / so.growth;
+      if (!attempt(lr, "down")) {
+        *lo = lr;
+        break;
+      }
+      *hi = lr;
+    }
+  } else {
+    *lo = start;
+    for (int64_t i = 0; i < so.max_expansions; ++i) {
+      const double lr = *lo * so.growth;
+      if (attempt(lr, "up")) {
+        *hi = lr;
+        break;
+      }
+      *lo = lr;
+    }
+  }
+}
+
+// margin * hi, raised by margin again (at most 3 tries) while it fails: escape under SGD is random
+// and need not be monotone in the learning rate.
+void verify(const LrSearchOptions& so, double lo, double hi, Trials& attempt, LrSearchResult* res) {
+  double chosen = so.margin * hi;
+  for (int k = 0; k < 3; ++k) {
+    if (attempt(chosen, "verify")) {
+      res->found = true;
+      res->chosen = chosen;
+      break;
+    }
+    chosen *= so.margin;
+  }
+  if (res->found)
+    res->message = fmt::format(
+        "lr {:.6g} = {} x {:.6g}, the smallest escaping lr found ({}; largest failing {:.6g}), "
+        "after {} trials",
+        res->chosen, so.margin, hi, std::isnan(lo) ? "every lr tried escaped" : "bracketed", lo,
+        res->trials.size());
+  else
+    res->message = fmt::format(
+        "the smallest escaping lr found, {:.6g}, did not escape again at {} x (up to 3 tries)", hi,
+        so.margin);
+}
+
+}  // namespace
+
+LrSearchResult search_escape_lr(const LrSearchOptions& so, double start,
+                                const std::function<LrTrial(double lr)>& probe,
+                                const std::function<void(const LrTrial&)>& on_trial) {
+  check_search_options(so, start);
   const double nan = std::numeric_limits<double>::quiet_NaN();
   LrSearchResult res;
   res.smallest_escaping = nan;
   res.largest_failing = nan;
   res.chosen = nan;
-  auto attempt = [&](double lr, const char* phase) {
-    LrTrial t = probe(lr);
-    t.lr = lr;
-    t.phase = phase;
-    res.trials.push_back(t);
-    if (on_trial) on_trial(t);
-    return t.success;
-  };
+  Trials attempt(&res, probe, on_trial);
 
   double lo = nan, hi = nan;
-  if (attempt(start, "start")) {
-    hi = start;
-    for (int64_t i = 0; i < so.max_expansions; ++i) {
-      const double lr = hi / so.growth;
-      if (!attempt(lr, "down")) {
-        lo = lr;
-        break;
-      }
-      hi = lr;
-    }
-  } else {
-    lo = start;
-    for (int64_t i = 0; i < so.max_expansions; ++i) {
-      const double lr = lo * so.growth;
-      if (attempt(lr, "up")) {
-        hi = lr;
-        break;
-      }
-      lo = lr;
-    }
-  }
+  bracket(so, start, attempt, &lo, &hi);
   if (std::isnan(hi)) {
     res.largest_failing = lo;
     res.message = fmt::format("no learning rate escaped: tried {} up to {:.4g} ({} trials)", start,
@@ -93,26 +144,7 @@ LrSearchResult search_escape_lr(const LrSearchOptions& so, double start,
     }
   res.smallest_escaping = hi;
   res.largest_failing = lo;
-  double chosen = so.margin * hi;
-  // Escape under SGD is random and need not be monotone in the learning rate: check the choice.
-  for (int k = 0; k < 3; ++k) {
-    if (attempt(chosen, "verify")) {
-      res.found = true;
-      res.chosen = chosen;
-      break;
-    }
-    chosen *= so.margin;
-  }
-  if (res.found)
-    res.message = fmt::format(
-        "lr {:.6g} = {} x {:.6g}, the smallest escaping lr found ({}; largest failing {:.6g}), "
-        "after {} trials",
-        res.chosen, so.margin, hi, std::isnan(lo) ? "every lr tried escaped" : "bracketed", lo,
-        res.trials.size());
-  else
-    res.message = fmt::format(
-        "the smallest escaping lr found, {:.6g}, did not escape again at {} x (up to 3 tries)", hi,
-        so.margin);
+  verify(so, lo, hi, attempt, &res);
   return res;
 }
 
@@ -128,10 +160,9 @@ LrSearchResult auto_escape_lr(const ModelFactory& factory, const at::Tensor& the
   EscapeOptions o = base;
   o.runs = so.probe_runs;
   // Unperturbed GD runs are all the same trajectory.
-  if (o.optimizer == EscapeOptimizer::Gd && o.perturb == 0) o.runs = 1;
+  if (o.optimizer == Optimizer::Gd && o.perturb == 0) o.runs = 1;
   if (so.steps > 0) o.steps = so.steps;
   o.stop_at_escape = true;
-  o.keep_final_theta = false;
   escape_detail::Engine engine(factory, theta_star, U, data, o);
   std::vector<int64_t> which(o.runs);
   for (int64_t r = 0; r < o.runs; ++r) which[r] = r;
