@@ -315,8 +315,8 @@ Dataset load_cifar10_test(const CifarOptions& opt, const at::Tensor& mean, const
   const std::string hint =
       fs::exists(in_dir(opt.dir, "test_batch.first1000.bin"))
           ? "only the partial test_batch.first1000.bin is present, which is deliberately not "
-            "used; run data/download_cifar10.sh for the full test split, or set data.test: false"
-          : "the test split is optional; run data/download_cifar10.sh or set data.test: false";
+            "used; run data/download_cifar10.sh for the full test split"
+          : "run data/download_cifar10.sh for the test split";
   const Raw raw = read_split({path}, hint);
   const std::vector<int64_t> rows = rows_of_classes(raw, cm);
   if (rows.empty()) fail("data.classes: {} holds no test samples of {}", path, labels_text(cm));
@@ -385,7 +385,7 @@ std::string check_cifar10_dir(const std::string& dir) {
   if (fs::exists(in_dir(dir, "test_batch.bin")))
     line("test_batch.bin", scan("test_batch.bin", ""), "");
   else
-    out += fmt::format("  {:<26}missing: optional, needed only for data.test: true\n",
+    out += fmt::format("  {:<26}missing: optional, training reads data_batch_1..5 only\n",
                        "test_batch.bin");
   if (fs::exists(in_dir(dir, "test_batch.first1000.bin")))
     line("test_batch.first1000.bin", scan("test_batch.first1000.bin", ""),

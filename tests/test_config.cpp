@@ -111,6 +111,17 @@ TEST(Config, EmptyFileIsAnError) {
   EXPECT_EQ(file.rfind(dir + "/exp.yaml: the file is empty", 0), 0u) << file;
 }
 
+TEST(Config, DataTestIsNoLongerAKey) {
+  // The key was accepted but nothing read it: an old config must not believe it is honoured.
+  const std::string msg =
+      error_of([] { Config::parse("data:\n  source: cifar10\n  test: true\n", "old.yaml"); });
+  EXPECT_NE(msg.find("old.yaml:3: unknown key 'data.test'"), std::string::npos) << msg;
+  Config c = Config::parse("seed: 1\n", "e.yaml");
+  EXPECT_NE(error_of([&] { c.set("data.test=false"); }).find("unknown key 'data.test'"),
+            std::string::npos);
+  EXPECT_EQ(c.to_yaml().find("test:"), std::string::npos);
+}
+
 TEST(Config, MalformedYamlNamesFileAndLine) {
   const std::string msg = error_of([] { Config::parse("seed: 1\ntrain: [1, 2\n", "bad.yaml"); });
   EXPECT_NE(msg.find("bad.yaml:"), std::string::npos) << msg;

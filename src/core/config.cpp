@@ -64,7 +64,6 @@ std::vector<Field> make_schema() {
        0,
        0,
        {"per_channel", "none"}},
-      {"data.test", FT::Bool, "false", "also load the test split (test_batch.bin)"},
       {"data.n", FT::Int, "1000", "gaussian: number of samples", 1, inf},
       {"data.d", FT::Int, "50", "gaussian: input dimension", 1, inf},
       {"data.covariance",
