@@ -253,6 +253,44 @@ std::string class_counts_text(const std::vector<int64_t>& counts) {
   return s;
 }
 
+// A file named in SHA256SUMS: `bytes` holds its contents when the scan has read them already.
+struct Listed {
+  std::string path, expected, bytes;
+  bool read = true;
+};
+
+// Checks `listed` and the files of `unscanned` (name -> digest, hashed from disk) against
+// SHA256SUMS; returns the report's SHA256SUMS line. A listed file that is absent is reported,
+// not an error: SHA256SUMS may list files the user chose not to download.
+std::string verify_sums(const std::string& dir, const std::string& sums_path,
+                        const std::map<std::string, std::string>& unscanned,
+                        std::vector<Listed> listed) {
+  std::vector<std::string> absent;
+  for (const auto& [name, hex] : unscanned) {
+    const std::string path = in_dir(dir, name);
+    if (fs::exists(path))
+      listed.push_back({path, hex, "", false});
+    else
+      absent.push_back(name);
+  }
+  std::vector<std::string> got(listed.size());
+  at::parallel_for(0, static_cast<int64_t>(listed.size()), 1, [&](int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; ++k)
+      got[k] = listed[k].read ? sha256_hex(listed[k].bytes.data(), listed[k].bytes.size())
+                              : file_sha256(listed[k].path);
+  });
+  for (size_t k = 0; k < listed.size(); ++k)
+    if (got[k] != listed[k].expected)
+      fail("{}: sha256 {} does not match {} ({})", listed[k].path, got[k], sums_path,
+           listed[k].expected);
+  std::string out = fmt::format("  {:<26}{} listed file(s) match", "SHA256SUMS", listed.size());
+  if (!absent.empty()) {
+    out += "; listed but absent:";
+    for (const auto& a : absent) out += " " + a;
+  }
+  return out + "\n";
+}
+
 }  // namespace
 
 std::string resolve_data_dir(const std::string& flag) {
@@ -315,8 +353,8 @@ Dataset load_cifar10_test(const CifarOptions& opt, const at::Tensor& mean, const
   const std::string hint =
       fs::exists(in_dir(opt.dir, "test_batch.first1000.bin"))
           ? "only the partial test_batch.first1000.bin is present, which is deliberately not "
-            "used; run data/download_cifar10.sh for the full test split, or set data.test: false"
-          : "the test split is optional; run data/download_cifar10.sh or set data.test: false";
+            "used; run data/download_cifar10.sh for the full test split"
+          : "run data/download_cifar10.sh for the test split";
   const Raw raw = read_split({path}, hint);
   const std::vector<int64_t> rows = rows_of_classes(raw, cm);
   if (rows.empty()) fail("data.classes: {} holds no test samples of {}", path, labels_text(cm));
@@ -338,9 +376,6 @@ std::string check_cifar10_dir(const std::string& dir) {
   std::map<std::string, std::string> sums;
   if (have_sums) sums = read_sha256sums(sums_path);
   // Files listed in SHA256SUMS keep their bytes here and are hashed at the end, in parallel.
-  struct Listed {
-    std::string path, expected, bytes;
-  };
   std::vector<Listed> listed;
 
   std::string out = fmt::format("CIFAR-10 directory {}\n", dir);
@@ -385,7 +420,7 @@ std::string check_cifar10_dir(const std::string& dir) {
   if (fs::exists(in_dir(dir, "test_batch.bin")))
     line("test_batch.bin", scan("test_batch.bin", ""), "");
   else
-    out += fmt::format("  {:<26}missing: optional, needed only for data.test: true\n",
+    out += fmt::format("  {:<26}missing: optional, training reads data_batch_1..5 only\n",
                        "test_batch.bin");
   if (fs::exists(in_dir(dir, "test_batch.first1000.bin")))
     line("test_batch.first1000.bin", scan("test_batch.first1000.bin", ""),
@@ -396,34 +431,7 @@ std::string check_cifar10_dir(const std::string& dir) {
                        "SHA256SUMS");
     return out;
   }
-  std::vector<std::string> absent;
-  for (const auto& [name, hex] : sums) {
-    const std::string path = in_dir(dir, name);
-    if (!fs::exists(path)) {
-      absent.push_back(name);
-      continue;
-    }
-    std::ifstream in(path, std::ios::binary);
-    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (in.bad()) fail("{}: cannot read", path);
-    listed.push_back({path, hex, std::move(bytes)});
-  }
-  std::vector<std::string> got(listed.size());
-  at::parallel_for(0, static_cast<int64_t>(listed.size()), 1, [&](int64_t b, int64_t e) {
-    for (int64_t k = b; k < e; ++k)
-      got[k] = sha256_hex(listed[k].bytes.data(), listed[k].bytes.size());
-  });
-  for (size_t k = 0; k < listed.size(); ++k)
-    if (got[k] != listed[k].expected)
-      fail("{}: sha256 {} does not match {} ({})", listed[k].path, got[k], sums_path,
-           listed[k].expected);
-  out += fmt::format("  {:<26}{} listed file(s) match", "SHA256SUMS", listed.size());
-  if (!absent.empty()) {
-    out += "; listed but absent:";
-    for (const auto& a : absent) out += " " + a;
-  }
-  out += "\n";
-  return out;
+  return out + verify_sums(dir, sums_path, sums, std::move(listed));
 }
 
 }  // namespace ng

@@ -1,3 +1,5 @@
+// Tests of the experiment config: schema defaults, type and range checks, repeated keys, empty
+// files, --set overrides and the resolved YAML of run directories.
 #include <gtest/gtest.h>
 
 #include "src/core/config.h"
@@ -7,8 +9,6 @@
 using ng::Config;
 
 using ngtest::error_of;
-
-namespace {}  // namespace
 
 TEST(Config, DefaultsAndValues) {
   Config c = Config::parse("seed: 3\ntrain:\n  lr: 0.05\n  batch_size: 16\n", "x.yaml");
@@ -52,6 +52,74 @@ TEST(Config, WrongTypesAndRanges) {
   EXPECT_NE(s.find("train: expected a mapping"), std::string::npos) << s;
   const std::string f = error_of([] { Config::parse("seed: 1.5\n", "e.yaml"); });
   EXPECT_NE(f.find("seed: expected an integer"), std::string::npos) << f;
+}
+
+TEST(Config, EnumErrorsListTheChoicesWithoutBounds) {
+  const std::string e = error_of([] { Config::parse("model:\n  name: resnt\n", "e.yaml"); });
+  EXPECT_NE(e.find("e.yaml:2: model.name: expected one of resnet|vgg|cnn|fnn|linear|linear_net|"
+                   "diag_linear|two_layer|toy, got 'resnt'"),
+            std::string::npos)
+      << e;
+  EXPECT_EQ(e.find('['), std::string::npos) << e;
+  // No field but Int and Float has bounds to report.
+  for (const char* bad : {"device=tpu", "model.bias=3", "data.classes=1", "name=[1]"}) {
+    Config c = Config::parse("seed: 1\n", "e.yaml");
+    const std::string m = error_of([&] { c.set(bad); });
+    EXPECT_NE(m.find("expected"), std::string::npos) << bad << ": " << m;
+    EXPECT_EQ(m.find(" in ["), std::string::npos) << m;
+    EXPECT_EQ(m.find(">="), std::string::npos) << m;
+  }
+  const std::string lr = error_of([] { Config::parse("train: {lr: 0}\n", "e.yaml"); });
+  EXPECT_NE(lr.find("train.lr: expected a number > 0, got '0'"), std::string::npos) << lr;
+  const std::string slope = error_of([] { Config::parse("model: {leaky_slope: 2}\n", "e.yaml"); });
+  EXPECT_NE(slope.find("expected a number in [0, 1], got '2'"), std::string::npos) << slope;
+}
+
+TEST(Config, RepeatedKeyNamesBothLines) {
+  const std::string nested = error_of([] {
+    Config::parse("seed: 1\nmodel: {name: cnn}\ntrain:\n  lr: 0.1\n  lr: 0.2\n", "exp.yaml");
+  });
+  EXPECT_EQ(nested, "exp.yaml: train.lr is given twice (lines 4 and 5)");
+  const std::string top = error_of(
+      [] { Config::parse("train:\n  lr: 0.1\nseed: 2\ntrain:\n  max_steps: 5\n", "exp.yaml"); });
+  EXPECT_EQ(top, "exp.yaml: train is given twice (lines 1 and 4)");
+  const std::string leaf = error_of([] { Config::parse("seed: 1\n\nseed: 1\n", "exp.yaml"); });
+  EXPECT_EQ(leaf, "exp.yaml: seed is given twice (lines 1 and 3)");
+  // Flow style too, and the same key in two different sections is no repetition.
+  const std::string flow = error_of([] { Config::parse("data: {n: 5, d: 3, n: 6}\n", "e.yaml"); });
+  EXPECT_EQ(flow, "e.yaml: data.n is given twice (lines 1 and 1)");
+  EXPECT_NO_THROW(Config::parse("model: {name: fnn}\ndata: {source: gaussian}\n", "e.yaml"));
+  const std::string key = error_of([] { Config::parse("seed: 1\n[1, 2]: 3\n", "e.yaml"); });
+  EXPECT_EQ(key, "e.yaml:2: top level: expected a key name, got a list");
+}
+
+TEST(Config, EmptyFileIsAnError) {
+  for (const char* text : {"", "\n\n", "# only a comment\n  # and another\n", "  \t\n"}) {
+    const std::string msg = error_of([&] { Config::parse(text, "exp.yaml"); });
+    EXPECT_EQ(msg.rfind("exp.yaml: the file is empty (expected a YAML mapping", 0), 0u)
+        << "'" << text << "': " << msg;
+  }
+  const std::string null_doc = error_of([] { Config::parse("~\n", "exp.yaml"); });
+  EXPECT_NE(null_doc.find("exp.yaml: expected a mapping of config keys at the top level"),
+            std::string::npos)
+      << null_doc;
+  const std::string list = error_of([] { Config::parse("- 1\n", "exp.yaml"); });
+  EXPECT_NE(list.find("at the top level, got a list"), std::string::npos) << list;
+  const std::string dir = ngtest::temp_dir("config");
+  ngtest::write_file(dir + "/exp.yaml", "# nothing yet\n");
+  const std::string file = error_of([&] { Config::load(dir + "/exp.yaml"); });
+  EXPECT_EQ(file.rfind(dir + "/exp.yaml: the file is empty", 0), 0u) << file;
+}
+
+TEST(Config, DataTestIsNoLongerAKey) {
+  // The key was accepted but nothing read it: an old config must not believe it is honoured.
+  const std::string msg =
+      error_of([] { Config::parse("data:\n  source: cifar10\n  test: true\n", "old.yaml"); });
+  EXPECT_NE(msg.find("old.yaml:3: unknown key 'data.test'"), std::string::npos) << msg;
+  Config c = Config::parse("seed: 1\n", "e.yaml");
+  EXPECT_NE(error_of([&] { c.set("data.test=false"); }).find("unknown key 'data.test'"),
+            std::string::npos);
+  EXPECT_EQ(c.to_yaml().find("test:"), std::string::npos);
 }
 
 TEST(Config, MalformedYamlNamesFileAndLine) {

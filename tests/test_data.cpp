@@ -1,3 +1,6 @@
+// Data tests: SHA-256 digests, the CIFAR-10 reader (indices, labels, normalisation, class
+// selection, damaged files, SHA256SUMS checks), the download script, the Gaussian inputs of the
+// small-scale models and the config's data path.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
@@ -71,6 +74,26 @@ TEST(Sha256, KnownDigests) {
   const std::string million(1000000, 'a');
   EXPECT_EQ(ng::sha256_hex(million.data(), million.size()),
             "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+
+TEST(Sha256, FileDigestMatchesTheBytesAndNamesAnUnreadableFile) {
+  const std::string dir = ngtest::temp_dir("sha");
+  ngtest::write_file(dir + "/abc.txt", "abc");
+  EXPECT_EQ(ng::file_sha256(dir + "/abc.txt"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  ngtest::write_file(dir + "/empty", "");
+  EXPECT_EQ(ng::file_sha256(dir + "/empty"),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  // Larger than one read chunk, not a multiple of it.
+  std::string big(3 * 1000 * 1000 + 7, '\0');
+  for (size_t k = 0; k < big.size(); ++k) big[k] = static_cast<char>((k * 2654435761u) >> 24);
+  ngtest::write_file(dir + "/big.bin", big);
+  EXPECT_EQ(ng::file_sha256(dir + "/big.bin"), ng::sha256_hex(big.data(), big.size()));
+
+  const std::string missing = dir + "/no_such_file.pt";
+  const std::string msg = error_of([&] { ng::file_sha256(missing); });
+  EXPECT_EQ(msg.rfind(missing + ": ", 0), 0u) << msg;
+  EXPECT_EQ(ngtest::count_lines(msg), 0) << msg;
 }
 
 // ---------------------------------------------------------------------------------------------

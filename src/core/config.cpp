@@ -1,3 +1,5 @@
+// The experiment config: its schema (every key, type, default and bound), YAML parsing and
+// checking against it, --set overrides, and the resolved YAML that run directories store.
 #include "src/core/config.h"
 
 #include <yaml-cpp/yaml.h>
@@ -62,7 +64,6 @@ std::vector<Field> make_schema() {
        0,
        0,
        {"per_channel", "none"}},
-      {"data.test", FT::Bool, "false", "also load the test split (test_batch.bin)"},
       {"data.n", FT::Int, "1000", "gaussian: number of samples", 1, inf},
       {"data.d", FT::Int, "50", "gaussian: input dimension", 1, inf},
       {"data.covariance",
@@ -122,9 +123,16 @@ std::string type_name(const Field& f) {
   return "?";
 }
 
+// Bounds exist only for Int and Float; the min/max of other fields are unused placeholders.
 std::string range_text(const Field& f) {
-  if (f.min > -1e299 && f.max < 1e299) return fmt::format(" in [{}, {}]", f.min, f.max);
-  if (f.min > -1e299) return fmt::format(" >= {}", f.min);
+  if (f.type != FT::Int && f.type != FT::Float) return "";
+  const bool low = f.min > -1e299, high = f.max < 1e299;
+  // A tiny positive minimum stands for "strictly positive" (train.lr).
+  const bool positive = f.min > 0 && f.min < 1e-299;
+  if (low && high)
+    return positive ? fmt::format(" in (0, {}]", f.max) : fmt::format(" in [{}, {}]", f.min, f.max);
+  if (low) return positive ? " > 0" : fmt::format(" >= {}", f.min);
+  if (high) return fmt::format(" <= {}", f.max);
   return "";
 }
 
@@ -223,11 +231,31 @@ bool is_section(const std::string& key) {
   return false;
 }
 
+std::string dotted(const std::string& prefix, const std::string& name) {
+  return prefix.empty() ? name : prefix + "." + name;
+}
+
+// yaml-cpp keeps every pair of a mapping, so a repeated key would otherwise let the later value
+// win silently; a typo'd copy-paste of a whole section is as likely as one of a single key.
+void check_keys_unique(const YAML::Node& node, const std::string& prefix, const std::string& file) {
+  std::map<std::string, int> first_line;
+  for (const auto& kv : node) {
+    const int line = kv.first.Mark().line + 1;
+    if (!kv.first.IsScalar())
+      fail("{}:{}: {}: expected a key name, got {}", file, line,
+           prefix.empty() ? "top level" : prefix, node_text(kv.first));
+    const auto [it, fresh] = first_line.emplace(kv.first.Scalar(), line);
+    if (!fresh)
+      fail("{}: {} is given twice (lines {} and {})", file, dotted(prefix, kv.first.Scalar()),
+           it->second, line);
+  }
+}
+
 void walk(const YAML::Node& node, const std::string& prefix, const std::string& file,
           std::map<std::string, Value>& values) {
+  check_keys_unique(node, prefix, file);
   for (const auto& kv : node) {
-    const std::string name = kv.first.as<std::string>();
-    const std::string key = prefix.empty() ? name : prefix + "." + name;
+    const std::string key = dotted(prefix, kv.first.Scalar());
     const std::string where = fmt::format("{}:{}", file, kv.first.Mark().line + 1);
     if (is_section(key)) {
       if (kv.second.IsNull()) continue;  // an empty section keeps the defaults
@@ -270,6 +298,17 @@ std::string value_yaml(const Value& v) {
   return std::visit(V{}, v);
 }
 
+// False for text that is only blank lines and comments.
+bool has_content(const std::string& text) {
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    const auto first = line.find_first_not_of(" \t\r");
+    if (first != std::string::npos && line[first] != '#') return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 const std::vector<Field>& Config::schema() {
@@ -297,10 +336,16 @@ Config Config::parse(const std::string& text, const std::string& origin,
   } catch (const YAML::Exception& e) {
     fail("{}:{}:{}: malformed YAML: {}", origin, e.mark.line + 1, e.mark.column + 1, e.msg);
   }
-  if (!root.IsNull()) {
-    if (!root.IsMap()) fail("{}: expected a mapping of config keys at the top level", origin);
-    walk(root, "", origin, c.values_);
-  }
+  // An empty file is almost always a mistake (wrong path, unsaved editor buffer), not a request
+  // for every default.
+  if (root.IsNull() && !has_content(text))
+    fail(
+        "{}: the file is empty (expected a YAML mapping of experiment settings, see "
+        "experiments/*.yaml)",
+        origin);
+  if (!root.IsMap())
+    fail("{}: expected a mapping of config keys at the top level, got {}", origin, node_text(root));
+  walk(root, "", origin, c.values_);
   for (const auto& o : overrides) c.set(o);
   return c;
 }

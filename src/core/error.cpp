@@ -1,3 +1,4 @@
+// The version strings of error.h, built from the compile definitions CMake sets on this file only.
 #include "src/core/error.h"
 
 namespace ng {
