@@ -284,7 +284,7 @@ TEST(Train, SamplesCsvListsAllSamplesOrTheGivenPositions) {
   d.original_labels = {3, 5, 3, 3};
   EXPECT_EQ(ng::samples_csv(d),
             "position,index,label,class\n0,10,3,1\n1,11,5,0\n2,12,3,1\n3,13,3,1\n");
-  EXPECT_EQ(ng::samples_csv(d, {2, 0}), "position,index,label,class\n2,12,3,1\n0,10,5,0\n");
+  EXPECT_EQ(ng::samples_csv(d, {2, 1}), "position,index,label,class\n2,12,3,1\n1,11,5,0\n");
   ng::Dataset r;  // regression: no labels, no original indices
   r.x = at::zeros({2, 3});
   EXPECT_EQ(ng::samples_csv(r, {1}), "position,index,label,class\n1,1,-1,-1\n");
