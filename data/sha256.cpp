@@ -34,9 +34,7 @@ std::string sha256_hex(const void* data, size_t size) {
   return to_hex(digest, len);
 }
 
-// Weak while src/spectrum/spectrum.cpp still defines its own ng::file_sha256: its definition then
-// wins instead of colliding with this one at link time. Drop the attribute with that copy.
-[[gnu::weak]] std::string file_sha256(const std::string& path) {
+std::string file_sha256(const std::string& path) {
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
   if (!f) fail("{}: cannot open to compute its SHA-256 ({})", path, std::strerror(errno));
   std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);

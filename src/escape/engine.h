@@ -6,12 +6,12 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
-#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
 
 #include "src/curvature/params.h"
 #include "src/escape/escape.h"
+#include "src/io/json.h"
 
 namespace ng::escape_detail {
 
@@ -41,7 +41,7 @@ class Engine {
   // computed and for reloaded runs).
   RunResult summarize(int64_t run, std::vector<TrajectoryPoint> points) const;
   // Everything that determines a run's trajectory (the sweep's escape.json).
-  nlohmann::ordered_json settings() const;
+  json settings() const;
   // Column names of a run's CSV file and its rows.
   std::string csv_header() const;
   std::string to_csv(const RunResult& r) const;

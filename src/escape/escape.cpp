@@ -15,7 +15,6 @@
 #include <exception>
 #include <filesystem>
 #include <mutex>
-#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
 
@@ -25,6 +24,7 @@
 #include "src/curvature/curvature.h"
 #include "src/escape/engine.h"
 #include "src/io/files.h"
+#include "src/io/json.h"
 #include "src/io/rundir.h"
 #include "src/training/sgd.h"
 #include "src/training/train.h"
@@ -450,8 +450,8 @@ std::vector<RunResult> Engine::execute(const std::vector<int64_t>& runs, const E
   return out;
 }
 
-nlohmann::ordered_json Engine::settings() const {
-  nlohmann::ordered_json j;
+json Engine::settings() const {
+  json j;
   j["format"] = "noisegeom-escape-sweep-2";
   j["optimizer"] = optimizer_names().name(opt_.optimizer);
   j["lr"] = opt_.lr;
@@ -536,10 +536,22 @@ std::vector<TrajectoryPoint> Engine::parse_csv(const std::string& path, int64_t 
 
 }  // namespace escape_detail
 
+int64_t default_escape_runs(Optimizer o) {
+  return o == Optimizer::Sgd ? 50 : 1;
+}
+
+namespace {
+EscapeOptions with_runs(EscapeOptions o) {
+  if (o.runs == 0) o.runs = default_escape_runs(o.optimizer);
+  return o;
+}
+}  // namespace
+
 EscapeResult run_escape(const ModelFactory& factory, const at::Tensor& theta_star,
-                        const at::Tensor& U, const Dataset& data, const EscapeOptions& opt,
+                        const at::Tensor& U, const Dataset& data, const EscapeOptions& options,
                         const EscapeHooks& hooks) {
   const auto t0 = std::chrono::steady_clock::now();
+  const EscapeOptions opt = with_runs(options);
   escape_detail::Engine engine(factory, theta_star, U, data, opt);
   std::vector<int64_t> which(opt.runs);
   for (int64_t r = 0; r < opt.runs; ++r) which[r] = r;
@@ -556,31 +568,19 @@ EscapeResult run_escape(const ModelFactory& factory, const at::Tensor& theta_sta
 
 namespace {
 
-// The first key whose value differs between two settings objects (or that only one has); empty
-// when they are equal.
-std::string first_difference(const nlohmann::ordered_json& stored,
-                             const nlohmann::ordered_json& now) {
-  for (const auto& [key, value] : now.items())
-    if (!stored.contains(key) || stored.at(key) != value) return key;
-  for (const auto& [key, value] : stored.items())
-    if (!now.contains(key)) return key;
-  return "";
-}
-
 // Writes dir/escape.json, or checks that the runs already there were made with these settings.
-void check_sweep_settings(const std::string& path, const nlohmann::ordered_json& settings) {
+void check_sweep_settings(const std::string& path, const json& settings) {
   if (!fs::exists(path)) {
-    write_file_atomic(path, settings.dump(2) + "\n");
+    write_json(path, settings);
     return;
   }
-  const auto stored = nlohmann::ordered_json::parse(read_file(path), nullptr,
-                                                    /*allow_exceptions=*/false);
+  const auto stored = json::parse(read_file(path), nullptr, /*allow_exceptions=*/false);
   if (stored.is_discarded() || !stored.is_object())
     fail(
         "{}: not a JSON object (a damaged file?); remove it to start the sweep again, or use "
         "another directory",
         path);
-  const std::string key = first_difference(stored, settings);
+  const std::string key = first_difference(settings, stored);
   if (!key.empty())
     fail(
         "{}: the runs there were made with different settings ({} differs); use the same "
@@ -606,9 +606,10 @@ std::string summary_csv(const std::vector<int64_t>& ks, const std::vector<RunRes
 
 EscapeResult run_escape_sweep(const std::string& dir, const ModelFactory& factory,
                               const at::Tensor& theta_star, const at::Tensor& U,
-                              const Dataset& data, const EscapeOptions& opt,
+                              const Dataset& data, const EscapeOptions& options,
                               const EscapeHooks& hooks) {
   const auto t0 = std::chrono::steady_clock::now();
+  const EscapeOptions opt = with_runs(options);
   escape_detail::Engine engine(factory, theta_star, U, data, opt);
   const fs::path root(dir);
   check_sweep_settings((root / "escape.json").string(), engine.settings());

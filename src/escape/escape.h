@@ -42,15 +42,21 @@ inline std::string to_string(Optimizer o) {
   return optimizer_names().name(o);
 }
 
+// Runs when EscapeOptions::runs is 0: the paper's 50 for SGD; one for GD, which differs from run
+// to run only by the initial perturbation.
+int64_t default_escape_runs(Optimizer o);
+
+// The defaults here are the ones users see (the escape command's --help shows them); 0 marks
+// what a caller must choose: lr (the study searches it), batch (the study takes training's).
 struct EscapeOptions {
   Optimizer optimizer = Optimizer::Sgd;
-  int64_t runs = 1;      // independent trajectories (GD runs differ only by their perturbation)
-  int64_t steps = 1000;  // parameter updates per run
-  double lr = 0.1;       // constant learning rate
-  int64_t batch = 32;    // SGD batch size B (clamped to n)
-  std::vector<int64_t> ks = {1};  // which p_{t,k}, r_{t,k} to record; 1 <= k <= K
-  int64_t log_every = 10;         // steps between logged points (step 0 and the last are logged)
-  double perturb = 0;             // theta_0 = theta* + perturb * N(0, I)
+  int64_t runs = 0;     // independent trajectories; 0: default_escape_runs(optimizer)
+  int64_t steps = 500;  // parameter updates per run
+  double lr = 0;        // constant learning rate (> 0)
+  int64_t batch = 0;    // SGD batch size B (>= 1, clamped to n)
+  std::vector<int64_t> ks = {1, 5, 10, 20};  // which p_{t,k}, r_{t,k} to record; 1 <= k <= K
+  int64_t log_every = 10;  // steps between logged points (step 0 and the last are logged)
+  double perturb = 0;      // theta_0 = theta* + perturb * N(0, I)
   uint64_t seed = 0;
   LossKind loss = LossKind::Mse;  // the paper's square loss, or cross entropy (needs labels)
   int64_t eval_samples = 0;       // size of the fixed loss-evaluation subset; 0: all n samples

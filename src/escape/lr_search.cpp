@@ -163,6 +163,9 @@ LrSearchResult auto_escape_lr(const ModelFactory& factory, const at::Tensor& the
   if (o.optimizer == Optimizer::Gd && o.perturb == 0) o.runs = 1;
   if (so.steps > 0) o.steps = so.steps;
   o.stop_at_escape = true;
+  const double start =
+      so.start > 0 ? so.start : escape_lr_start(base.optimizer, curvature, so.sgd_c);
+  o.lr = start;  // the base's lr is not chosen yet (0); every probe sets its own
   escape_detail::Engine engine(factory, theta_star, U, data, o);
   std::vector<int64_t> which(o.runs);
   for (int64_t r = 0; r < o.runs; ++r) which[r] = r;
@@ -181,8 +184,6 @@ LrSearchResult auto_escape_lr(const ModelFactory& factory, const at::Tensor& the
     t.success = t.escaped >= need;
     return t;
   };
-  const double start =
-      so.start > 0 ? so.start : escape_lr_start(base.optimizer, curvature, so.sgd_c);
   LrSearchResult res = search_escape_lr(so, start, probe, on_trial);
   res.reference = escape_lr_reference(base.optimizer, curvature);
   return res;

@@ -1,3 +1,4 @@
+// Atomic writes, file reads and removal, and torch.save-format tensor files.
 #include "src/io/files.h"
 
 #include <ATen/core/Dict.h>
@@ -57,84 +58,8 @@ bool remove_tree(const std::string& path) {
   return ::nftw(path.c_str(), rm, 16, FTW_DEPTH | FTW_PHYS) == 0;
 }
 
-std::string Json::quote(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20)
-          out += fmt::format("\\u{:04x}", static_cast<int>(c));
-        else
-          out += c;
-    }
-  }
-  return out + "\"";
-}
-
-std::string Json::field(const std::string& text, const std::string& key) {
-  const std::string tag = quote(key) + ": ";
-  const size_t at = text.find(tag);
-  if (at == std::string::npos) return "";
-  const size_t start = at + tag.size();
-  size_t end = text.find('\n', start);
-  if (end == std::string::npos) end = text.size();
-  std::string v = text.substr(start, end - start);
-  if (!v.empty() && v.back() == ',') v.pop_back();
-  return v;
-}
-
-double Json::number_field(const std::string& text, const std::string& key) {
-  const std::string v = field(text, key);
-  char* end = nullptr;
-  const double d = std::strtod(v.c_str(), &end);
-  return v.empty() || *end != '\0' ? NAN : d;
-}
-
-Json& Json::str(const std::string& key, const std::string& v) {
-  items_.emplace_back(key, quote(v));
-  return *this;
-}
-Json& Json::num(const std::string& key, double v) {
-  // JSON has no NaN/Inf; null is what Python's json and pandas read back as missing.
-  items_.emplace_back(key, std::isfinite(v) ? fmt::format("{}", v) : "null");
-  return *this;
-}
-Json& Json::integer(const std::string& key, int64_t v) {
-  items_.emplace_back(key, std::to_string(v));
-  return *this;
-}
-Json& Json::boolean(const std::string& key, bool v) {
-  items_.emplace_back(key, v ? "true" : "false");
-  return *this;
-}
-Json& Json::raw(const std::string& key, const std::string& json) {
-  items_.emplace_back(key, json);
-  return *this;
-}
-
-std::string Json::dump(int indent) const {
-  const std::string pad(indent, ' ');
-  std::string out = "{\n";
-  for (size_t k = 0; k < items_.size(); ++k) {
-    std::string v = items_[k].second;
-    // Indent nested multi-line values one level further.
-    for (size_t p = v.find('\n'); p != std::string::npos; p = v.find('\n', p + 1))
-      v.insert(p + 1, pad);
-    out += pad + quote(items_[k].first) + ": " + v + (k + 1 < items_.size() ? ",\n" : "\n");
-  }
-  return out + "}";
+std::string g17(double v) {
+  return std::isfinite(v) ? fmt::format("{:.17g}", v) : std::string("nan");
 }
 
 void save_ivalue(const std::string& path, const c10::IValue& value) {

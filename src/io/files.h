@@ -1,5 +1,5 @@
 // Output files that never exist half-written: write to a temporary name in the same directory,
-// flush to disk, rename. Also small JSON/CSV helpers and the torch.load-compatible tensor files.
+// flush to disk, rename. Also the torch.load-compatible tensor files (JSON: src/io/json.h).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -17,25 +17,9 @@ std::string read_file(const std::string& path);  // throws ng::Error naming the 
 // Removes a file or directory tree; true if nothing is left. Not std::filesystem::remove_all: the
 // PyTorch wheel's libtorch exports its own copy of it, which crashes when called from our code.
 bool remove_tree(const std::string& path);
-
-// Minimal ordered JSON object writer (values are already-formatted JSON or escaped strings).
-class Json {
- public:
-  Json& str(const std::string& key, const std::string& v);
-  Json& num(const std::string& key, double v);
-  Json& integer(const std::string& key, int64_t v);
-  Json& boolean(const std::string& key, bool v);
-  Json& raw(const std::string& key, const std::string& json);  // nested object or array
-  std::string dump(int indent = 2) const;
-  static std::string quote(const std::string& s);
-  // Reading back what dump() wrote (one key a line): the raw JSON value of the first line holding
-  // `"key": `, "" when absent; as a number, NaN when absent, null or not a number.
-  static std::string field(const std::string& text, const std::string& key);
-  static double number_field(const std::string& text, const std::string& key);
-
- private:
-  std::vector<std::pair<std::string, std::string>> items_;
-};
+// A double as CSV cell that reads back to the same bits (17 significant digits); "nan" when not
+// finite.
+std::string g17(double v);
 
 // Named tensors as a file that Python's torch.load returns as a dict {name: tensor}.
 void save_tensor_dict(const std::string& path,

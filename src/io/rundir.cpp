@@ -1,7 +1,11 @@
+// Run directories: their folder, the names of their files, analysis names, the crash-safe CSV
+// log, and the time helpers of progress lines.
 #include "src/io/rundir.h"
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <ctime>
@@ -25,8 +29,52 @@ std::string RunDir::path(const std::string& name) const {
   return (fs::path(root_) / name).string();
 }
 
-bool RunDir::exists(const std::string& name) const {
-  return fs::exists(path(name));
+std::string RunPaths::file(const char* name) const {
+  return (fs::path(root) / name).string();
+}
+
+std::string RunPaths::spectrum(const std::string& name) const {
+  return (fs::path(root) / run_files::kSpectra / name).string();
+}
+
+std::string RunPaths::escape(const std::string& name) const {
+  return (fs::path(root) / run_files::kEscapes / name).string();
+}
+
+namespace {
+std::vector<std::string> subfolders(const fs::path& dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return out;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    // Half-built analyses (NAME.tmp.PID) are not analyses.
+    if (e.is_directory() && name.find(".tmp.") == std::string::npos &&
+        name.find(".old.") == std::string::npos)
+      out.push_back(name);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+}  // namespace
+
+std::vector<std::string> RunPaths::spectrum_names() const {
+  return subfolders(fs::path(root) / run_files::kSpectra);
+}
+
+std::vector<std::string> RunPaths::escape_names() const {
+  return subfolders(fs::path(root) / run_files::kEscapes);
+}
+
+void check_analysis_name(const std::string& name, const std::string& option) {
+  bool ok = !name.empty() && name.size() <= 100 && name[0] != '.';
+  for (char c : name)
+    ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-');
+  if (!ok)
+    fail(
+        "{}: '{}' is not a usable name (letters, digits, '.', '_' and '-', not starting with "
+        "'.')",
+        option, name);
 }
 
 CsvLog::CsvLog(const std::string& path, const std::string& header, int64_t keep_until_step)

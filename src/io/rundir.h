@@ -1,5 +1,10 @@
 // A run directory is the unit users share and re-plot: resolved config, manifest, sample indices,
-// logs, checkpoints and results. Every file in it is written atomically.
+// logs, checkpoints and the named analyses of its minimum. Every file in it is written
+// atomically. The names of its files and folders live here and nowhere else:
+//
+//   RUN/config.yaml manifest.json samples.csv train_log.csv checkpoint.pt theta.pt   (training)
+//   RUN/spectra/NAME/   one spectrum (src/study/spectrum_files.h)
+//   RUN/escapes/NAME/   one escape sweep (src/study/escape_files.h)
 #pragma once
 
 #include <chrono>
@@ -15,11 +20,36 @@ class RunDir {
   explicit RunDir(std::string root);
   const std::string& root() const { return root_; }
   std::string path(const std::string& name) const;  // root/name
-  bool exists(const std::string& name) const;
 
  private:
   std::string root_;
 };
+
+// File names inside a run directory.
+namespace run_files {
+inline constexpr const char* kConfig = "config.yaml";
+inline constexpr const char* kManifest = "manifest.json";
+inline constexpr const char* kSamples = "samples.csv";
+inline constexpr const char* kTrainLog = "train_log.csv";
+inline constexpr const char* kCheckpoint = "checkpoint.pt";
+inline constexpr const char* kTheta = "theta.pt";
+inline constexpr const char* kSpectra = "spectra";
+inline constexpr const char* kEscapes = "escapes";
+}  // namespace run_files
+
+// Paths of one run directory (nothing is created or checked).
+struct RunPaths {
+  std::string root;
+  std::string file(const char* name) const;             // root/name
+  std::string spectrum(const std::string& name) const;  // root/spectra/NAME
+  std::string escape(const std::string& name) const;    // root/escapes/NAME
+  std::vector<std::string> spectrum_names() const;      // sorted; [] when none
+  std::vector<std::string> escape_names() const;
+};
+
+// An analysis name is one folder name: letters, digits, '.', '_', '-', not starting with '.'.
+// ng::Error naming `option` otherwise.
+void check_analysis_name(const std::string& name, const std::string& option);
 
 // An append-only CSV log that survives crashes row by row, and can be cut back to the rows at or
 // before a step when a run resumes from an older checkpoint.

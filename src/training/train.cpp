@@ -16,7 +16,6 @@
 #include <cmath>
 #include <csignal>
 #include <filesystem>
-#include <nlohmann/json.hpp>
 #include <optional>
 
 #include "data/dataset.h"
@@ -25,6 +24,7 @@
 #include "src/core/error.h"
 #include "src/core/random.h"
 #include "src/io/files.h"
+#include "src/io/json.h"
 #include "src/io/rundir.h"
 #include "src/training/loss.h"
 #include "src/training/sgd.h"
@@ -95,7 +95,7 @@ struct StartPoint {
 StartPoint start_point(const TrainOptions& opt, const Config& cfg, const std::string& name,
                        const std::string& root) {
   StartPoint s;
-  const bool has_run = fs::exists(fs::path(root) / "config.yaml");
+  const bool has_run = fs::exists(fs::path(root) / run_files::kConfig);
   if (!opt.resume) {
     if (has_run)
       fail(
@@ -108,7 +108,7 @@ StartPoint start_point(const TrainOptions& opt, const Config& cfg, const std::st
     fail("{}: nothing to resume (no config.yaml); start the run without --resume", root);
   require_same_config(root, cfg, name, "--resume with a different config",
                       "resume with the same config and --set values");
-  const std::string ck = (fs::path(root) / "checkpoint.pt").string();
+  const std::string ck = (fs::path(root) / run_files::kCheckpoint).string();
   if (!fs::exists(ck)) return s;
   s.checkpoint = load_ivalue(ck);
   if (!s.checkpoint.isGenericDict()) fail("{}: not a noisegeom checkpoint", ck);
@@ -205,14 +205,14 @@ void Trainer::build_model() {
   p_ = count_parameters(*model_);
   if (!start_.checkpoint.isNone())
     load_parameters(*model_, start_.checkpoint.toGenericDict().at("model").toGenericDict(),
-                    (fs::path(root_) / "checkpoint.pt").string());
+                    (fs::path(root_) / run_files::kCheckpoint).string());
 }
 
 void Trainer::open_run_directory() {
   run_dir_.emplace(root_);
   if (!opt_.resume) {
-    write_file_atomic(run_dir_->path("config.yaml"), cfg_.to_yaml());
-    write_file_atomic(run_dir_->path("samples.csv"), samples_csv(data_));
+    write_file_atomic(run_dir_->path(run_files::kConfig), cfg_.to_yaml());
+    write_file_atomic(run_dir_->path(run_files::kSamples), samples_csv(data_));
   }
   loss_kind_ = loss_names().parse(cfg_.s("train.loss"), cfg_.origin() + ": train.loss");
   if (loss_kind_ == LossKind::CrossEntropy && !data_.labels.defined())
@@ -231,14 +231,14 @@ void Trainer::open_run_directory() {
   target_ = cfg_.f("train.target_loss");
   divergence_factor_ = cfg_.f("train.divergence_factor");
   params_ = model_->parameters();
-  log_.emplace(run_dir_->path("train_log.csv"),
+  log_.emplace(run_dir_->path(run_files::kTrainLog),
                "step,epoch,loss,accuracy,batch_loss,lr,wall_seconds,steps_per_second",
                opt_.resume ? start_.step : -1);
   batches_.emplace(n_, batch_, seed_, device_);
 }
 
 void Trainer::write_manifest(const std::string& status, const std::string& message, double wall) {
-  nlohmann::ordered_json j;
+  json j;
   j["tool"] = "noisegeom";
   j["version"] = version();
   j["git_commit"] = git_commit();
@@ -255,7 +255,7 @@ void Trainer::write_manifest(const std::string& status, const std::string& messa
   j["parameter_count"] = p_;
   j["data"] = data_.description;
   j["num_samples"] = n_;
-  j["samples_file"] = "samples.csv";
+  j["samples_file"] = run_files::kSamples;
   j["steps"] = step_;
   j["resumed_from_step"] = opt_.resume ? start_.step : -1;
   j["epochs"] = double(step_) / per_epoch_;
@@ -266,7 +266,7 @@ void Trainer::write_manifest(const std::string& status, const std::string& messa
   j["target_loss"] = target_;
   j["status"] = status;
   j["message"] = message;
-  write_file_atomic(run_dir_->path("manifest.json"), j.dump(2) + "\n");
+  write_json(run_dir_->path(run_files::kManifest), j);
 }
 
 // One row of train_log.csv and, unless quiet, a progress line.
@@ -333,7 +333,8 @@ bool Trainer::stop_now() {
     status_ = "interrupted";
     message_ = fmt::format("interrupted by signal {} at step {}; continue with --resume",
                            g_stop_signal.load(), step_);
-    save_checkpoint(run_dir_->path("checkpoint.pt"), *model_, step_, start_.initial_loss, wall());
+    save_checkpoint(run_dir_->path(run_files::kCheckpoint), *model_, step_, start_.initial_loss,
+                    wall());
     return true;
   }
   return false;
@@ -353,7 +354,8 @@ void Trainer::update() {
   }
   // Only finite parameters become a checkpoint, so a diverged run keeps the last good one.
   if (step_ % ckpt_every_ == 0 && all_finite(*model_)) {
-    save_checkpoint(run_dir_->path("checkpoint.pt"), *model_, step_, start_.initial_loss, wall());
+    save_checkpoint(run_dir_->path(run_files::kCheckpoint), *model_, step_, start_.initial_loss,
+                    wall());
     write_manifest("running", "", wall());
   }
 }
@@ -388,8 +390,9 @@ TrainResult Trainer::finish() {
   const double total = wall();
   if (status_ != "diverged") {
     if (status_ != "interrupted")
-      save_checkpoint(run_dir_->path("checkpoint.pt"), *model_, step_, start_.initial_loss, total);
-    save_tensor_dict(run_dir_->path("theta.pt"), named_params(*model_));
+      save_checkpoint(run_dir_->path(run_files::kCheckpoint), *model_, step_, start_.initial_loss,
+                      total);
+    save_tensor_dict(run_dir_->path(run_files::kTheta), named_params(*model_));
   }
   write_manifest(status_, message_, total);
   if (!opt_.quiet && status_ != "diverged")
@@ -437,12 +440,12 @@ Eval evaluate(NetImpl& model, const at::Tensor& x, const at::Tensor& y, const at
 LoadedRun load_run(const std::string& run_dir, const std::string& data_dir_flag,
                    const std::string& params_file) {
   const fs::path root(run_dir);
-  const std::string cfg_path = (root / "config.yaml").string();
+  const std::string cfg_path = (root / run_files::kConfig).string();
   if (!fs::exists(cfg_path)) fail("{}: not a run directory (no config.yaml)", run_dir);
   LoadedRun r{run_dir, Config::load(cfg_path), {}, nullptr, "cpu", at::kFloat};
   r.data = load_training_data(r.cfg, data_dir_flag);
   // The samples must be the ones the run trained on, or every number computed here is off.
-  const std::string samples_path = (root / "samples.csv").string();
+  const std::string samples_path = (root / run_files::kSamples).string();
   if (fs::exists(samples_path)) {
     if (read_file(samples_path) != samples_csv(r.data))
       fail(
@@ -503,7 +506,7 @@ std::string run_name(const Config& cfg, const std::string& config_path) {
 
 void require_same_config(const std::string& run_dir, Config cfg, const std::string& name,
                          const std::string& what, const std::string& hint) {
-  const std::string stored_path = (fs::path(run_dir) / "config.yaml").string();
+  const std::string stored_path = (fs::path(run_dir) / run_files::kConfig).string();
   Config stored = Config::load(stored_path);
   stored.set("name=" + name);
   cfg.set("name=" + name);

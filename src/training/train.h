@@ -10,6 +10,7 @@
 #include "data/dataset.h"
 #include "models/model.h"
 #include "src/core/config.h"
+#include "src/io/rundir.h"
 #include "src/training/loss.h"
 
 namespace ng {
@@ -57,7 +58,7 @@ struct LoadedRun {
 // run). Errors name the file: a missing run, a config that no longer parses, a parameter file that
 // does not fit the model, training samples that differ from the run's samples.csv.
 LoadedRun load_run(const std::string& run_dir, const std::string& data_dir_flag,
-                   const std::string& params_file = "theta.pt");
+                   const std::string& params_file = run_files::kTheta);
 
 // The mean loss (and accuracy, for labels) over x in eval mode, `batch` samples a pass; the sums
 // stay on the device until the end (one synchronisation).
