@@ -1,0 +1,34 @@
+// The files of one escape sweep, RUN/escapes/NAME/, and their reader beside their writer. The
+// escape library keeps its resumable state there (escape.json: the settings fingerprint,
+// run_NNNN.csv: one finished run each, summary.csv: one row per run); the study adds
+//   result.json       the sweep's record: settings, the spectrum it followed, learning rate and
+//                     its search, escaped and diverged runs, median escape step, median r/|p| at
+//                     escape and mean final p, r per k, curvature at theta*, escape criterion
+//   trajectories.csv  optimizer,run,step,lr,loss,distance,p_k,r_k... (every logged point)
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "src/escape/escape.h"
+#include "src/io/json.h"
+
+namespace ng {
+
+namespace escape_files {
+inline constexpr const char* kRecord = "result.json";
+inline constexpr const char* kTrajectories = "trajectories.csv";
+}  // namespace escape_files
+
+// Every logged point of every run, one row each (full precision).
+std::string trajectories_csv(const std::string& optimizer, double lr,
+                             const std::vector<int64_t>& ks, const std::vector<RunResult>& runs);
+
+void write_escape_record(const std::string& dir, const json& record,
+                         const std::string& trajectories);
+// result.json of a finished sweep; ng::Error naming the file when it is missing or malformed.
+json load_escape_record(const std::string& dir);
+// The record when the sweep has one, else null (a sweep interrupted before its first record).
+json find_escape_record(const std::string& dir);
+
+}  // namespace ng

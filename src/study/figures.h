@@ -1,0 +1,60 @@
+// The paper's figures as recipes of typed jobs: which experiments to train at each scale, which
+// named spectra and escape sweeps to compute on each trained run, and which script in
+// experiments/ draws the figure from those files. reproduce_figure runs a recipe end to end,
+// reusing what is finished and resuming what was interrupted.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "src/study/escape_study.h"
+#include "src/study/spectrum_study.h"
+#include "src/study/study.h"
+
+namespace ng {
+
+struct FigureRun {
+  std::string experiment;  // experiments/<experiment>.yaml; the run goes to OUT/runs/<experiment>
+  std::string label;       // legend or panel title in the plot
+  std::vector<SpectrumRequest> spectra;
+  std::vector<EscapeRequest> escapes;  // after the spectra
+  // The jobs need theta* (a run that stops at its step cap is worth a warning); Figure 2b's
+  // runs are evaluated at random theta and train one step only to set up their run directory.
+  bool needs_minimum = true;
+};
+
+struct Figure {
+  std::string name;
+  std::string summary;      // one line for --help
+  std::string plot_script;  // relative to the project root
+  std::vector<FigureRun> quick, paper;
+  const std::vector<FigureRun>& runs(const std::string& scale) const;
+};
+
+const std::vector<Figure>& figures();
+// ng::Error listing the known figures when there is no such one.
+const Figure& find_figure(const std::string& name);
+
+struct FigureSettings {
+  std::string scale;                         // quick | paper
+  std::string out = ".";                     // runs/ and figures/ go here
+  std::vector<std::string> train_overrides;  // --set key=value for every training config
+  StudyContext ctx;
+};
+
+struct FigureOutcome {
+  int exit_code = 0;                // 0, or training's diverged/interrupted code to stop with
+  std::string png;                  // the figure written
+  std::vector<std::string> report;  // one line per job: what, seconds, computed or reused
+};
+
+// Checks every config and job before the first minute of training is spent.
+void validate_figure(const std::vector<FigureRun>& runs, const FigureSettings& s);
+FigureOutcome reproduce_figure(const Figure& fig, const std::vector<FigureRun>& runs,
+                               const FigureSettings& s);
+
+// Training exit codes beyond 0/1/2.
+constexpr int kExitDiverged = 3;
+constexpr int kExitInterrupted = 130;
+
+}  // namespace ng

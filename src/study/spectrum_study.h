@@ -1,0 +1,38 @@
+// Named spectra of a run: RUN/spectra/NAME/ computed once per settings and reused after. A name
+// holds one computation; asking for other settings under the same name is refused, naming the
+// setting, unless the caller says to replace it.
+#pragma once
+
+#include <string>
+
+#include "src/io/json.h"
+#include "src/spectrum/spectrum.h"
+#include "src/study/spectrum_files.h"
+#include "src/study/study.h"
+
+namespace ng {
+
+struct SpectrumRequest {
+  std::string name = kDefaultSpectrum;
+  SpectrumOptions options;
+};
+
+// Checks name and options without touching any file (recipes are checked before training).
+void validate(const SpectrumRequest& r);
+
+// The settings that determine the numbers. Two requests are equal exactly when they ask for the
+// same computation; defaults stay unresolved (samples=0, tol=0): the run fixes what they become.
+json request_json(const SpectrumOptions& o);
+
+struct SpectrumOutcome {
+  StoredSpectrum spectrum;
+  bool reused = false;  // found with the same settings at the same theta.pt
+};
+
+// Reuses RUN/spectra/NAME when it holds this request at the run's current theta.pt; else computes
+// and writes it. Other settings under the name: ng::Error naming the setting, or, with `replace`,
+// the old spectrum is replaced (reproduce owns its figures' spectra).
+SpectrumOutcome ensure_spectrum(const std::string& run_dir, const SpectrumRequest& r,
+                                const StudyContext& ctx, bool replace = false);
+
+}  // namespace ng
