@@ -2,22 +2,29 @@
 #include <fmt/format.h>
 #include <torch/nn/module.h>
 
+#include <memory>
+
 #include "data/dataset.h"
 #include "models/model.h"
-#include "src/cli/args.h"
 #include "src/cli/commands.h"
+#include "src/cli/options.h"
 #include "src/core/error.h"
+#include "src/study/figures.h"
 #include "src/training/train.h"
 
 namespace ng {
-namespace {}  // namespace
+namespace {
 
-int cmd_models(const std::vector<std::string>& argv) {
-  const Args a = parse_args(argv, {{}, {"--classes", "--input-dim"}, {}}, "models");
-  if (!a.positional.empty()) throw UsageError{"models: unexpected argument " + a.positional[0]};
-  const int64_t classes = a.integer("--classes", 10, 1);
-  const int64_t input_dim = a.integer("--input-dim", 50, 1);
+void print_model_row(const ModelSpec& spec) {
+  try {
+    const Net net = make_model(spec);
+    fmt::print("  {:<12} {:>12}  {}\n", spec.name, count_parameters(*net), net->describe());
+  } catch (const Error& e) {
+    fmt::print("  {:<12} {:>12}  ({})\n", spec.name, "-", e.what());
+  }
+}
 
+int list_models(int64_t classes, int64_t input_dim) {
   fmt::print("The paper's models (Appendix A):\n");
   fmt::print("  {:<11} {:>8} {:>12} {:>12}  {}\n", "model", "classes", "parameters", "paper",
              "architecture");
@@ -30,66 +37,88 @@ int cmd_models(const std::vector<std::string>& argv) {
   }
   fmt::print("\nEvery family at its default configuration, {} classes (vector models: d = {}):\n",
              classes, input_dim);
-  const char* image[] = {"resnet", "vgg", "cnn", "fnn"};
-  const char* vector[] = {"linear", "linear_net", "diag_linear", "two_layer", "toy"};
-  auto row = [&](ModelSpec spec) {
-    try {
-      const Net net = make_model(spec);
-      fmt::print("  {:<12} {:>12}  {}\n", spec.name, count_parameters(*net), net->describe());
-    } catch (const Error& e) {
-      fmt::print("  {:<12} {:>12}  ({})\n", spec.name, "-", e.what());
-    }
-  };
-  for (const char* name : image) {
+  for (const char* name : {"resnet", "vgg", "cnn", "fnn"}) {
     ModelSpec s;
     s.name = name;
     s.num_classes = classes;
-    row(s);
+    print_model_row(s);
   }
-  for (const char* name : vector) {
+  for (const std::string name : {"linear", "linear_net", "diag_linear", "two_layer", "toy"}) {
     ModelSpec s;
     s.name = name;
-    s.num_classes =
-        std::string(name) == "linear" || std::string(name) == "linear_net" ? classes : 1;
-    s.input_dim = std::string(name) == "toy" ? 1 : input_dim;
-    s.hidden = std::string(name) == "linear_net"
-                   ? std::vector<int64_t>{input_dim, input_dim, input_dim}
-               : std::string(name) == "two_layer" ? std::vector<int64_t>{100}
-                                                  : std::vector<int64_t>{};
-    row(s);
+    s.num_classes = name == "linear" || name == "linear_net" ? classes : 1;
+    s.input_dim = name == "toy" ? 1 : input_dim;
+    s.hidden = name == "linear_net"  ? std::vector<int64_t>{input_dim, input_dim, input_dim}
+               : name == "two_layer" ? std::vector<int64_t>{100}
+                                     : std::vector<int64_t>{};
+    print_model_row(s);
   }
+  std::fflush(stdout);
   return 0;
 }
 
-int cmd_data(const std::vector<std::string>& argv) {
-  const Args a = parse_args(argv, {{}, {"--data-dir"}, {}}, "data");
-  if (a.positional.empty() || a.positional[0] != "check")
-    throw UsageError{"data: expected the subcommand 'check'"};
-  if (a.positional.size() > 2) throw UsageError{"data check: expected at most one directory"};
-  const std::string dir =
-      a.positional.size() == 2 ? a.positional[1] : resolve_data_dir(a.get("--data-dir"));
-  fmt::print("{}", check_cifar10_dir(dir));
-  return 0;
+}  // namespace
+
+Command add_models_command(CLI::App& app) {
+  auto* sub = app.add_subcommand("models", "list the models with their parameter counts");
+  sub->footer(
+      wrap("Prints the paper's model configurations with our parameter count next to the paper's, "
+           "then every model family at its default configuration."));
+  auto a = std::make_shared<std::pair<int64_t, int64_t>>(10, 50);
+  sub->add_option("--classes", a->first, "classes C of the model families")
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--input-dim", a->second, "input dimension D of the vector models")
+      ->check(CLI::PositiveNumber);
+  return {sub, [a] { return list_models(a->first, a->second); }};
 }
 
-int cmd_train(const std::vector<std::string>& argv) {
-  const Args a =
-      parse_args(argv, {{"--resume", "--quiet"}, {"--out", "--data-dir"}, {"--set"}}, "train");
-  if (a.positional.size() != 1) throw UsageError{"train: expected exactly one CONFIG file"};
-  TrainOptions opt;
-  opt.config_path = a.positional[0];
-  opt.overrides = a.all("--set");
-  opt.out_dir = a.get("--out");
-  opt.data_dir = a.get("--data-dir");
-  opt.resume = a.has("--resume");
-  opt.quiet = a.has("--quiet");
-  const TrainResult r = train(opt);
-  if (r.status == "diverged") {
-    fmt::print(stderr, "noisegeom: error: {}\n", r.message);
-    return kExitDiverged;
-  }
-  if (r.status == "interrupted") return kExitInterrupted;
-  return 0;
+Command add_data_command(CLI::App& app) {
+  auto* sub = app.add_subcommand("data", "check CIFAR-10 data files");
+  sub->require_subcommand(1);
+  auto* check = sub->add_subcommand("check", "validate a cifar-10-batches-bin directory");
+  check->footer(
+      wrap("Checks record sizes and label bytes and prints per-file class counts. DIR defaults to "
+           "--data-dir, $NOISEGEOM_DATA, then data/cifar-10-batches-bin. Get the data with "
+           "data/download_cifar10.sh."));
+  auto a = std::make_shared<std::pair<std::string, std::string>>();
+  check->add_option("DIR", a->first, "the directory to check");
+  check->add_option("--data-dir", a->second, "CIFAR-10 directory");
+  return {sub, [a] {
+            fmt::print(
+                "{}", check_cifar10_dir(a->first.empty() ? resolve_data_dir(a->second) : a->first));
+            return 0;
+          }};
+}
+
+Command add_train_command(CLI::App& app) {
+  auto* sub = app.add_subcommand("train", "train a model to a minimum with constant-LR SGD");
+  sub->footer(wrap(
+      "Trains the model of the YAML experiment CONFIG with plain SGD (no momentum, weight decay "
+      "or augmentation) until the full training loss is below train.target_loss or "
+      "train.max_steps is reached, writing the run directory (default runs/<name>): "
+      "config.yaml, manifest.json, samples.csv, train_log.csv, checkpoint.pt and theta.pt (a dict "
+      "of named tensors that Python's torch.load reads).\n\nExit status: 0 done (converged or "
+      "step cap), 1 bad input, 2 usage, 3 diverged, 130 interrupted (resume with --resume)."));
+  auto o = std::make_shared<TrainOptions>();
+  sub->add_option("CONFIG", o->config_path, "the YAML experiment")->required();
+  sub->add_option("--set", o->overrides,
+                  "override a config key (checked like the file), e.g. --set train.lr=0.05")
+      ->type_name("KEY=VALUE")
+      ->allow_extra_args(false);
+  sub->add_option("--out", o->out_dir, "run directory (default runs/<name>)");
+  sub->add_flag("--resume", o->resume,
+                "continue an interrupted run from its last checkpoint (same config)");
+  sub->add_option("--data-dir", o->data_dir,
+                  "CIFAR-10 directory (else data.dir, $NOISEGEOM_DATA, data/cifar-10-batches-bin)");
+  sub->add_flag("--quiet", o->quiet, "no progress lines");
+  return {sub, [o] {
+            const TrainResult r = train(*o);
+            if (r.status == "diverged") {
+              fmt::print(stderr, "noisegeom: error: {}\n", r.message);
+              return kExitDiverged;
+            }
+            return r.status == "interrupted" ? kExitInterrupted : 0;
+          }};
 }
 
 }  // namespace ng

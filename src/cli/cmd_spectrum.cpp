@@ -1,85 +1,58 @@
-// spectrum: top-k eigenpairs of G (and Sigma, Sigma0, H) at a run's theta*, alignment metrics.
+// spectrum: a named spectrum of G (and Sigma, Sigma0, H) at a run's theta*, alignment metrics.
 #include <fmt/format.h>
 
-#include <algorithm>
-#include <cctype>
-#include <cmath>
+#include <memory>
 
-#include "src/cli/args.h"
 #include "src/cli/commands.h"
-#include "src/core/error.h"
-#include "src/spectrum/spectrum.h"
+#include "src/cli/options.h"
+#include "src/study/spectrum_study.h"
 
 namespace ng {
 namespace {
 
-// G, Sigma, Sigma0, H as written in the output files; lower-case spellings and "hessian" too.
-std::string canonical_matrix(const std::string& s) {
-  std::string l = s;
-  std::transform(l.begin(), l.end(), l.begin(), [](unsigned char c) { return std::tolower(c); });
-  if (l == "g") return "G";
-  if (l == "sigma" || l == "sigma1") return "Sigma";
-  if (l == "sigma0") return "Sigma0";
-  if (l == "h" || l == "hessian") return "H";
-  fail("--matrices: unknown matrix '{}' (expected G, Sigma, Sigma0 or H)", s);
-}
+struct SpectrumArgs {
+  std::string run_dir;
+  SpectrumRequest request;
+  StudyContext ctx;
+  bool replace = false;
+};
 
-const ArgSpec kSpectrumArgs = {
-    {"--quiet"},
-    {"--k", "--matrices", "--estimator", "--samples", "--solver", "--dtype", "--theta", "--seed",
-     "--batch-size", "--ncv", "--tol", "--maxit", "--probes", "--residuals", "--data-dir"},
-    {}};
+int run(const SpectrumArgs& a) {
+  const SpectrumOutcome out = ensure_spectrum(a.run_dir, a.request, a.ctx, a.replace);
+  const StoredSpectrum& s = out.spectrum;
+  fmt::print(
+      "{}: lambda_1 {:.6g}, loss {:.4g}, mu {:.4g}, srk(G) {:.4g}, |G|_F {:.4g}, max residual "
+      "{:.2e} -> {}{}\n",
+      a.run_dir, s.lambda(1), s.number("loss"), s.number("mu"), s.number("srk_G"),
+      s.number("frobenius_G"), s.number("max_residual"), s.dir,
+      out.reused ? " (reused: same settings at the same theta.pt)" : "");
+  return 0;
+}
 
 }  // namespace
 
-SpectrumOptions parse_spectrum_options(const std::vector<std::string>& argv,
-                                       std::vector<std::string>* positional) {
-  const Args a = parse_args(argv, kSpectrumArgs, "spectrum");
-  if (positional) *positional = a.positional;
-  SpectrumOptions o;
-  o.k = a.integer("--k", o.k, 1);
-  if (a.values.count("--matrices")) {
-    o.matrices.clear();
-    const std::string list = a.get("--matrices");
-    size_t start = 0;
-    while (true) {
-      const size_t comma = list.find(',', start);
-      const std::string item = list.substr(start, comma - start);
-      if (!item.empty()) o.matrices.push_back(canonical_matrix(item));
-      if (comma == std::string::npos) break;
-      start = comma + 1;
-    }
-  }
-  o.estimator = a.get("--estimator", o.estimator);
-  if (o.estimator == "per_sample") o.estimator = "per-sample";
-  o.samples = a.integer("--samples", 0, 2);
-  o.solver = a.get("--solver", o.solver);
-  o.dtype = a.get("--dtype", o.dtype);
-  o.theta = a.get("--theta", o.theta);
-  o.seed = static_cast<uint64_t>(a.integer("--seed", 0, 0));
-  o.batch_size = a.integer("--batch-size", o.batch_size, 1);
-  o.ncv = a.integer("--ncv", 0, 1);
-  o.tol = a.number("--tol", 0, true);
-  o.maxit = a.integer("--maxit", o.maxit, 1);
-  o.probes = a.integer("--probes", o.probes, 2);
-  o.residuals = a.get("--residuals", o.residuals);
-  o.data_dir = a.get("--data-dir");
-  o.quiet = a.has("--quiet");
-  validate_spectrum_options(o);
-  return o;
-}
-
-int cmd_spectrum(const std::vector<std::string>& argv) {
-  std::vector<std::string> pos;
-  const SpectrumOptions o = parse_spectrum_options(argv, &pos);
-  if (pos.size() != 1) throw UsageError{"spectrum: expected exactly one RUN_DIR"};
-  const SpectrumResult r = run_spectrum(pos[0], o);
-  fmt::print(
-      "{}: lambda_1 {:.6g}, loss {:.4g}, mu {:.4g}, srk(G) {:.4g}, |G|_F {:.4g}, "
-      "g_1 {:.4g}, max residual {:.2e} -> {}\n",
-      pos[0], r.lambda.front(), r.loss, r.mu, r.srk_g, r.frob_g, r.g.front(), r.max_residual,
-      r.out_dir);
-  return 0;
+Command add_spectrum_command(CLI::App& app) {
+  auto* sub =
+      app.add_subcommand("spectrum", "top-k eigenpairs of G and Sigma at theta*, alignment");
+  sub->footer(wrap(
+      "Top-k eigenpairs of the Gauss-Newton matrix G at the run's theta.pt, the noise energy "
+      "along them (alpha_k = u_k^T Sigma u_k / 2L, g_k = alpha_k / lambda_k), the loss alignment "
+      "mu and srk(G), srk(G^2), |G|_F; with --matrices, also the top-k spectra of Sigma, Sigma0, "
+      "H. Writes RUN_DIR/spectra/NAME/ (built beside it and renamed into place): eigenvalues.csv "
+      "(matrix,index,eigenvalue,residual), alignment.csv (k,lambda,alpha,g), eigenvectors.pt "
+      "(torch.load -> {'U': p x k, 'eigenvalues', 'parameter_names', 'parameter_numels'}; rows in "
+      "named_parameters() order), summary.json, samples.csv (the samples used). The same settings "
+      "again reuse the spectrum; other settings under the same name are refused unless "
+      "--replace."));
+  auto a = std::make_shared<SpectrumArgs>();
+  sub->add_option("RUN_DIR", a->run_dir, "a trained run directory")->required();
+  add_spectrum_options(*sub, a->request);
+  sub->add_flag("--replace", a->replace,
+                "replace a spectrum of the same name made with other settings");
+  sub->add_option("--data-dir", a->ctx.data_dir,
+                  "CIFAR-10 directory (else the run's data.dir, $NOISEGEOM_DATA, ...)");
+  sub->add_flag("--quiet", a->ctx.quiet, "no progress lines");
+  return {sub, [a] { return run(*a); }};
 }
 
 }  // namespace ng

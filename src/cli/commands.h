@@ -1,36 +1,25 @@
-// Subcommands of the `noisegeom` CLI. Each returns the process exit code; ng::Error propagates to
-// main, which prints it as one line and exits 1; UsageError exits 2.
+// The subcommands of `noisegeom`. Each add_* defines its options on a CLI11 subcommand of `app`
+// (its --help is generated from them) and returns what runs it once the arguments are parsed:
+// turning them into a request, calling the study or training library, printing. ng::Error
+// propagates to main, which prints it as one line and exits 1.
 #pragma once
 
-#include <string>
-#include <vector>
+#include <CLI/CLI.hpp>
+#include <functional>
 
 namespace ng {
 
 struct Command {
-  const char* name;
-  const char* summary;
-  const char* help;  // full --help text
-  int (*run)(const std::vector<std::string>& args);
+  CLI::App* app;             // the subcommand
+  std::function<int()> run;  // its work, once parsed; returns the exit code
 };
 
-int cmd_models(const std::vector<std::string>& args);
-int cmd_data(const std::vector<std::string>& args);
-int cmd_train(const std::vector<std::string>& args);
-int cmd_spectrum(const std::vector<std::string>& args);
-int cmd_reproduce(const std::vector<std::string>& args);
-int cmd_escape(const std::vector<std::string>& args);
-// Checks escape options (no RUN_DIR) as cmd_escape would; throws ng::Error / UsageError.
-void check_escape_args(const std::vector<std::string>& args);
-
-// spectrum's options as on its command line (RUN_DIR goes to `positional`); `reproduce` parses
-// the spectrum jobs of its figure table with it, so they are checked exactly like the CLI's.
-struct SpectrumOptions;
-SpectrumOptions parse_spectrum_options(const std::vector<std::string>& argv,
-                                       std::vector<std::string>* positional);
-
-// Exit codes beyond 0/1/2.
-constexpr int kExitDiverged = 3;
-constexpr int kExitInterrupted = 130;
+Command add_models_command(CLI::App& app);
+Command add_data_command(CLI::App& app);
+Command add_train_command(CLI::App& app);
+Command add_spectrum_command(CLI::App& app);
+Command add_escape_command(CLI::App& app);
+Command add_show_command(CLI::App& app);
+Command add_reproduce_command(CLI::App& app);
 
 }  // namespace ng
