@@ -13,6 +13,7 @@
 
 #include "src/io/files.h"
 #include "src/io/json.h"
+#include "src/study/escape_files.h"
 #include "src/study/escape_study.h"
 #include "tests/testing.h"
 
@@ -173,7 +174,7 @@ TEST(EscapeCli, NamedSweepEndToEndAndShow) {
                     &log),
             0)
       << log;
-  EXPECT_NE(log.find("b8 -> "), std::string::npos) << log;  // the summary line on stdout
+  EXPECT_NE(log.find("runs escaped, lr 0.1 -> "), std::string::npos) << log;  // on stdout
   EXPECT_NE(log.find("run 1 done"), std::string::npos) << log;  // progress on stderr
   EXPECT_TRUE(fs::exists(run + "/escapes/b8/result.json"));
   // The same name with another setting is refused, naming the setting.
@@ -185,9 +186,9 @@ TEST(EscapeCli, NamedSweepEndToEndAndShow) {
   EXPECT_NE(log.find("steps differs"), std::string::npos) << log;
   EXPECT_EQ(ngtest::count_lines(log), 1) << log;
   ASSERT_EQ(run_cli("show " + ngtest::quote(run), &log), 0) << log;
-  for (const char* s : {"training: max_steps", "spectra (1):", "default", "k=4", "lambda_1",
-                        "escapes (1):", "b8", "optimizer=sgd runs=2 steps=10 batch=8",
-                        "median r/|p| at escape: k=1"})
+  for (const char* s :
+       {"training: max_steps", "spectra (1):", "default", "k=4", "lambda_1", "escapes (1):", "b8",
+        "optimizer=sgd runs=2 steps=10 batch=8", "median r/|p| at escape: k=1"})
     EXPECT_NE(log.find(s), std::string::npos) << s << "\n" << log;
   EXPECT_EQ(run_cli("show " + ngtest::quote(run + "/nope"), &log), 1);
   EXPECT_EQ(ngtest::count_lines(log), 1) << log;

@@ -1,6 +1,6 @@
-// The spectrum and reproduce commands as a user runs them, checked against the library and
-// against each other: files, residuals, per-sample vs exact, alignment.csv vs eigenvalues.csv,
-// eigenvectors.pt in Python, bad input, and reproduce's reuse of finished work.
+// Spectra checked against the library's operators and against each other: files, residuals,
+// per-sample vs exact, alignment.csv vs eigenvalues.csv, eigenvectors.pt in Python; the spectrum
+// command's end-to-end path, argument handling and bad input; reproduce's reuse of finished work.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -13,7 +13,8 @@
 #include "src/curvature/curvature.h"
 #include "src/eigen/eigensolver.h"
 #include "src/io/files.h"
-#include "src/spectrum/spectrum.h"
+#include "src/io/json.h"
+#include "src/study/spectrum_study.h"
 #include "src/training/train.h"
 #include "tests/testing.h"
 
@@ -76,22 +77,50 @@ std::unique_ptr<ng::CurvatureOperator> library_operator(ng::LoadedRun& run,
                                                  run.data.targets.index_select(0, idx), o);
 }
 
+// The spectrum NAME of `run` with the options `set` gives, through the study layer; its folder.
+std::string spectrum(const std::string& run, const std::string& name,
+                     const std::function<void(ng::SpectrumOptions&)>& set) {
+  ng::SpectrumRequest r;
+  r.name = name;
+  set(r.options);
+  return ng::ensure_spectrum(run, r, {"", true}).spectrum.dir;
+}
+
+double summary_number(const std::string& dir, const std::string& key) {
+  return ng::read_json(dir + "/summary.json").at(key).get<double>();
+}
+
+std::string summary_string(const std::string& dir, const std::string& key) {
+  return ng::read_json(dir + "/summary.json").at(key).get<std::string>();
+}
+
 }  // namespace
 
 TEST(Spectrum, WritesEveryFileAndAgreesWithTheLibrary) {
   const std::string run = copy_run("files");
   std::string log;
+  // The one end-to-end path of the command: files, progress lines, the printed summary.
   ASSERT_EQ(run_cli("spectrum " + ngtest::quote(run) + " --k 6 --matrices G,Sigma,Sigma0,H", &log),
             0)
       << log;
-  const std::string dir = run + "/spectrum";
+  const std::string dir = run + "/spectra/default";
   for (const char* f :
        {"eigenvalues.csv", "alignment.csv", "eigenvectors.pt", "summary.json", "samples.csv"})
     EXPECT_TRUE(fs::exists(dir + "/" + f)) << f;
-  for (const auto& e : fs::directory_iterator(run))
-    EXPECT_EQ(e.path().filename().string().find("spectrum."), std::string::npos) << e.path();
-  // Progress went to stderr: phases, matvecs and seconds.
+  for (const auto& e : fs::directory_iterator(run + "/spectra"))
+    EXPECT_EQ(e.path().filename().string(), "default") << e.path();
+  // Progress went to stderr: phases, matvecs and seconds; the summary line names the folder.
   EXPECT_NE(log.find("matvecs"), std::string::npos) << log;
+  EXPECT_NE(log.find("-> " + dir), std::string::npos) << log;
+  // The same command again reuses the spectrum; other settings under the name are refused.
+  ASSERT_EQ(run_cli("spectrum " + ngtest::quote(run) + " --k 6 --matrices G,Sigma,Sigma0,H --quiet",
+                    &log),
+            0)
+      << log;
+  EXPECT_NE(log.find("reused"), std::string::npos) << log;
+  EXPECT_EQ(run_cli("spectrum " + ngtest::quote(run) + " --k 5 --quiet", &log), 1) << log;
+  EXPECT_NE(log.find("k differs"), std::string::npos) << log;
+  EXPECT_EQ(ngtest::count_lines(log), 1) << log;
 
   const auto eig = ngtest::read_csv(dir + "/eigenvalues.csv");
   for (const char* m : {"G", "Sigma", "Sigma0", "H"}) {
@@ -147,20 +176,21 @@ TEST(Spectrum, WritesEveryFileAndAgreesWithTheLibrary) {
 
 TEST(Spectrum, PerSampleAndExactAgreeOnTheSameSamples) {
   const std::string run = copy_run("estimators");
-  std::string log;
-  ASSERT_EQ(
-      run_cli("spectrum " + ngtest::quote(run) + " --k 5 --samples 16 --seed 4 --quiet", &log), 0)
-      << log;
-  const auto per = ngtest::read_csv(run + "/spectrum/eigenvalues.csv");
-  const std::string per_samples = ngtest::read_file(run + "/spectrum/samples.csv");
-  const std::string per_summary = ngtest::read_file(run + "/spectrum/summary.json");
-  ASSERT_EQ(run_cli("spectrum " + ngtest::quote(run) +
-                        " --k 5 --samples 16 --seed 4 --estimator exact --probes 100 --quiet",
-                    &log),
-            0)
-      << log;
-  const auto ex = ngtest::read_csv(run + "/spectrum/eigenvalues.csv");
-  EXPECT_EQ(ngtest::read_file(run + "/spectrum/samples.csv"), per_samples);
+  auto common = [](ng::SpectrumOptions& o) {
+    o.k = 5;
+    o.samples = 16;
+    o.seed = 4;
+  };
+  const std::string per_dir = spectrum(run, "per", common);
+  const auto per = ngtest::read_csv(per_dir + "/eigenvalues.csv");
+  const std::string per_samples = ngtest::read_file(per_dir + "/samples.csv");
+  const std::string ex_dir = spectrum(run, "exact", [&](ng::SpectrumOptions& o) {
+    common(o);
+    o.estimator = ng::Estimator::Exact;
+    o.probes = 100;
+  });
+  const auto ex = ngtest::read_csv(ex_dir + "/eigenvalues.csv");
+  EXPECT_EQ(ngtest::read_file(ex_dir + "/samples.csv"), per_samples);
   EXPECT_EQ(ngtest::count_lines(per_samples), 17);
   for (const char* m : {"G", "Sigma"}) {
     const auto a = column(per, "eigenvalue", m), b = column(ex, "eigenvalue", m);
@@ -169,94 +199,87 @@ TEST(Spectrum, PerSampleAndExactAgreeOnTheSameSamples) {
     for (int j = 0; j < 5; ++j) EXPECT_LT(rel(b[j], a[j]), 1e-8) << m << " " << j;
     for (double r : column(ex, "residual", m)) EXPECT_LT(r, 1e-6) << m;
   }
-  const std::string summary = ngtest::read_file(run + "/spectrum/summary.json");
-  EXPECT_NE(summary.find("\"solver\": \"lanczos\""), std::string::npos) << summary;
-  EXPECT_NE(summary.find("\"metrics_method\": \"hutchinson\""), std::string::npos) << summary;
+  EXPECT_EQ(summary_string(ex_dir, "solver"), "lanczos");
+  EXPECT_EQ(summary_string(ex_dir, "metrics_method"), "hutchinson");
   // mu: exact from the Gram blocks vs a Hutchinson estimate with its standard error.
-  auto number = [](const std::string& s, const std::string& key) {
-    const size_t at = s.find("\"" + key + "\": ");
-    return std::stod(s.substr(at + key.size() + 4));
-  };
-  const double mu_exact = number(per_summary, "mu"), mu_est = number(summary, "mu"),
-               se = number(summary, "mu_se");
+  const double mu_exact = summary_number(per_dir, "mu"), mu_est = summary_number(ex_dir, "mu"),
+               se = summary_number(ex_dir, "mu_se");
   EXPECT_GT(se, 0);
   EXPECT_LT(std::fabs(mu_est - mu_exact), 5 * se + 1e-9) << mu_exact << " " << mu_est << " " << se;
-  EXPECT_EQ(number(per_summary, "mu_se"), 0);
-  EXPECT_LT(rel(number(summary, "loss"), number(per_summary, "loss")), 1e-12);
+  EXPECT_EQ(summary_number(per_dir, "mu_se"), 0);
+  EXPECT_LT(rel(summary_number(ex_dir, "loss"), summary_number(per_dir, "loss")), 1e-12);
 }
 
 TEST(Spectrum, Float32LanczosAndRandomTheta) {
   const std::string run = copy_run("variants");
-  std::string log;
-  ASSERT_EQ(run_cli("spectrum " + ngtest::quote(run) + " --k 4 --quiet", &log), 0) << log;
-  const auto base = ngtest::read_csv(run + "/spectrum/eigenvalues.csv");
+  const auto k4 = [](ng::SpectrumOptions& o) { o.k = 4; };
+  const auto base = ngtest::read_csv(spectrum(run, "base", k4) + "/eigenvalues.csv");
 
   // float32: residuals below 1e-3 and the same spectrum to float32 accuracy.
-  ASSERT_EQ(run_cli("spectrum " + ngtest::quote(run) + " --k 4 --dtype float32 --quiet", &log), 0)
-      << log;
-  const auto f32 = ngtest::read_csv(run + "/spectrum/eigenvalues.csv");
+  const auto f32 = ngtest::read_csv(spectrum(run, "f32",
+                                             [&](ng::SpectrumOptions& o) {
+                                               k4(o);
+                                               o.dtype = at::kFloat;
+                                             }) +
+                                    "/eigenvalues.csv");
   for (double r : column(f32, "residual")) EXPECT_LT(r, 1e-3);
   for (int j = 0; j < 4; ++j)
     EXPECT_LT(rel(column(f32, "eigenvalue", "G")[j], column(base, "eigenvalue", "G")[j]), 1e-4);
 
   // Lanczos on the per-sample operator agrees with the Gram solver.
-  ASSERT_EQ(run_cli("spectrum " + ngtest::quote(run) + " --k 4 --solver lanczos --quiet", &log), 0)
-      << log;
-  const auto lz = ngtest::read_csv(run + "/spectrum/eigenvalues.csv");
+  const std::string lz_dir = spectrum(run, "lanczos", [&](ng::SpectrumOptions& o) {
+    k4(o);
+    o.solver = "lanczos";
+  });
+  const auto lz = ngtest::read_csv(lz_dir + "/eigenvalues.csv");
   for (int j = 0; j < 4; ++j)
     EXPECT_LT(rel(column(lz, "eigenvalue", "G")[j], column(base, "eigenvalue", "G")[j]), 1e-8);
-  EXPECT_NE(ngtest::read_file(run + "/spectrum/summary.json").find("\"solver\": \"lanczos\""),
-            std::string::npos);
+  EXPECT_EQ(summary_string(lz_dir, "solver"), "lanczos");
   // Residuals from the Lanczos relation: the same pairs, residuals that agree with the explicit
   // ones where they are above rounding, and the top pair checked explicitly.
-  ASSERT_EQ(run_cli("spectrum " + ngtest::quote(run) +
-                        " --k 4 --solver lanczos --residuals krylov --tol 1e-6 --quiet",
-                    &log),
-            0)
-      << log;
-  const auto kr = ngtest::read_csv(run + "/spectrum/eigenvalues.csv");
+  const std::string kr_dir = spectrum(run, "krylov", [&](ng::SpectrumOptions& o) {
+    k4(o);
+    o.solver = "lanczos";
+    o.residuals = "krylov";
+    o.tol = 1e-6;
+  });
+  const auto kr = ngtest::read_csv(kr_dir + "/eigenvalues.csv");
   for (int j = 0; j < 4; ++j)
     EXPECT_LT(rel(column(kr, "eigenvalue", "G")[j], column(base, "eigenvalue", "G")[j]), 1e-5);
   for (double r : column(kr, "residual")) EXPECT_LT(r, 1e-6);
-  const std::string ks = ngtest::read_file(run + "/spectrum/summary.json");
-  EXPECT_NE(ks.find("\"residuals\": \"krylov\""), std::string::npos) << ks;
-  EXPECT_LT(ng::Json::number_field(ks.substr(ks.find("\"explicit_residual_check\"")),
-                                   "explicit_residual_check"),
-            1e-6)
-      << ks;
-  EXPECT_NE(ks.find("residuals=krylov"), std::string::npos);  // part of the reuse request
-  EXPECT_EQ(run_cli("spectrum " + ngtest::quote(run) + " --k 4 --residuals implicit", &log), 1);
-  EXPECT_NE(log.find("--residuals"), std::string::npos) << log;
+  const ng::json ks = ng::read_json(kr_dir + "/summary.json");
+  EXPECT_EQ(ks["spectra"]["G"]["residuals"], "krylov") << ks.dump();
+  EXPECT_LT(ks["spectra"]["G"]["explicit_residual_check"].get<double>(), 1e-6) << ks.dump();
+  EXPECT_EQ(ks["request"]["residuals"], "krylov");  // part of the reuse request
 
   // theta ~ N(0, I): another point altogether, the same one for the same seed.
-  ASSERT_EQ(
-      run_cli("spectrum " + ngtest::quote(run) + " --k 4 --theta random --seed 2 --quiet", &log), 0)
-      << log;
-  const auto r1 = ngtest::read_csv(run + "/spectrum/eigenvalues.csv");
-  const std::string summary = ngtest::read_file(run + "/spectrum/summary.json");
-  EXPECT_NE(summary.find("\"theta\": \"random\""), std::string::npos);
+  auto random = [&](ng::SpectrumOptions& o) {
+    k4(o);
+    o.theta = "random";
+    o.seed = 2;
+  };
+  const std::string r_dir = spectrum(run, "random", random);
+  const auto r1 = ngtest::read_csv(r_dir + "/eigenvalues.csv");
+  EXPECT_EQ(summary_string(r_dir, "theta"), "random");
   const double lam_rand = column(r1, "eigenvalue", "G")[0];
   const double lam_trained = column(base, "eigenvalue", "G")[0];
   EXPECT_GT(lam_rand, 100 * lam_trained) << lam_rand << " vs " << lam_trained;
   for (double r : column(r1, "residual")) EXPECT_LT(r, 1e-6);
-  ASSERT_EQ(
-      run_cli("spectrum " + ngtest::quote(run) + " --k 4 --theta random --seed 2 --quiet", &log),
-      0);
-  EXPECT_EQ(column(ngtest::read_csv(run + "/spectrum/eigenvalues.csv"), "eigenvalue"),
-            column(r1, "eigenvalue"));
+  EXPECT_EQ(
+      column(ngtest::read_csv(spectrum(run, "random2", random) + "/eigenvalues.csv"), "eigenvalue"),
+      column(r1, "eigenvalue"));
 }
 
 TEST(Spectrum, EigenvectorsAreReadableByPythonTorchLoad) {
   if (!python_has("torch"))
     GTEST_SKIP() << "Python's torch is not installed (scripts/setup.sh installs python3-torch)";
   const std::string run = copy_run("python");
-  std::string log;
-  ASSERT_EQ(run_cli("spectrum " + ngtest::quote(run) + " --k 5 --quiet", &log), 0) << log;
+  spectrum(run, "default", [](ng::SpectrumOptions& o) { o.k = 5; });
   const std::string script = run + "/check.py";
   ngtest::write_file(
       script,
       "import csv, sys, torch\n"
-      "d = torch.load(sys.argv[1] + '/spectrum/eigenvectors.pt')\n"
+      "d = torch.load(sys.argv[1] + '/spectra/default/eigenvectors.pt')\n"
       "theta = torch.load(sys.argv[1] + '/theta.pt')\n"
       "U, lam = d['U'], d['eigenvalues']\n"
       "p = sum(v.numel() for v in theta.values())\n"
@@ -265,7 +288,7 @@ TEST(Spectrum, EigenvectorsAreReadableByPythonTorchLoad) {
       "assert list(d['parameter_numels']) == [v.numel() for v in theta.values()]\n"
       "err = (U.T @ U - torch.eye(5, dtype=torch.float64)).abs().max().item()\n"
       "assert err < 1e-10, err\n"
-      "rows = [r for r in csv.DictReader(open(sys.argv[1] + '/spectrum/eigenvalues.csv'))\n"
+      "rows = [r for r in csv.DictReader(open(sys.argv[1] + '/spectra/default/eigenvalues.csv'))\n"
       "        if r['matrix'] == 'G']\n"
       "assert [float(r['eigenvalue']) for r in rows] == lam.tolist()\n"
       "print('ok')\n");
@@ -274,7 +297,7 @@ TEST(Spectrum, EigenvectorsAreReadableByPythonTorchLoad) {
       0);
 }
 
-// Each bad input: exit 1, one line naming the file or option, and no spectrum/ directory.
+// Each bad input: exit 1, one line naming the file or option, and no spectra/ directory.
 TEST(Spectrum, BadInputGivesOneLineErrorsAndNoOutput) {
   const std::string run = copy_run("bad");
   const std::string misfit = copy_run("misfit");
@@ -311,15 +334,18 @@ TEST(Spectrum, BadInputGivesOneLineErrorsAndNoOutput) {
                                                                                    << log;
     EXPECT_NE(log.find(c.expect), std::string::npos) << c.args << "\n" << log;
     EXPECT_EQ(ngtest::count_lines(log), 1) << c.args << "\n" << log;
-    EXPECT_FALSE(fs::exists(c.dir + "/spectrum")) << c.args;
+    EXPECT_FALSE(fs::exists(c.dir + "/spectra")) << c.args;
   }
   for (const auto& e : fs::directory_iterator(run))
-    EXPECT_EQ(e.path().filename().string().find("spectrum"), std::string::npos) << e.path();
+    EXPECT_EQ(e.path().filename().string().find("spectr"), std::string::npos) << e.path();
   std::string log;
+  EXPECT_EQ(run_cli("spectrum " + ngtest::quote(run) + " --name ../up", &log), 1);
+  EXPECT_NE(log.find("--name"), std::string::npos) << log;
   EXPECT_EQ(run_cli("spectrum " + ngtest::quote(run) + " --bogus 1", &log), 2);
   EXPECT_NE(log.find("--bogus"), std::string::npos) << log;
   EXPECT_EQ(run_cli("spectrum --help", &log), 0);
   EXPECT_NE(log.find("eigenvectors.pt"), std::string::npos);
+  EXPECT_NE(log.find("--name TEXT"), std::string::npos) << log;  // generated, defaults shown
 }
 
 TEST(Reproduce, RunsTheWholePipelineAndReusesFinishedWork) {
@@ -340,27 +366,27 @@ TEST(Reproduce, RunsTheWholePipelineAndReusesFinishedWork) {
                                          out + "/runs/quick_fig5_vgg"};
   for (const auto& r : runs) {
     EXPECT_TRUE(fs::exists(r + "/theta.pt")) << r;
-    EXPECT_EQ(column(ngtest::read_csv(r + "/spectrum/alignment.csv"), "k").size(), 3u) << r;
-    EXPECT_NE(ngtest::read_file(r + "/spectrum/summary.json").find("\"k\": 3"), std::string::npos);
+    EXPECT_EQ(column(ngtest::read_csv(r + "/spectra/default/alignment.csv"), "k").size(), 3u) << r;
+    EXPECT_EQ(summary_number(r + "/spectra/default", "k"), 3);
   }
   EXPECT_NE(log.find("trained"), std::string::npos) << log;
   EXPECT_NE(log.find("computed"), std::string::npos) << log;
 
   // A second invocation reuses the trained runs and the spectra, bit for bit.
   const auto theta_time = fs::last_write_time(runs[0] + "/theta.pt");
-  const std::string summary = ngtest::read_file(runs[1] + "/spectrum/summary.json");
+  const std::string summary = ngtest::read_file(runs[1] + "/spectra/default/summary.json");
   ASSERT_EQ(run_cli(base + " --quiet", &log), 0) << log;
   EXPECT_EQ(log.find("computed"), std::string::npos) << log;
   EXPECT_EQ(log.find("trained,"), std::string::npos) << log;
   EXPECT_NE(log.find("reused"), std::string::npos) << log;
   EXPECT_EQ(fs::last_write_time(runs[0] + "/theta.pt"), theta_time);
-  EXPECT_EQ(ngtest::read_file(runs[1] + "/spectrum/summary.json"), summary);
+  EXPECT_EQ(ngtest::read_file(runs[1] + "/spectra/default/summary.json"), summary);
 
   // Other spectrum settings recompute the spectra only.
   ASSERT_EQ(run_cli(base + " --set spectrum.k=2 --quiet", &log), 0) << log;
   EXPECT_NE(log.find("computed"), std::string::npos) << log;
   EXPECT_EQ(fs::last_write_time(runs[0] + "/theta.pt"), theta_time);
-  EXPECT_EQ(column(ngtest::read_csv(runs[0] + "/spectrum/alignment.csv"), "k").size(), 2u);
+  EXPECT_EQ(column(ngtest::read_csv(runs[0] + "/spectra/default/alignment.csv"), "k").size(), 2u);
 
   // An interrupted training run (no theta.pt yet, status running) is resumed from its checkpoint.
   fs::remove(runs[1] + "/theta.pt");
@@ -403,43 +429,38 @@ TEST(Reproduce, Figure6RunsEscapesPlotsAndReusesThem) {
   ASSERT_TRUE(fs::exists(png));
   EXPECT_EQ(ngtest::read_file(png).substr(1, 3), "PNG");
   for (const char* name : {"quick_cnn", "quick_fig6_fnn"}) {
-    const std::string esc = out + "/runs/" + name + "/escape";
-    std::vector<std::string> header;
-    const auto rows = ngtest::read_csv(esc + "/trajectories.csv", &header);
-    EXPECT_EQ(header, (std::vector<std::string>{"optimizer", "run", "step", "lr", "loss",
-                                                "distance", "p_1", "r_1", "p_3", "r_3"}));
-    const std::string summary = ngtest::read_file(esc + "/summary.json");
-    // Learning rates searched so that every run escapes; each run ends at its escape. (The
-    // records' top-level keys are the lines indented once.)
-    auto top = [](const std::string& rec, const std::string& key) {
-      return ng::Json::number_field(rec.substr(rec.find("\n  \"" + key + "\": ")), key);
-    };
-    std::map<std::string, const ngtest::CsvRow*> last;
-    for (const auto& r : rows) last[r.at("optimizer") + r.at("run")] = &r;
-    EXPECT_EQ(last.size(), 6u) << name;  // --set escape.runs=3 applies to GD's job too
+    const std::string run = out + "/runs/" + name;
     for (const char* opt : {"gd", "sgd"}) {
-      const std::string rec = ngtest::read_file(esc + "/" + opt + "/cli_result.json");
-      const double threshold =
-          ng::Json::number_field(rec.substr(rec.find("\"escape_criterion\"")), "threshold");
+      const std::string esc = run + "/escapes/" + opt;
+      std::vector<std::string> header;
+      const auto rows = ngtest::read_csv(esc + "/trajectories.csv", &header);
+      EXPECT_EQ(header, (std::vector<std::string>{"optimizer", "run", "step", "lr", "loss",
+                                                  "distance", "p_1", "r_1", "p_3", "r_3"}));
+      // Learning rates searched so that every run escapes; each run ends at its escape.
+      const ng::json rec = ng::read_json(esc + "/result.json");
+      const double threshold = rec["escape_criterion"]["threshold"].get<double>();
       EXPECT_GT(threshold, 0) << name << " " << opt;
-      EXPECT_EQ(ng::Json::field(rec, "lr_mode"), "\"auto\"") << name << " " << opt;
-      EXPECT_EQ(top(rec, "runs"), 3) << name << " " << opt;
-      EXPECT_EQ(top(rec, "escaped_runs"), 3) << name << " " << opt;
-      for (const auto& [key, row] : last)
-        if (key.rfind(opt, 0) == 0) {  // "gd0", "sgd2": optimizer, then run
-          EXPECT_GT(std::stod(row->at("loss")), threshold) << name << " " << key;
-        }
+      EXPECT_EQ(rec["lr_mode"], "auto") << name << " " << opt;
+      EXPECT_EQ(rec["spectrum"], "default");
+      EXPECT_EQ(rec["runs"], 3) << name << " " << opt;  // escape.runs=3 applies to GD's job too
+      EXPECT_EQ(rec["escaped_runs"], 3) << name << " " << opt;
+      EXPECT_TRUE(rec["srk_G2"].is_number());
+      std::map<std::string, const ngtest::CsvRow*> last;
+      for (const auto& r : rows) last[r.at("run")] = &r;
+      EXPECT_EQ(last.size(), 3u) << name << " " << opt;
+      for (const auto& [run_index, row] : last)
+        EXPECT_GT(std::stod(row->at("loss")), threshold) << name << " " << opt << run_index;
     }
-    EXPECT_NE(summary.find("\"srk_G2\""), std::string::npos);
   }
 
   // A second invocation reuses the runs, spectra, searched learning rates and escapes.
-  const std::string before = ngtest::read_file(out + "/runs/quick_cnn/escape/trajectories.csv");
+  const std::string before =
+      ngtest::read_file(out + "/runs/quick_cnn/escapes/sgd/trajectories.csv");
   ASSERT_EQ(run_cli(base, &log), 0) << log;
   EXPECT_EQ(log.find("tried lr"), std::string::npos) << log;
   EXPECT_NE(log.find("reusing the learning rate"), std::string::npos) << log;
   EXPECT_NE(log.find("reused 3 finished run(s), computed 0"), std::string::npos) << log;
-  EXPECT_EQ(ngtest::read_file(out + "/runs/quick_cnn/escape/trajectories.csv"), before);
+  EXPECT_EQ(ngtest::read_file(out + "/runs/quick_cnn/escapes/sgd/trajectories.csv"), before);
   // An unknown escape option is refused before anything is trained.
   EXPECT_EQ(
       run_cli("reproduce fig6 --scale quick --set escape.bogus=1 --out " + ngtest::quote(out + "x"),

@@ -23,12 +23,16 @@ using ngtest::run_cli;
 
 namespace {
 
-std::string write_config(const std::string& body) {
+// An experiment on synthetic data; a config key may be given once only, so the model is a
+// parameter rather than something `body` could repeat.
+std::string write_config(const std::string& body, const std::string& model = "cnn") {
   const std::string path = ngtest::temp_dir("cfg") + "/exp.yaml";
   ngtest::write_file(path,
                      "seed: 5\ndevice: cpu\nthreads: 1\n"
-                     "model: {name: cnn}\n"
-                     "data: {dir: \"" +
+                     "model: {name: " +
+                         model +
+                         "}\n"
+                         "data: {dir: \"" +
                          ngtest::synthetic_cifar_dir(50, 7) + "\", classes: [0, 1]}\n" + body);
   return path;
 }
@@ -205,7 +209,7 @@ TEST(Train, BadInputGivesOneLineErrorsAndNoOutput) {
       {head + "data: {dir: \"" + badlabel + "\"}\n", "", "data_batch_2.bin"},
       {head + "data: {dir: \"" + ngtest::synthetic_cifar_dir(50, 7) + "\", classes: [0, 11]}\n", "",
        "data.classes"},
-      {head + "model: {name: resnet, depth: 21}\ndata: {dir: \"" +
+      {"device: cpu\nmodel: {name: resnet, depth: 21}\ndata: {dir: \"" +
            ngtest::synthetic_cifar_dir(50, 7) + "\"}\n",
        "", "model.depth"},
       {head, "--set train.lr=fast", "train.lr"},
@@ -245,7 +249,7 @@ TEST(Train, RefusesToOverwriteAndChecksCheckpointsAgainstTheModel) {
             1);
   EXPECT_NE(log.find("train.lr"), std::string::npos) << log;
   // A checkpoint of another model: the error names the file and the parameter.
-  const std::string other = write_config(std::string(kShort) + "model: {name: fnn}\n");
+  const std::string other = write_config(kShort, "fnn");
   const std::string out2 = ngtest::temp_dir("run") + "/r2";
   ASSERT_EQ(run_cli("train '" + other + "' --out '" + out2 + "' --quiet"), 0);
   fs::copy_file(out + "/checkpoint.pt", out2 + "/checkpoint.pt",
