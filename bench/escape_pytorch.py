@@ -3,7 +3,7 @@
 bench/escape_vs_pytorch.sh: N runs from the run's theta*, each T constant-lr SGD steps on
 batches of its own seeded epoch permutations, and at every logged step the loss over all
 samples, d = |theta_t - theta*| and p_k, r_k along the run's top eigenvectors of G
-(spectrum/eigenvectors.pt), as noisegeom records them. Runs go one after another with all
+(spectra/default/eigenvectors.pt), as noisegeom records them. Runs go one after another with all
 threads, the natural way in PyTorch. Prints steps_per_second=<float> (N*T / wall seconds).
 """
 import argparse
@@ -18,7 +18,7 @@ from mirror import full_loss, load_model, load_samples, sgd_batches, sgd_step
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--run", required=True, help="noisegeom run directory with spectrum/")
+    ap.add_argument("--run", required=True, help="noisegeom run directory with spectra/default/")
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--runs", type=int, default=8)
     ap.add_argument("--steps", type=int, default=200)
@@ -36,7 +36,7 @@ def main():
     params = list(model.parameters())
     theta_star = [p.detach().clone() for p in params]
     theta_star64 = torch.cat([p.reshape(-1) for p in theta_star]).double()
-    saved = torch.load(os.path.join(a.run, "spectrum", "eigenvectors.pt"), weights_only=False)
+    saved = torch.load(os.path.join(a.run, "spectra", "default", "eigenvectors.pt"), weights_only=False)
     U = saved["U"].double()
     ks = [min(int(k), U.shape[1]) for k in a.ks.split(",")]
     n = x.shape[0]

@@ -5,7 +5,7 @@
 # machine with the same thread count. Prints both rates and their ratio (C++/Python).
 #   bench/escape_vs_pytorch.sh [--run RUN_DIR] [--runs 8] [--steps 200] [--lr 0.05]
 #                              [--log-every 10] [--threads 2]
-# RUN_DIR needs theta.pt and spectrum/ (e.g. runs/quick_cnn after `reproduce fig6 --scale
+# RUN_DIR needs theta.pt and spectra/default/ (e.g. runs/quick_cnn after `reproduce fig6 --scale
 # quick`); without --run the CNN of experiments/quick_cnn.yaml is trained and its spectrum
 # computed once into ~/.cache/noisegeom/bench-runs/escape-cnn. The lr is below the escape
 # threshold by default so that both sides do the same finite work.
@@ -32,23 +32,23 @@ if [ -z "$run" ]; then
     "$bin" train "$root/experiments/quick_cnn.yaml" --out "$run" --data-dir "$data" --quiet \
       $([ -f "$run/config.yaml" ] && echo --resume)
   fi
-  [ -f "$run/spectrum/eigenvectors.pt" ] ||
+  [ -f "$run/spectra/default/eigenvectors.pt" ] ||
     "$bin" spectrum "$run" --k 20 --matrices G --estimator exact --dtype float32 --probes 20 \
       --data-dir "$data" --quiet
 fi
-for f in theta.pt config.yaml samples.csv spectrum/eigenvectors.pt spectrum/summary.json; do
+for f in theta.pt config.yaml samples.csv spectra/default/eigenvectors.pt spectra/default/summary.json; do
   [ -f "$run/$f" ] || { echo "escape_vs_pytorch: $run/$f: missing" >&2; exit 1; }
 done
-# Our sweep writes RUN_DIR/escape/: it runs on a copy so the run itself is left as it was.
+# Our sweep writes RUN_DIR/escapes/sgd/: it runs on a copy so the run itself is left as it was.
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/run/spectrum"
+mkdir -p "$work/run/spectra/default"
 cp "$run"/{theta.pt,config.yaml,samples.csv,manifest.json} "$work/run/" 2>/dev/null || true
-cp "$run"/spectrum/* "$work/run/spectrum/"
+cp "$run"/spectra/default/* "$work/run/spectra/default/"
 "$bin" escape "$work/run" --optimizer sgd --runs "$runs" --steps "$steps" --lr "$lr" \
   --log-every "$log_every" --data-dir "$data" --quiet
-cpp=$(/usr/bin/python3 -c 'import json,sys; s=json.load(open(sys.argv[1]))["optimizers"]["sgd"];
-print(s["runs"] * s["steps"] / s["sweep_wall_seconds"])' "$work/run/escape/summary.json")
+cpp=$(/usr/bin/python3 -c 'import json,sys; s=json.load(open(sys.argv[1]));
+print(s["runs"] * s["steps"] / s["sweep_wall_seconds"])' "$work/run/escapes/sgd/result.json")
 py=$(cd "$root/bench" && /usr/bin/python3 escape_pytorch.py --run "$work/run" --data-dir "$data" \
       --runs "$runs" --steps "$steps" --lr "$lr" --log-every "$log_every" --threads "$threads" |
      sed -n 's/^steps_per_second=\([0-9.]*\).*/\1/p')

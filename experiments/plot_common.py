@@ -1,4 +1,7 @@
-"""Readers shared by the plot scripts: they use only a run directory's CSV and JSON files."""
+"""Readers shared by the plot scripts: they use only a run directory's CSV and JSON files.
+
+A run directory holds named analyses: RUN/spectra/NAME/ (eigenvalues.csv, alignment.csv,
+summary.json) and RUN/escapes/NAME/ (trajectories.csv, result.json)."""
 import argparse
 import csv
 import json
@@ -10,15 +13,20 @@ def parse_args(description):
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--out", required=True, help="PNG file to write")
     ap.add_argument("--scale", default="", help="quick or paper (shown in the title)")
+    ap.add_argument("--spectrum", default="default",
+                    help="the spectrum to plot: RUN_DIR/spectra/NAME (default: default)")
+    ap.add_argument("--escapes", default="",
+                    help="comma-separated escape sweeps: RUN_DIR/escapes/NAME for each")
     ap.add_argument("runs", nargs="+", metavar="LABEL=RUN_DIR",
-                    help="a run directory with a spectrum/ subdirectory, and its label")
+                    help="a run directory with the named spectrum, and its label")
     a = ap.parse_args()
+    a.escapes = [e for e in a.escapes.split(",") if e]
     runs = []
     for item in a.runs:
         if "=" not in item:
             ap.error(f"expected LABEL=RUN_DIR, got {item!r}")
         label, path = item.split("=", 1)
-        runs.append(load_run(label, path))
+        runs.append(load_run(label, path, a.spectrum))
     return a, runs
 
 
@@ -32,8 +40,8 @@ def read_json(path):
         return json.load(f)
 
 
-def load_run(label, run_dir):
-    spec = os.path.join(run_dir, "spectrum")
+def load_run(label, run_dir, spectrum="default"):
+    spec = os.path.join(run_dir, "spectra", spectrum)
     align = read_csv(os.path.join(spec, "alignment.csv"))
     eig = read_csv(os.path.join(spec, "eigenvalues.csv"))
     run = {

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Figure 2b of Wang & Wu: alpha_k against lambda_k (log-log) along the top eigen-directions of G
 at a random theta ~ N(0, I), one panel per network, with the line alpha = lambda (g = 1). Reads
-only RUN_DIR/spectrum/*.csv|json and RUN_DIR/manifest.json.
+only RUN_DIR/spectra/NAME/*.csv|json and RUN_DIR/manifest.json.
 
     plot_fig2b.py --out figures/fig2b.png [--scale quick] LABEL=RUN_DIR [LABEL=RUN_DIR ...]
 """

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Figure 5 of Wang & Wu: lambda_k/|lambda|_1 and alpha_k/|alpha|_1 against k at theta*, one panel
 per model, with Sigma's own top-k spectrum (normalised the same way) as a third series; below,
-the directional alignment g_k = alpha_k/lambda_k. Reads only RUN_DIR/spectrum/*.csv|json and
-RUN_DIR/manifest.json.
+the directional alignment g_k = alpha_k/lambda_k. Reads only RUN_DIR/spectra/NAME/*.csv|json
+and RUN_DIR/manifest.json.
 
     plot_fig5.py --out figures/fig5.png [--scale quick] LABEL=RUN_DIR [LABEL=RUN_DIR ...]
 """

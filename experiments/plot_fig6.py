@@ -2,9 +2,11 @@
 """Figure 6 of Wang & Wu: escape trajectories from theta* in the plane (p_{t,k}, r_{t,k}): the
 component of theta_t - theta* along the top-k eigen-directions of G against the flat remainder.
 One panel per (model, k); thin red curves for each SGD run and a bold red mean, blue for GD.
-Reads only RUN_DIR/escape/trajectories.csv and summary.json, and RUN_DIR/spectrum/summary.json.
+Reads only RUN_DIR/escapes/NAME/trajectories.csv and result.json for each --escapes NAME, and
+RUN_DIR/spectra/NAME/summary.json.
 
-    plot_fig6.py --out figures/fig6.png [--scale quick] LABEL=RUN_DIR [LABEL=RUN_DIR ...]
+    plot_fig6.py --out figures/fig6.png [--scale quick] [--spectrum default] [--escapes gd,sgd]
+                 LABEL=RUN_DIR [LABEL=RUN_DIR ...]
 
 |p_{t,1}| is drawn (p_{t,1} is signed, and GD past its stability edge flips its sign every step).
 Each trajectory is drawn up to its escape (the first logged point whose loss exceeds the escape
@@ -22,10 +24,14 @@ from plot_common import median, parse_args, read_csv, read_json, save_figure  # 
 COLORS = {"sgd": "tab:red", "gd": "tab:blue"}
 
 
-def load_escape(run):
-    esc = os.path.join(run["dir"], "escape")
-    rows = read_csv(os.path.join(esc, "trajectories.csv"))
-    summary = read_json(os.path.join(esc, "summary.json"))["optimizers"]
+def load_escape(run, sweeps):
+    """Trajectories and records of the named sweeps (one per optimizer) of one run."""
+    rows, summary = [], {}
+    for name in sweeps:
+        esc = os.path.join(run["dir"], "escapes", name)
+        record = read_json(os.path.join(esc, "result.json"))
+        summary[record["optimizer"]] = record
+        rows += read_csv(os.path.join(esc, "trajectories.csv"))
     ks = sorted({int(c[2:]) for c in rows[0] if c.startswith("p_")}) if rows else []
     trajs = {}  # (optimizer, run) -> list of rows, by step
     for r in rows:
@@ -60,7 +66,7 @@ def mean_curve(curves):
 
 def main():
     a, runs = parse_args(__doc__)
-    loaded = [(run, *load_escape(run)) for run in runs]
+    loaded = [(run, *load_escape(run, a.escapes or ["gd", "sgd"])) for run in runs]
     ncols = max(len(ks) for _, ks, _, _ in loaded)
     fig, axes = plt.subplots(len(runs), ncols, figsize=(3.6 * ncols, 3.5 * len(runs)),
                              squeeze=False)

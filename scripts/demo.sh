@@ -18,5 +18,6 @@ fi
 build/noisegeom reproduce fig5 --scale quick --out . "$@"
 build/noisegeom reproduce fig6 --scale quick --out . "$@"
 echo "figures: figures/fig5.png, figures/fig6.png; run directories: runs/quick_fig5_resnet," \
-     "runs/quick_fig5_vgg (spectrum/ in each), runs/quick_cnn, runs/quick_fig6_fnn (spectrum/" \
-     "and escape/ in each)"
+     "runs/quick_fig5_vgg (spectra/default in each), runs/quick_cnn, runs/quick_fig6_fnn" \
+     "(spectra/default and escapes/gd, escapes/sgd in each); see one with" \
+     "build/noisegeom show runs/quick_cnn"

@@ -74,8 +74,9 @@ done
 
 cp "$work"/repro/figures/*.png "$out"/ 2>/dev/null || true
 for r in "$work"/repro/runs/*/; do
-  [ -f "$r/escape/summary.json" ] &&
-    { echo "== $(basename "$r")"; cat "$r/escape/summary.json"; } >>"$out/escape_summaries.txt"
+  for e in "$r"/escapes/*/result.json; do
+    [ -f "$e" ] && { echo "== $e"; cat "$e"; } >>"$out/escape_summaries.txt"
+  done
 done
 for f in "$logs"/*.log; do echo "===== $f"; cat "$f"; done >"$out/gpu-check.log"
 echo
