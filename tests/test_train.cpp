@@ -60,6 +60,18 @@ std::string log_without_timing(const std::string& path) {
   return out;
 }
 
+// Trains through the library, as the train command does; its status.
+std::string train_lib(const std::string& cfg, const std::string& out, bool resume = false,
+                      const std::vector<std::string>& overrides = {}) {
+  ng::TrainOptions o;
+  o.config_path = cfg;
+  o.out_dir = out;
+  o.resume = resume;
+  o.overrides = overrides;
+  o.quiet = true;
+  return ng::train(o).status;
+}
+
 }  // namespace
 
 TEST(Train, EpochPermutationIsADeterministicPermutation) {
@@ -109,7 +121,7 @@ TEST(Train, ThetaIsReadableByPythonTorchLoad) {
     GTEST_SKIP() << "Python's torch is not installed (scripts/setup.sh installs python3-torch)";
   const std::string cfg = write_config(kShort);
   const std::string out = ngtest::temp_dir("run") + "/r";
-  ASSERT_EQ(run_cli("train '" + cfg + "' --out '" + out + "' --quiet"), 0);
+  ASSERT_EQ(train_lib(cfg, out), "max_steps");
   const std::string script = out + "/check.py";
   ngtest::write_file(script,
                      "import sys, torch\n"
@@ -131,7 +143,7 @@ TEST(Train, ResumeAfterSigkillEndsAtTheSameParameters) {
       "train: {lr: 0.05, batch_size: 8, max_steps: 4000, eval_every: 500, checkpoint_every: 300,"
       " target_loss: 0}\n");
   const std::string whole = ngtest::temp_dir("run") + "/whole";
-  ASSERT_EQ(run_cli("train '" + cfg + "' --out '" + whole + "' --quiet"), 0);
+  ASSERT_EQ(train_lib(cfg, whole), "max_steps");
 
   const std::string cut = ngtest::temp_dir("run") + "/cut";
   const pid_t pid = fork();
@@ -158,8 +170,7 @@ TEST(Train, ResumeAfterSigkillEndsAtTheSameParameters) {
   EXPECT_NE(ngtest::read_file(cut + "/manifest.json").find("\"status\": \"running\""),
             std::string::npos);
 
-  std::string log;
-  ASSERT_EQ(run_cli("train '" + cfg + "' --out '" + cut + "' --resume --quiet", &log), 0) << log;
+  ASSERT_EQ(train_lib(cfg, cut, true), "max_steps");
   EXPECT_TRUE(same_tensors(whole + "/theta.pt", cut + "/theta.pt"));
   const std::string manifest = ngtest::read_file(cut + "/manifest.json");
   EXPECT_NE(manifest.find("\"resumed_from_step\": 300"), std::string::npos) << manifest;
@@ -238,29 +249,29 @@ TEST(Train, BadInputGivesOneLineErrorsAndNoOutput) {
 TEST(Train, RefusesToOverwriteAndChecksCheckpointsAgainstTheModel) {
   const std::string cfg = write_config(kShort);
   const std::string out = ngtest::temp_dir("run") + "/r";
-  ASSERT_EQ(run_cli("train '" + cfg + "' --out '" + out + "' --quiet"), 0);
+  ASSERT_EQ(train_lib(cfg, out), "max_steps");
   const std::string before = ngtest::read_file(out + "/theta.pt");
+  // The command: exit 1 and one line pointing to --resume.
   std::string log;
   EXPECT_EQ(run_cli("train '" + cfg + "' --out '" + out + "' --quiet", &log), 1);
   EXPECT_NE(log.find("--resume"), std::string::npos) << log;
+  EXPECT_EQ(ngtest::count_lines(log), 1) << log;
   EXPECT_EQ(ngtest::read_file(out + "/theta.pt"), before);
   // Resuming with a changed config names the key.
-  EXPECT_EQ(run_cli("train '" + cfg + "' --out '" + out + "' --resume --set train.lr=0.2", &log),
-            1);
-  EXPECT_NE(log.find("train.lr"), std::string::npos) << log;
+  EXPECT_NE(ngtest::error_of([&] { train_lib(cfg, out, true, {"train.lr=0.2"}); }).find("train.lr"),
+            std::string::npos);
   // A checkpoint of another model: the error names the file and the parameter.
   const std::string other = write_config(kShort, "fnn");
   const std::string out2 = ngtest::temp_dir("run") + "/r2";
-  ASSERT_EQ(run_cli("train '" + other + "' --out '" + out2 + "' --quiet"), 0);
+  ASSERT_EQ(train_lib(other, out2), "max_steps");
   fs::copy_file(out + "/checkpoint.pt", out2 + "/checkpoint.pt",
                 fs::copy_options::overwrite_existing);
-  EXPECT_EQ(run_cli("train '" + other + "' --out '" + out2 + "' --resume --quiet", &log), 1);
-  EXPECT_NE(log.find("checkpoint.pt"), std::string::npos) << log;
-  EXPECT_EQ(ngtest::count_lines(log), 1) << log;
+  const std::string misfit = ngtest::error_of([&] { train_lib(other, out2, true); });
+  EXPECT_NE(misfit.find("checkpoint.pt"), std::string::npos) << misfit;
   // A damaged checkpoint is named too.
   ngtest::write_file(out2 + "/checkpoint.pt", "not a checkpoint");
-  EXPECT_EQ(run_cli("train '" + other + "' --out '" + out2 + "' --resume --quiet", &log), 1);
-  EXPECT_NE(log.find("checkpoint.pt"), std::string::npos) << log;
+  const std::string damaged = ngtest::error_of([&] { train_lib(other, out2, true); });
+  EXPECT_NE(damaged.find("checkpoint.pt"), std::string::npos) << damaged;
 }
 
 TEST(Cli, VersionHelpModelsAndDataCheck) {

@@ -1,3 +1,4 @@
+// Test helpers: temporary directories, synthetic CIFAR-10 files, training fixtures, the CLI.
 #include "tests/testing.h"
 
 #include <sys/wait.h>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "src/io/files.h"
+#include "src/training/train.h"
 
 namespace fs = std::filesystem;
 
@@ -115,9 +117,14 @@ std::string train_run(const std::string& tag, const std::string& config_yaml,
   const std::string dir = temp_dir(tag);
   const std::string cfg = dir + "/config.yaml", run = dir + "/run";
   write_file(cfg, config_yaml);
+  ng::TrainOptions t;
+  t.config_path = cfg;
+  t.out_dir = run;
+  t.quiet = true;
+  const ng::TrainResult r = ng::train(t);
+  if (r.status != "converged" && r.status != "max_steps")
+    throw std::runtime_error("training the test run failed: " + r.message);
   std::string log;
-  if (run_cli("train " + quote(cfg) + " --out " + quote(run) + " --quiet", &log) != 0)
-    throw std::runtime_error("training the test run failed: " + log);
   if (!then.empty()) {
     std::string cmd = then;
     const auto at = cmd.find("{run}");

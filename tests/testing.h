@@ -37,8 +37,8 @@ int count_lines(const std::string& text);
 // Synthetic CIFAR-10 files (write_synthetic_cifar), made once per (per_file, seed) and process.
 const std::string& synthetic_cifar_dir(int64_t per_file, uint64_t seed);
 
-// Trains `config_yaml` with the CLI into <temp>/run and returns that directory; throws with the
-// CLI's output when training fails. `then`, if given, is one more CLI command run on it (e.g.
+// Trains `config_yaml` with the library into <temp>/run and returns that directory; throws when
+// training fails. `then`, if given, is one CLI command run on it as a user would (e.g.
 // "spectrum {run} --k 4"): "{run}" is replaced by the quoted run directory.
 std::string train_run(const std::string& tag, const std::string& config_yaml,
                       const std::string& then = "");

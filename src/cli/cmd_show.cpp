@@ -37,13 +37,16 @@ void print_escape(const EscapeEntry& e) {
   }
   const json& r = e.record;
   const std::string opt = r.value("optimizer", "");
+  const double factor =
+      json_number_or_nan(r.value("escape_criterion", json::object()), "escape_factor");
   fmt::print(
       "  {:<12} optimizer={} runs={} steps={}{} lr={} ({}) log_every={} seed={} "
-      "spectrum={}\n",
+      "escape_factor={} spectrum={}\n",
       e.name, opt, r.value("runs", int64_t{0}), r.value("steps", int64_t{0}),
       opt == "sgd" ? fmt::format(" batch={}", r.value("batch", int64_t{0})) : "",
       num(json_number_or_nan(r, "lr"), "{:.6g}"), r.value("lr_mode", ""),
-      r.value("log_every", int64_t{0}), r.value("seed", uint64_t{0}), r.value("spectrum", ""));
+      r.value("log_every", int64_t{0}), r.value("seed", uint64_t{0}), num(factor, "{:g}"),
+      r.value("spectrum", ""));
   const auto ks = r.value("ks", std::vector<int64_t>{});
   const json ratios = r.value("median_r_over_p_at_escape", json::array());
   std::vector<std::string> per_k;

@@ -17,6 +17,7 @@
 #include "src/core/error.h"
 #include "src/curvature/curvature.h"
 #include "src/curvature/linear_operator.h"
+#include "src/io/rundir.h"
 
 namespace ng {
 
@@ -30,10 +31,6 @@ double Eigenpairs::max_residual() const {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
 
 // Spectra works on host double arrays, the operator on device tensors of its own dtype: this is
 // the only place where vectors cross between the two, and it counts every product.
