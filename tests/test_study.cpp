@@ -124,7 +124,7 @@ TEST(Study, ValidationNamesTheFieldAndTouchesNoFile) {
   for (const auto& f : ng::figures())
     for (const char* scale : {"quick", "paper"}) {
       s.scale = scale;
-      EXPECT_EQ(ngtest::error_of([&] { ng::validate_figure(f.runs(scale), s); }), "") << f.name;
+      EXPECT_EQ(ngtest::error_of([&] { ng::validate_figure(f, f.runs(scale), s); }), "") << f.name;
     }
   EXPECT_NE(ngtest::error_of([] { ng::find_figure("fig9"); }).find("fig5"), std::string::npos);
 }

@@ -285,6 +285,8 @@ TEST(Cli, VersionHelpModelsAndDataCheck) {
   for (const char* count : {"558222", "605458", "1720138", "20091338", "219200", "43072"})
     EXPECT_NE(log.find(count), std::string::npos) << count << "\n" << log;
   EXPECT_EQ(log.find("[differs]"), std::string::npos) << log;
+  ASSERT_FALSE(log.empty());
+  EXPECT_EQ(log.back(), '\n') << "the last line (the toy model's) must end with a newline";
   EXPECT_EQ(run_cli("data check '" + ngtest::synthetic_cifar_dir(50, 7) + "'", &log), 0) << log;
   EXPECT_EQ(run_cli("data check /nonexistent-dir", &log), 1);
   EXPECT_NE(log.find("/nonexistent-dir"), std::string::npos) << log;

@@ -189,7 +189,10 @@ void apply_escape_overrides(EscapeRequest& r, const std::vector<std::string>& it
 
 int report_parse_error(const CLI::App& app, const CLI::ParseError& e) {
   if (e.get_exit_code() == 0) {
-    app.exit(e);  // --help, --version: the text on stdout
+    // --help, --version: the text on stdout, from the root so that usage reads "noisegeom CMD".
+    const CLI::App* root = &app;
+    while (root->get_parent()) root = root->get_parent();
+    root->exit(e);
     return 0;
   }
   const bool bad_value = dynamic_cast<const CLI::ConversionError*>(&e) ||

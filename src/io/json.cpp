@@ -22,32 +22,6 @@ json read_json(const std::string& path) {
   }
 }
 
-namespace {
-const json& field(const json& j, const std::string& key, const std::string& file) {
-  if (!j.is_object() || !j.contains(key)) fail("{}: the key '{}' is missing", file, key);
-  return j.at(key);
-}
-}  // namespace
-
-double json_number(const json& j, const std::string& key, const std::string& file) {
-  const json& v = field(j, key, file);
-  if (v.is_null()) return std::nan("");
-  if (!v.is_number()) fail("{}: '{}' is not a number", file, key);
-  return v.get<double>();
-}
-
-int64_t json_integer(const json& j, const std::string& key, const std::string& file) {
-  const json& v = field(j, key, file);
-  if (!v.is_number_integer()) fail("{}: '{}' is not an integer", file, key);
-  return v.get<int64_t>();
-}
-
-std::string json_string(const json& j, const std::string& key, const std::string& file) {
-  const json& v = field(j, key, file);
-  if (!v.is_string()) fail("{}: '{}' is not a string", file, key);
-  return v.get<std::string>();
-}
-
 double json_number_or_nan(const json& j, const std::string& key) {
   if (!j.is_object() || !j.contains(key) || !j.at(key).is_number()) return std::nan("");
   return j.at(key).get<double>();

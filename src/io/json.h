@@ -15,10 +15,6 @@ void write_json(const std::string& path, const json& value);
 // The whole file; ng::Error naming the file when it is missing or not valid JSON.
 json read_json(const std::string& path);
 
-// Field access with errors that name the file and the key. `file` is only for the message.
-double json_number(const json& j, const std::string& key, const std::string& file);
-int64_t json_integer(const json& j, const std::string& key, const std::string& file);
-std::string json_string(const json& j, const std::string& key, const std::string& file);
 // A number that may be null or absent (a metric that was not computed): NaN then.
 double json_number_or_nan(const json& j, const std::string& key);
 

@@ -233,8 +233,9 @@ const Figure& find_figure(const std::string& name) {
   fail("reproduce: unknown figure '{}' (known: {})", name, known);
 }
 
-void validate_figure(const std::vector<FigureRun>& runs, const FigureSettings& s) {
-  project_file("experiments/plot_fig5.py");
+void validate_figure(const Figure& fig, const std::vector<FigureRun>& runs,
+                     const FigureSettings& s) {
+  project_file(fig.plot_script);
   for (const auto& r : runs) {
     Config::load(project_file("experiments/" + r.experiment + ".yaml"), s.train_overrides);
     for (const auto& j : r.spectra) validate(j);
@@ -244,8 +245,7 @@ void validate_figure(const std::vector<FigureRun>& runs, const FigureSettings& s
 
 FigureOutcome reproduce_figure(const Figure& fig, const std::vector<FigureRun>& runs,
                                const FigureSettings& s) {
-  validate_figure(runs, s);
-  project_file(fig.plot_script);
+  validate_figure(fig, runs, s);
   FigureOutcome out;
   auto progress = [&](size_t i, const std::string& what) {
     if (!s.ctx.quiet)

@@ -48,8 +48,10 @@ struct FigureOutcome {
   std::vector<std::string> report;  // one line per job: what, seconds, computed or reused
 };
 
-// Checks every config and job before the first minute of training is spent.
-void validate_figure(const std::vector<FigureRun>& runs, const FigureSettings& s);
+// Checks the plot script, every config and every job (names and options) before the first minute
+// of training is spent; reads the experiment files, writes nothing.
+void validate_figure(const Figure& fig, const std::vector<FigureRun>& runs,
+                     const FigureSettings& s);
 FigureOutcome reproduce_figure(const Figure& fig, const std::vector<FigureRun>& runs,
                                const FigureSettings& s);
 
