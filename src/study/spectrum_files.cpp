@@ -5,6 +5,7 @@
 #include <ATen/core/Dict.h>
 #include <ATen/core/List.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <unistd.h>
 
 #include <cmath>
