@@ -240,7 +240,7 @@ SpectrumResult compute_spectrum(const std::string& run_dir, const SpectrumOption
   co.estimator = opt.estimator;
   co.batch_size = opt.batch_size;
   co.dtype = opt.dtype;
-  co.device = c10::Device(run.device == "cuda" ? c10::kCUDA : c10::kCPU);
+  co.device = run.torch_device();
   co.probe_seed = opt.seed;
   std::vector<std::unique_ptr<CurvatureOperator>> ops;
   auto make_op = [&](MatrixKind m) -> CurvatureOperator& {

@@ -223,7 +223,7 @@ EscapeOptions resolve_options(const EscapeRequest& r, const LoadedRun& run, int6
   e.loss = loss_names().parse(run.cfg.s("train.loss"),
                               RunPaths{run.dir}.file(run_files::kConfig) + ": train.loss");
   e.dtype = run.dtype;
-  e.device = c10::Device(run.device == "cuda" ? c10::kCUDA : c10::kCPU);
+  e.device = run.torch_device();
   if (r.ks_given) {
     if (e.ks.back() > K)
       fail("--ks: k = {} exceeds the K = {} eigenvectors in {}", e.ks.back(), K, vec_file);

@@ -21,6 +21,7 @@
 #include "data/dataset.h"
 #include "models/model.h"
 #include "src/core/config.h"
+#include "src/core/dtypes.h"
 #include "src/core/error.h"
 #include "src/core/random.h"
 #include "src/io/files.h"
@@ -192,8 +193,8 @@ Trainer::Trainer(const TrainOptions& opt)
 void Trainer::build_model() {
   if (cfg_.i("threads") > 0) at::set_num_threads(static_cast<int>(cfg_.i("threads")));
   device_name_ = resolve_device(cfg_.s("device"), cfg_.origin());
-  device_ = at::Device(device_name_ == "cuda" ? at::kCUDA : at::kCPU);
-  dtype_ = cfg_.s("dtype") == "float64" ? at::kDouble : at::kFloat;
+  device_ = torch_device(device_name_);
+  dtype_ = dtype_names().parse(cfg_.s("dtype"), cfg_.origin() + ": dtype");
   seed_ = static_cast<uint64_t>(cfg_.i("seed"));
 
   data_ = load_training_data(cfg_, opt_.data_dir);
@@ -454,7 +455,7 @@ LoadedRun load_run(const std::string& run_dir, const std::string& data_dir_flag,
           samples_path);
   }
   r.device = resolve_device(r.cfg.s("device"), cfg_path);
-  r.dtype = r.cfg.s("dtype") == "float64" ? at::kDouble : at::kFloat;
+  r.dtype = dtype_names().parse(r.cfg.s("dtype"), cfg_path + ": dtype");
   const int64_t input_dim = r.data.x.dim() == 2 ? r.data.x.size(1) : 0;
   at::manual_seed(static_cast<uint64_t>(r.cfg.i("seed")));
   r.model = make_model(model_spec_from_config(r.cfg, r.data.num_classes, input_dim));
@@ -465,7 +466,7 @@ LoadedRun load_run(const std::string& run_dir, const std::string& data_dir_flag,
   auto dict = saved.toGenericDict();
   if (dict.contains("model") && dict.contains("step")) dict = dict.at("model").toGenericDict();
   load_parameters(*r.model, dict, pfile);
-  r.model->to(at::Device(r.device == "cuda" ? at::kCUDA : at::kCPU), r.dtype);
+  r.model->to(torch_device(r.device), r.dtype);
   r.model->eval();
   return r;
 }
@@ -491,12 +492,21 @@ at::Tensor BatchOrder::at(int64_t step) {
 }
 
 std::string resolve_device(const std::string& requested, const std::string& origin) {
+  const DeviceChoice d = device_names().parse(requested, origin + ": device");
   const bool gpu = torch::cuda::is_available();
-  if (requested == "cuda" && !gpu)
+  if (d == DeviceChoice::Cuda && !gpu)
     fail("{}: device: cuda requested but no CUDA device is usable ({}); use device: auto or cpu",
          origin, cuda_build() ? "no GPU found" : "this is a CPU build");
-  if (requested == "auto") return gpu ? "cuda" : "cpu";
-  return requested;
+  const bool cuda = d == DeviceChoice::Cuda || (d == DeviceChoice::Auto && gpu);
+  return device_names().name(cuda ? DeviceChoice::Cuda : DeviceChoice::Cpu);
+}
+
+c10::Device LoadedRun::torch_device() const {
+  return ng::torch_device(device);
+}
+
+c10::Device torch_device(const std::string& resolved) {
+  return c10::Device(resolved == device_names().name(DeviceChoice::Cuda) ? c10::kCUDA : c10::kCPU);
 }
 
 std::string run_name(const Config& cfg, const std::string& config_path) {

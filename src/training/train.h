@@ -2,6 +2,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 
 #include <cstdint>
 #include <string>
@@ -53,6 +54,7 @@ struct LoadedRun {
   Net model;
   std::string device;  // "cpu" | "cuda"
   at::ScalarType dtype = at::kFloat;
+  c10::Device torch_device() const;
 };
 // `params_file` is relative to the run directory (theta.pt, or checkpoint.pt for an unfinished
 // run). Errors name the file: a missing run, a config that no longer parses, a parameter file that
@@ -73,8 +75,10 @@ Eval evaluate(NetImpl& model, const at::Tensor& x, const at::Tensor& y, const at
 // `positions` of `data` are, so that anyone can rebuild the set; no positions: every sample.
 std::string samples_csv(const Dataset& data, const std::vector<int64_t>& positions = {});
 
-// "auto" resolves to CUDA when a GPU is usable, else CPU; "cuda" without a GPU is an error.
+// "auto" resolves to CUDA when a GPU is usable, else CPU; "cuda" without a GPU is an error. The
+// result is a device name ("cpu" | "cuda"); torch_device turns it into the device.
 std::string resolve_device(const std::string& requested, const std::string& origin);
+c10::Device torch_device(const std::string& resolved);
 
 // Shuffled order of `n` samples for one epoch, identical on every platform for (seed, epoch).
 std::vector<int64_t> epoch_permutation(int64_t n, uint64_t seed, int64_t epoch);
