@@ -31,9 +31,7 @@ Command add_escape_command(CLI::App& app) {
   sub->add_option("RUN_DIR", a->run_dir, "a trained run directory")->required();
   add_escape_options(*sub, a->request);
   sub->get_option("--optimizer")->required()->default_str("");
-  sub->add_option("--data-dir", a->ctx.data_dir,
-                  "CIFAR-10 directory (else the run's data.dir, $NOISEGEOM_DATA, ...)");
-  sub->add_flag("--quiet", a->ctx.quiet, "no progress lines");
+  add_context_options(*sub, a->ctx);
   return {sub, [a] {
             const EscapeOutcome out = run_escape_study(a->run_dir, a->request, a->ctx);
             const json& r = out.record;

@@ -68,14 +68,13 @@ Command add_reproduce_command(CLI::App& app) {
       ->required()
       ->type_name("quick|paper");
   sub->add_option("--out", a->settings.out, "where runs/ and figures/ go")->capture_default_str();
-  sub->add_option("--data-dir", a->settings.ctx.data_dir, "CIFAR-10 directory");
   sub->add_option("--set", a->sets,
                   "override a training config key in every run of the figure; spectrum.OPTION="
                   "value and escape.OPTION=value set an option of those jobs (e.g. spectrum.k=10, "
                   "escape.runs=20)")
       ->type_name("KEY=VALUE")
       ->allow_extra_args(false);
-  sub->add_flag("--quiet", a->settings.ctx.quiet, "no progress lines");
+  add_context_options(*sub, a->settings.ctx);
   return {sub, [a] { return run(*a); }};
 }
 

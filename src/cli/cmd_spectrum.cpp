@@ -49,9 +49,7 @@ Command add_spectrum_command(CLI::App& app) {
   add_spectrum_options(*sub, a->request);
   sub->add_flag("--replace", a->replace,
                 "replace a spectrum of the same name made with other settings");
-  sub->add_option("--data-dir", a->ctx.data_dir,
-                  "CIFAR-10 directory (else the run's data.dir, $NOISEGEOM_DATA, ...)");
-  sub->add_flag("--quiet", a->ctx.quiet, "no progress lines");
+  add_context_options(*sub, a->ctx);
   return {sub, [a] { return run(*a); }};
 }
 

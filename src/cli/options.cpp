@@ -173,6 +173,13 @@ void add_escape_options(CLI::App& app, EscapeRequest& r) {
       ->capture_default_str();
 }
 
+void add_context_options(CLI::App& app, StudyContext& ctx) {
+  app.add_option("--data-dir", ctx.data_dir,
+                 "CIFAR-10 directory (else the config's data.dir, $NOISEGEOM_DATA, "
+                 "data/cifar-10-batches-bin)");
+  app.add_flag("--quiet", ctx.quiet, "no progress lines");
+}
+
 void apply_spectrum_overrides(SpectrumRequest& r, const std::vector<std::string>& items) {
   CLI::App app("spectrum job", "spectrum");
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // last --set wins

@@ -16,6 +16,9 @@ namespace ng {
 void add_spectrum_options(CLI::App& app, SpectrumRequest& r);
 void add_escape_options(CLI::App& app, EscapeRequest& r);
 
+// --data-dir and --quiet of the commands that analyse a run.
+void add_context_options(CLI::App& app, StudyContext& ctx);
+
 // `option=value` items (reproduce's --set spectrum.k=10 becomes "k=10") parsed by the same
 // definitions onto a request; an unknown option or bad value throws CLI::ParseError or ng::Error.
 void apply_spectrum_overrides(SpectrumRequest& r, const std::vector<std::string>& items);
