@@ -159,8 +159,8 @@ TEST(Study, NamedEscapeSweepsLiveSideBySide) {
   EXPECT_EQ(ng::run_escape_study(run, gd_sweep("a", 6), kQuiet).reused, 1);
   const std::string err =
       ngtest::error_of([&] { ng::run_escape_study(run, gd_sweep("a", 8), kQuiet); });
-  EXPECT_NE(err.find("escapes/a/escape.json"), std::string::npos) << err;
-  EXPECT_NE(err.find("steps differs"), std::string::npos) << err;
+  EXPECT_NE(err.find("escapes/a/result.json"), std::string::npos) << err;
+  EXPECT_NE(err.find("steps differs: 6 there, 8 asked"), std::string::npos) << err;
 
   // show's overview: the training, both sweeps and the spectrum.
   const ng::RunOverview o = ng::describe_run(run);

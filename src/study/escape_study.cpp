@@ -158,9 +158,9 @@ json final_means(const std::vector<RunResult>& runs, size_t nk) {
               {"final_mean_r", r}};
 }
 
-json sweep_record(const EscapeRequest& req, const EscapeOptions& e, const EscapeResult& res,
-                  const json& lr_search, const StoredSpectrum& spec, const std::string& run_dir,
-                  double wall_seconds) {
+json sweep_record(const EscapeRequest& req, const json& request, const EscapeOptions& e,
+                  const EscapeResult& res, const json& lr_search, const StoredSpectrum& spec,
+                  const std::string& run_dir, double wall_seconds) {
   std::vector<double> escape_steps;
   int64_t diverged = 0;
   double compute_seconds = 0;
@@ -174,6 +174,7 @@ json sweep_record(const EscapeRequest& req, const EscapeOptions& e, const Escape
       {"tool", "noisegeom"},
       {"version", version()},
       {"name", req.sweep_name()},
+      {"request", request},
       {"run_dir", run_dir},
       {"spectrum", req.spectrum},
       {"optimizer", optimizer_names().name(e.optimizer)},
@@ -232,6 +233,36 @@ EscapeOptions resolve_options(const EscapeRequest& r, const LoadedRun& run, int6
     e.ks.erase(std::unique(e.ks.begin(), e.ks.end()), e.ks.end());
   }
   return e;
+}
+
+// The settings of a sweep as the user sees them, resolved against the run (batch, ks): a name
+// holds one of these, checked before any work (a learning-rate search costs several sweeps).
+json sweep_request(const EscapeRequest& r, const EscapeOptions& e) {
+  return json{{"spectrum", r.spectrum},
+              {"optimizer", optimizer_names().name(e.optimizer)},
+              {"steps", e.steps},
+              {"lr", e.lr > 0 ? json(e.lr) : json("auto")},
+              {"batch", e.batch},
+              {"ks", e.ks},
+              {"log_every", e.log_every},
+              {"perturb", e.perturb},
+              {"seed", e.seed},
+              {"escape_factor", e.escape_factor},
+              {"stop_at_escape", e.stop_at_escape},
+              {"eval_samples", e.eval_samples},
+              {"gd_samples", e.gd_samples}};
+}
+
+void require_same_sweep(const std::string& dir, const std::string& name, const json& request) {
+  const json old = find_escape_record(dir);
+  if (!old.is_object() || !old.contains("request")) return;  // escape.json still guards the runs
+  const std::string key = first_difference(request, old["request"]);
+  if (!key.empty())
+    fail(
+        "{}/{}: sweep '{}' was made with other settings ({} differs: {} there, {} asked); use "
+        "another --name",
+        dir, escape_files::kRecord, name, key, old["request"].value(key, json()).dump(),
+        request.value(key, json()).dump());
 }
 
 }  // namespace
@@ -315,6 +346,8 @@ EscapeOutcome run_escape_study(const std::string& run_dir, const EscapeRequest& 
     fail("--lr auto: lambda_1 = {} in {} is not positive; give --lr", curv.lambda1, sp.dir);
 
   const std::string dir = paths.escape(r.sweep_name());
+  const json request = sweep_request(r, e);
+  require_same_sweep(dir, r.sweep_name(), request);
   const std::string theta_sha = file_sha256(paths.file(run_files::kTheta));
   const json lr_search = choose_lr(e, in, curv, dir, theta_sha, say);
   const std::string opt = optimizer_names().name(e.optimizer);
@@ -339,7 +372,8 @@ EscapeOutcome run_escape_study(const std::string& run_dir, const EscapeRequest& 
   if (res.reused > 0)
     say("{}: reused {} finished run(s), computed {}", opt, res.reused, res.computed);
 
-  const json record = sweep_record(r, e, res, lr_search, sp, run_dir, seconds_since(t_start));
+  const json record =
+      sweep_record(r, request, e, res, lr_search, sp, run_dir, seconds_since(t_start));
   write_escape_record(dir, record, trajectories_csv(opt, e.lr, e.ks, res.runs));
   const double med = record["median_escape_step"].is_number()
                          ? record["median_escape_step"].get<double>()

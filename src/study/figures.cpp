@@ -255,7 +255,7 @@ FigureOutcome reproduce_figure(const Figure& fig, const std::vector<FigureRun>& 
   auto line = [&](const std::string& who, const std::string& what, Clock::time_point t,
                   const std::string& note) {
     out.report.push_back(
-        fmt::format("{:<22} {:<14} {:>8.1f}s  {}", who, what, seconds_since(t), note));
+        fmt::format("{:<22} {:<16} {:>8.1f}s  {}", who, what, seconds_since(t), note));
   };
   for (size_t i = 0; i < runs.size(); ++i) {
     const FigureRun& r = runs[i];
