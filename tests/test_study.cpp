@@ -162,8 +162,10 @@ TEST(Study, NamedEscapeSweepsLiveSideBySide) {
   EXPECT_NE(err.find("escapes/a/result.json"), std::string::npos) << err;
   EXPECT_NE(err.find("steps differs: 6 there, 8 asked"), std::string::npos) << err;
 
-  // show's overview: the training, both sweeps and the spectrum.
+  // show's overview: the training, both sweeps and the spectrum, and a folder of the old layout.
+  fs::create_directories(run + "/escape");
   const ng::RunOverview o = ng::describe_run(run);
+  EXPECT_EQ(o.legacy, std::vector<std::string>{"escape/"});
   EXPECT_EQ(o.status, "max_steps");
   ASSERT_EQ(o.spectra.size(), 1u);
   EXPECT_EQ(o.spectra[0].name, "s4");

@@ -67,6 +67,11 @@ int show(const std::string& run_dir) {
   for (const auto& s : o.spectra) print_spectrum(s);
   fmt::print("escapes ({}):{}\n", o.escapes.size(), o.escapes.empty() ? " none" : "");
   for (const auto& e : o.escapes) print_escape(e);
+  if (!o.legacy.empty())
+    fmt::print(
+        "legacy: {} (the layout before named analyses; not read: run the spectrum or escape "
+        "again to get spectra/NAME and escapes/NAME)\n",
+        fmt::join(o.legacy, ", "));
   return 0;
 }
 

@@ -57,6 +57,8 @@ RunOverview describe_run(const std::string& run_dir) {
     e.complete = e.record.is_object();
     o.escapes.push_back(e);
   }
+  for (const char* old : {"spectrum", "escape"})
+    if (fs::is_directory(fs::path(run_dir) / old)) o.legacy.push_back(std::string(old) + "/");
   return o;
 }
 

@@ -31,6 +31,9 @@ struct RunOverview {
   double final_loss = 0;
   std::vector<SpectrumEntry> spectra;
   std::vector<EscapeEntry> escapes;
+  // Folders of the layout before named analyses (spectrum/, escape/): kept, neither read nor
+  // changed by this version.
+  std::vector<std::string> legacy;
 };
 
 // ng::Error naming RUN when it is not a run directory.
