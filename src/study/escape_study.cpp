@@ -261,7 +261,8 @@ void require_same_sweep(const std::string& dir, const std::string& name, const j
     fail(
         "{}/{}: sweep '{}' was made with other settings ({} differs: {} there, {} asked); use "
         "another --name",
-        dir, escape_files::kRecord, name, key, old["request"].value(key, json()).dump(),
+        dir, escape_files::kRecord, name, key,
+        (old["request"].is_object() ? old["request"].value(key, json()) : old["request"]).dump(),
         request.value(key, json()).dump());
 }
 

@@ -52,19 +52,21 @@ SpectrumOutcome ensure_spectrum(const std::string& run_dir, const SpectrumReques
   if (spectrum_complete(dir)) {
     const std::string summary_file = (fs::path(dir) / spectrum_files::kSummary).string();
     const json have = read_json(summary_file);
-    const std::string key = first_difference(want, have.value("request", json::object()));
+    const json stored = have.value("request", json::object());
+    const std::string key = first_difference(want, stored);
     const bool same_theta = have.value("theta_sha256", "") == sha;
     if (key.empty() && same_theta) return {load_spectrum(dir), true};
     if (!replace && !key.empty())
       fail(
           "{}: spectrum '{}' was made with other settings ({} differs: {} there, {} asked); "
-          "use another --name",
-          summary_file, r.name, key, have["request"].value(key, json()).dump(),
+          "use another --name, or --replace",
+          summary_file, r.name, key,
+          (stored.is_object() ? stored.value(key, json()) : stored).dump(),
           want.value(key, json()).dump());
     if (!replace)
       fail(
           "{}: spectrum '{}' was computed at another theta.pt (the run was retrained); use "
-          "another --name",
+          "another --name, or --replace",
           summary_file, r.name);
   }
   const SpectrumResult result = compute_spectrum(run_dir, r.options, ctx.data_dir, ctx.quiet);
