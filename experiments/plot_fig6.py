@@ -10,7 +10,8 @@ RUN_DIR/spectra/NAME/summary.json.
 
 |p_{t,1}| is drawn (p_{t,1} is signed, and GD past its stability edge flips its sign every step).
 Each trajectory is drawn up to its escape (the first logged point whose loss exceeds the escape
-threshold); the numbers in each panel are the medians over runs of r/|p| at that point.
+threshold); the numbers in each panel are the medians over runs of r/|p| at that point, as each
+sweep's result.json records them.
 """
 import os
 
@@ -19,7 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from plot_common import median, parse_args, read_csv, read_json, save_figure  # noqa: E402
+from plot_common import parse_args, read_csv, read_json, save_figure  # noqa: E402
 
 COLORS = {"sgd": "tab:red", "gd": "tab:blue"}
 
@@ -30,7 +31,7 @@ def load_escape(run, sweeps):
     for name in sweeps:
         esc = os.path.join(run["dir"], "escapes", name)
         record = read_json(os.path.join(esc, "result.json"))
-        summary[record["optimizer"]] = record
+        summary[record["request"]["optimizer"]] = record
         rows += read_csv(os.path.join(esc, "trajectories.csv"))
     ks = sorted({int(c[2:]) for c in rows[0] if c.startswith("p_")}) if rows else []
     trajs = {}  # (optimizer, run) -> list of rows, by step
@@ -78,7 +79,6 @@ def main():
                 ax.axis("off")
                 continue
             k = ks[col]
-            ratios = {}
             for opt in ("sgd", "gd"):
                 if opt not in summary:
                     continue
@@ -92,9 +92,6 @@ def main():
                     if not c:
                         continue
                     curves.append(c)
-                    last = c[-1]
-                    ratios.setdefault(opt, []).append(last[1] / last[0] if last[0] > 0 else
-                                                      float("inf"))
                     if opt == "sgd":
                         ax.plot([v[0] for v in c], [v[1] for v in c], color=COLORS[opt], lw=0.5,
                                 alpha=0.35)
@@ -110,7 +107,10 @@ def main():
             ax.set_ylim(0, None)
             ax.set_xlabel(r"$|p_{t,1}|$" if k == 1 else f"$p_{{t,{k}}}$")
             ax.set_ylabel(f"$r_{{t,{k}}}$")
-            text = ", ".join(f"{o.upper()} {median(v):.3g}" for o, v in ratios.items())
+            # The sweep's own record holds the median r/|p| at escape per k (computed with the runs).
+            text = ", ".join(
+                f"{o.upper()} {rec['median_r_over_p_at_escape'][rec['request']['ks'].index(k)]:.3g}"
+                for o, rec in summary.items() if k in rec["request"]["ks"])
             ax.set_title(f"{run['label']}, k = {k}\nmedian r/|p| at escape: {text}", fontsize=8)
             ax.grid(alpha=0.3)
             if col == 0:

@@ -441,7 +441,7 @@ TEST(Reproduce, Figure6RunsEscapesPlotsAndReusesThem) {
       const double threshold = rec["escape_criterion"]["threshold"].get<double>();
       EXPECT_GT(threshold, 0) << name << " " << opt;
       EXPECT_EQ(rec["lr_mode"], "auto") << name << " " << opt;
-      EXPECT_EQ(rec["spectrum"], "default");
+      EXPECT_EQ(rec["request"]["spectrum"], "default");
       EXPECT_EQ(rec["runs"], 3) << name << " " << opt;  // escape.runs=3 applies to GD's job too
       EXPECT_EQ(rec["escaped_runs"], 3) << name << " " << opt;
       EXPECT_TRUE(rec["srk_G2"].is_number());

@@ -137,9 +137,9 @@ TEST(Study, NamedEscapeSweepsLiveSideBySide) {
   EXPECT_TRUE(ng::spectrum_complete(run + "/spectra/s4"));
   EXPECT_EQ(a.computed, 1);
   const ng::json rec = ng::load_escape_record(a.dir);
-  EXPECT_EQ(rec["optimizer"], "gd");
-  EXPECT_EQ(rec["spectrum"], "s4");
-  EXPECT_EQ(rec["ks"], (std::vector<int64_t>{1, 4}));
+  EXPECT_EQ(rec["request"]["optimizer"], "gd");
+  EXPECT_EQ(rec["request"]["spectrum"], "s4");
+  EXPECT_EQ(rec["request"]["ks"], (std::vector<int64_t>{1, 4}));
   EXPECT_EQ(rec["median_r_over_p_at_escape"].size(), 2u);
   const auto rows = ngtest::read_csv(a.dir + "/trajectories.csv");
   EXPECT_EQ(rows.size(), 4u);  // steps 0, 2, 4, 6
@@ -153,7 +153,7 @@ TEST(Study, NamedEscapeSweepsLiveSideBySide) {
   const auto out_b = ng::run_escape_study(run, b, kQuiet);
   EXPECT_EQ(out_b.computed, 2);
   EXPECT_EQ(ngtest::read_file(a.dir + "/trajectories.csv"), before);
-  EXPECT_EQ(ng::load_escape_record(out_b.dir)["batch"], 8);
+  EXPECT_EQ(ng::load_escape_record(out_b.dir)["request"]["batch"], 8);
 
   // The same request again reuses every run; other settings under a name are refused by field.
   EXPECT_EQ(ng::run_escape_study(run, gd_sweep("a", 6), kQuiet).reused, 1);
@@ -169,11 +169,11 @@ TEST(Study, NamedEscapeSweepsLiveSideBySide) {
   EXPECT_EQ(o.status, "max_steps");
   ASSERT_EQ(o.spectra.size(), 1u);
   EXPECT_EQ(o.spectra[0].name, "s4");
-  EXPECT_EQ(o.spectra[0].k, 4);
-  EXPECT_GT(o.spectra[0].lambda1, 0);
+  EXPECT_EQ(o.spectra[0].file["k"], 4);
+  EXPECT_GT(o.spectra[0].file["lambda_1"].get<double>(), 0);
   ASSERT_EQ(o.escapes.size(), 2u);
   EXPECT_EQ(o.escapes[0].name, "a");
-  EXPECT_EQ(o.escapes[1].record["optimizer"], "sgd");
+  EXPECT_EQ(o.escapes[1].file["request"]["optimizer"], "sgd");
 }
 
 TEST(Study, MedianRatioAtEscapeTakesEachRunsFirstEscapedPoint) {

@@ -36,8 +36,9 @@ Command add_escape_command(CLI::App& app) {
             const EscapeOutcome out = run_escape_study(a->run_dir, a->request, a->ctx);
             const json& r = out.record;
             fmt::print("{}: {} {}/{} runs escaped, lr {:.6g} -> {}\n", a->run_dir,
-                       r["optimizer"].get<std::string>(), r["escaped_runs"].get<int64_t>(),
-                       r["runs"].get<int64_t>(), r["lr"].get<double>(), out.dir);
+                       r["request"]["optimizer"].get<std::string>(),
+                       r["escaped_runs"].get<int64_t>(), r["runs"].get<int64_t>(),
+                       r["lr"].get<double>(), out.dir);
             return 0;
           }};
 }

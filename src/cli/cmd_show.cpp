@@ -16,38 +16,41 @@ std::string num(double v, const char* spec = "{:.4g}") {
   return std::isfinite(v) ? fmt::format(fmt::runtime(spec), v) : "-";
 }
 
-void print_spectrum(const SpectrumEntry& s) {
+// A spectrum's settings (samples as resolved) and the numbers the analyses start from.
+void print_spectrum(const AnalysisEntry& s) {
   if (!s.complete) {
     fmt::print("  {:<12} (incomplete: files missing)\n", s.name);
     return;
   }
-  const json& q = s.request;
-  std::vector<std::string> matrices = q.value("matrices", std::vector<std::string>{});
+  const json& j = s.file;
+  const json q = j.value("request", json::object());
   fmt::print("  {:<12} k={} matrices={} estimator={} samples={} dtype={} theta={} seed={}\n",
-             s.name, s.k, fmt::join(matrices, ","), s.estimator, s.samples, s.dtype,
-             q.value("theta", ""), q.value("seed", uint64_t{0}));
-  fmt::print("  {:<12} lambda_1 {}, mu {}, srk(G^2) {}\n", "", num(s.lambda1), num(s.mu),
-             num(s.srk_g2));
+             s.name, j.value("k", int64_t{0}), j.value("matrices", ""), j.value("estimator", ""),
+             j.value("samples", int64_t{0}), j.value("dtype", ""), q.value("theta", ""),
+             q.value("seed", uint64_t{0}));
+  fmt::print("  {:<12} lambda_1 {}, mu {}, srk(G^2) {}\n", "",
+             num(json_number_or_nan(j, "lambda_1")), num(json_number_or_nan(j, "mu")),
+             num(json_number_or_nan(j, "srk_G2")));
 }
 
-void print_escape(const EscapeEntry& e) {
+// A sweep's settings (its request) and median r/|p| at escape per k.
+void print_escape(const AnalysisEntry& e) {
   if (!e.complete) {
     fmt::print("  {:<12} (incomplete: no result.json yet; run the same escape again)\n", e.name);
     return;
   }
-  const json& r = e.record;
-  const std::string opt = r.value("optimizer", "");
-  const double factor =
-      json_number_or_nan(r.value("escape_criterion", json::object()), "escape_factor");
+  const json& r = e.file;
+  const json q = r.value("request", json::object());
+  const std::string opt = q.value("optimizer", "");
   fmt::print(
       "  {:<12} optimizer={} runs={} steps={}{} lr={} ({}) log_every={} seed={} "
       "escape_factor={} spectrum={}\n",
-      e.name, opt, r.value("runs", int64_t{0}), r.value("steps", int64_t{0}),
-      opt == "sgd" ? fmt::format(" batch={}", r.value("batch", int64_t{0})) : "",
+      e.name, opt, r.value("runs", int64_t{0}), q.value("steps", int64_t{0}),
+      opt == "sgd" ? fmt::format(" batch={}", q.value("batch", int64_t{0})) : "",
       num(json_number_or_nan(r, "lr"), "{:.6g}"), r.value("lr_mode", ""),
-      r.value("log_every", int64_t{0}), r.value("seed", uint64_t{0}), num(factor, "{:g}"),
-      r.value("spectrum", ""));
-  const auto ks = r.value("ks", std::vector<int64_t>{});
+      q.value("log_every", int64_t{0}), q.value("seed", uint64_t{0}),
+      num(json_number_or_nan(q, "escape_factor"), "{:g}"), q.value("spectrum", ""));
+  const auto ks = q.value("ks", std::vector<int64_t>{});
   const json ratios = r.value("median_r_over_p_at_escape", json::array());
   std::vector<std::string> per_k;
   for (size_t j = 0; j < ks.size() && j < ratios.size(); ++j)

@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "data/dataset.h"
+#include "src/core/dtypes.h"
 #include "src/core/error.h"
 #include "src/core/random.h"
 #include "src/curvature/curvature.h"
@@ -469,7 +470,7 @@ json Engine::settings() const {
   j["escape_loss"] = opt_.escape_loss;
   j["stop_at_escape"] = opt_.stop_at_escape;
   j["max_loss_factor"] = opt_.max_loss_factor;
-  j["dtype"] = opt_.dtype == at::kDouble ? "float64" : "float32";
+  j["dtype"] = dtype_names().name(opt_.dtype);
   j["num_samples"] = n_;
   j["parameter_count"] = p_;
   j["eigenvectors"] = K_;
@@ -574,8 +575,8 @@ void check_sweep_settings(const std::string& path, const json& settings) {
     write_json(path, settings);
     return;
   }
-  const auto stored = json::parse(read_file(path), nullptr, /*allow_exceptions=*/false);
-  if (stored.is_discarded() || !stored.is_object())
+  const json stored = read_json(path);
+  if (!stored.is_object())
     fail(
         "{}: not a JSON object (a damaged file?); remove it to start the sweep again, or use "
         "another directory",

@@ -213,21 +213,15 @@ void validate_spectrum_options(const SpectrumOptions& opt) {
   check_choice(opt.residuals, kSpectrumResiduals, "--residuals");
 }
 
-SpectrumResult compute_spectrum(const std::string& run_dir, const SpectrumOptions& options,
-                                const std::string& data_dir, bool quiet) {
+SpectrumResult compute_spectrum(LoadedRun& run, const SpectrumOptions& options, bool quiet) {
   const auto t0 = Clock::now();
   validate_spectrum_options(options);
   SpectrumOptions opt = options;
-  const RunPaths paths{run_dir};
-  if (!fs::is_directory(run_dir)) fail("{}: no such run directory", run_dir);
-  if (!fs::exists(paths.file(run_files::kTheta)))
-    fail("{}: missing (train the run to the end first, or --resume it)",
-         paths.file(run_files::kTheta));
+  const RunPaths paths{run.dir};
   if (opt.tol == 0) opt.tol = opt.dtype == at::kDouble ? 1e-10 : 1e-6;
 
   SpectrumResult r;
-  r.run_dir = run_dir;
-  LoadedRun run = load_run(run_dir, data_dir);
+  r.run_dir = run.dir;
   r.n_train = run.data.size();
   r.outputs = run.data.targets.size(1);
   r.device = run.device;
@@ -262,7 +256,7 @@ SpectrumResult compute_spectrum(const std::string& run_dir, const SpectrumOption
 
   if (!quiet)
     fmt::print(stderr, "noisegeom spectrum: {} | p = {} | theta {} | {} of {} samples | k = {}\n",
-               run_dir, r.p, opt.theta, opt.samples, r.n_train, opt.k);
+               run.dir, r.p, opt.theta, opt.samples, r.n_train, opt.k);
   CurvatureOperator& gop = make_op(MatrixKind::G);
   r.spectra.push_back(solve(gop, MatrixKind::G, opt, quiet, true));
   CurvatureOperator& sop = make_op(MatrixKind::Sigma);

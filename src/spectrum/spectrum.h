@@ -13,6 +13,7 @@
 #include "src/curvature/curvature.h"
 #include "src/eigen/eigensolver.h"
 #include "src/metrics/alignment.h"
+#include "src/training/train.h"
 
 namespace ng {
 
@@ -66,9 +67,9 @@ struct SpectrumResult {
 // Checks the options (one-line ng::Error naming the option) without touching any file.
 void validate_spectrum_options(const SpectrumOptions& opt);
 
-// Everything in memory; writes nothing. Bad input throws ng::Error naming the file or option.
-// `quiet`: no progress lines on stderr.
-SpectrumResult compute_spectrum(const std::string& run_dir, const SpectrumOptions& opt,
-                                const std::string& data_dir, bool quiet);
+// Everything in memory; writes nothing. The run's model is used in place (moved to the spectrum's
+// dtype, and to theta ~ N(0, I) for --theta random). Bad input throws ng::Error naming the file or
+// option. `quiet`: no progress lines on stderr.
+SpectrumResult compute_spectrum(LoadedRun& run, const SpectrumOptions& opt, bool quiet);
 
 }  // namespace ng

@@ -38,8 +38,11 @@ json load_escape_record(const std::string& dir) {
   const std::string file = (fs::path(dir) / escape_files::kRecord).string();
   if (!fs::exists(file)) fail("{}: missing (the sweep has not finished a call yet)", file);
   json j = read_json(file);
-  if (!j.is_object() || !j.contains("optimizer") || !j.contains("lr"))
-    fail("{}: not an escape record (no optimizer or lr)", file);
+  if (!j.is_object() || !j.contains("request") || !j.contains("lr"))
+    fail(
+        "{}: not an escape record of this version (no request or lr); run the sweep again under "
+        "another --name",
+        file);
   return j;
 }
 

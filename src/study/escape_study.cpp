@@ -49,8 +49,9 @@ double median(std::vector<double> v) {
 }
 
 // The spectrum the sweep follows: loaded, or computed first (k = max(ks), default options).
-StoredSpectrum directions(const std::string& run_dir, const EscapeRequest& r, int64_t p,
+StoredSpectrum directions(LoadedRun& run, const EscapeRequest& r, int64_t p,
                           const StudyContext& ctx) {
+  const std::string& run_dir = run.dir;
   const std::string dir = RunPaths{run_dir}.spectrum(r.spectrum);
   if (spectrum_complete(dir)) return load_spectrum(dir, p);
   SpectrumRequest s;
@@ -59,7 +60,7 @@ StoredSpectrum directions(const std::string& run_dir, const EscapeRequest& r, in
   Say(ctx.quiet)(
       "{} has no spectrum '{}'; computing it (spectrum --name {} --k {}, default options)", run_dir,
       r.spectrum, r.spectrum, s.options.k);
-  StoredSpectrum out = ensure_spectrum(run_dir, s, ctx).spectrum;
+  StoredSpectrum out = ensure_spectrum(run_dir, s, ctx, false, &run).spectrum;
   if (out.U.size(0) != p) fail("{}: U does not match the model's p = {}", dir, p);
   return out;
 }
@@ -102,12 +103,11 @@ struct Inputs {
 
 // The learning rate: searched (json with the search) unless given; a search with the same
 // settings stored in the sweep's record is reused, since it costs as much as several sweeps.
-json choose_lr(EscapeOptions& e, const Inputs& in, const CurvatureNumbers& curv,
-               const std::string& dir, const std::string& theta_sha, const Say& say) {
+json choose_lr(EscapeOptions& e, const Inputs& in, const CurvatureNumbers& curv, const json& old,
+               const std::string& theta_sha, const Say& say) {
   const std::string opt = optimizer_names().name(e.optimizer);
   if (e.lr > 0) return json{{"mode", "given"}};
   const json request = lr_search_request(e, curv, theta_sha);
-  const json old = find_escape_record(dir);
   if (old.is_object() && old.contains("lr_search") &&
       old["lr_search"].value("request", json()) == request && old["lr"].is_number()) {
     e.lr = old["lr"].get<double>();
@@ -158,6 +158,7 @@ json final_means(const std::vector<RunResult>& runs, size_t nk) {
               {"final_mean_r", r}};
 }
 
+// The sweep's settings are its request (resolved against the run); the rest is what it found.
 json sweep_record(const EscapeRequest& req, const json& request, const EscapeOptions& e,
                   const EscapeResult& res, const json& lr_search, const StoredSpectrum& spec,
                   const std::string& run_dir, double wall_seconds) {
@@ -169,15 +170,12 @@ json sweep_record(const EscapeRequest& req, const json& request, const EscapeOpt
     diverged += r.status == "diverged";
     compute_seconds += r.seconds;
   }
-  const bool sgd = e.optimizer == Optimizer::Sgd;
   json j = {
       {"tool", "noisegeom"},
       {"version", version()},
       {"name", req.sweep_name()},
       {"request", request},
       {"run_dir", run_dir},
-      {"spectrum", req.spectrum},
-      {"optimizer", optimizer_names().name(e.optimizer)},
       {"lr", e.lr},
       {"lr_mode", lr_search.value("mode", "given")},
       {"lr_search", lr_search},
@@ -185,15 +183,6 @@ json sweep_record(const EscapeRequest& req, const json& request, const EscapeOpt
       {"escaped_runs", res.escaped_count()},
       {"diverged_runs", diverged},
       {"median_escape_step", median(escape_steps)},
-      {"steps", e.steps},
-      {"batch", sgd ? e.batch : 0},
-      {"log_every", e.log_every},
-      {"perturb", e.perturb},
-      {"seed", e.seed},
-      {"eval_samples", e.eval_samples},
-      {"gd_samples", e.gd_samples},
-      {"stop_at_escape", e.stop_at_escape},
-      {"ks", e.ks},
       {"median_r_over_p_at_escape", median_ratio_at_escape(res.runs, res.threshold, e.ks.size())}};
   j.update(final_means(res.runs, e.ks.size()));
   j.update(json{{"seconds", compute_seconds},
@@ -253,8 +242,8 @@ json sweep_request(const EscapeRequest& r, const EscapeOptions& e) {
               {"gd_samples", e.gd_samples}};
 }
 
-void require_same_sweep(const std::string& dir, const std::string& name, const json& request) {
-  const json old = find_escape_record(dir);
+void require_same_sweep(const std::string& dir, const std::string& name, const json& request,
+                        const json& old) {
   if (!old.is_object() || !old.contains("request")) return;  // escape.json still guards the runs
   const std::string key = first_difference(request, old["request"]);
   if (!key.empty())
@@ -333,7 +322,8 @@ EscapeOutcome run_escape_study(const std::string& run_dir, const EscapeRequest& 
                                                 run.data.x.dim() == 2 ? run.data.x.size(1) : 0);
   in.factory = [spec] { return make_model(spec); };
 
-  const StoredSpectrum sp = directions(run_dir, r, in.theta_star.numel(), ctx);
+  // theta* and the factory are taken above: a spectrum computed here uses the run's model in place.
+  const StoredSpectrum sp = directions(run, r, in.theta_star.numel(), ctx);
   in.U = sp.U;
   EscapeOptions e = resolve_options(r, run, sp.U.size(1), sp.dir);
   CurvatureNumbers curv;
@@ -348,9 +338,10 @@ EscapeOutcome run_escape_study(const std::string& run_dir, const EscapeRequest& 
 
   const std::string dir = paths.escape(r.sweep_name());
   const json request = sweep_request(r, e);
-  require_same_sweep(dir, r.sweep_name(), request);
+  const json old = find_escape_record(dir);  // the sweep's last record: settings, searched lr
+  require_same_sweep(dir, r.sweep_name(), request, old);
   const std::string theta_sha = file_sha256(paths.file(run_files::kTheta));
-  const json lr_search = choose_lr(e, in, curv, dir, theta_sha, say);
+  const json lr_search = choose_lr(e, in, curv, old, theta_sha, say);
   const std::string opt = optimizer_names().name(e.optimizer);
   say("{}: {} run(s) x {} steps, lr {:.6g}, {}, ks {}, -> {}", opt, e.runs, e.steps, e.lr,
       sgd ? fmt::format("batch {}", e.batch) : "full batch",

@@ -11,28 +11,6 @@
 namespace fs = std::filesystem;
 
 namespace ng {
-namespace {
-
-SpectrumEntry spectrum_entry(const RunPaths& paths, const std::string& name) {
-  SpectrumEntry e;
-  e.name = name;
-  const std::string dir = paths.spectrum(name);
-  e.complete = spectrum_complete(dir);
-  if (!e.complete) return e;
-  const std::string file = (fs::path(dir) / spectrum_files::kSummary).string();
-  const json s = read_json(file);
-  e.request = s.value("request", json::object());
-  e.lambda1 = json_number_or_nan(s, "lambda_1");
-  e.mu = json_number_or_nan(s, "mu");
-  e.srk_g2 = json_number_or_nan(s, "srk_G2");
-  e.estimator = s.value("estimator", "");
-  e.dtype = s.value("dtype", "");
-  e.samples = s.value("samples", int64_t{0});
-  e.k = s.value("k", int64_t{0});
-  return e;
-}
-
-}  // namespace
 
 RunOverview describe_run(const std::string& run_dir) {
   const RunPaths paths{run_dir};
@@ -49,13 +27,16 @@ RunOverview describe_run(const std::string& run_dir) {
     o.parameters = m.value("parameter_count", int64_t{0});
     o.final_loss = json_number_or_nan(m, "final_loss");
   }
-  for (const auto& name : paths.spectrum_names()) o.spectra.push_back(spectrum_entry(paths, name));
+  for (const auto& name : paths.spectrum_names()) {
+    const std::string dir = paths.spectrum(name);
+    const bool complete = spectrum_complete(dir);
+    o.spectra.push_back(
+        {name, complete,
+         complete ? read_json((fs::path(dir) / spectrum_files::kSummary).string()) : json()});
+  }
   for (const auto& name : paths.escape_names()) {
-    EscapeEntry e;
-    e.name = name;
-    e.record = find_escape_record(paths.escape(name));
-    e.complete = e.record.is_object();
-    o.escapes.push_back(e);
+    const json record = find_escape_record(paths.escape(name));
+    o.escapes.push_back({name, record.is_object(), record});
   }
   for (const char* old : {"spectrum", "escape"})
     if (fs::is_directory(fs::path(run_dir) / old)) o.legacy.push_back(std::string(old) + "/");

@@ -9,19 +9,12 @@
 
 namespace ng {
 
-struct SpectrumEntry {
+// One named analysis and the JSON file that describes it (a spectrum's summary.json, a sweep's
+// result.json); incomplete ones (interrupted before that file) have none.
+struct AnalysisEntry {
   std::string name;
-  bool complete = false;  // false: a folder without every file (interrupted)
-  json request;           // the settings it was made with
-  double lambda1 = 0, mu = 0, srk_g2 = 0;
-  std::string estimator, dtype;
-  int64_t samples = 0, k = 0;
-};
-
-struct EscapeEntry {
-  std::string name;
-  bool complete = false;  // false: no record yet (interrupted before the end of its first call)
-  json record;            // result.json
+  bool complete = false;
+  json file;
 };
 
 struct RunOverview {
@@ -29,8 +22,8 @@ struct RunOverview {
   std::string model, status;
   int64_t steps = 0, parameters = 0;
   double final_loss = 0;
-  std::vector<SpectrumEntry> spectra;
-  std::vector<EscapeEntry> escapes;
+  std::vector<AnalysisEntry> spectra;
+  std::vector<AnalysisEntry> escapes;
   // Folders of the layout before named analyses (spectrum/, escape/): kept, neither read nor
   // changed by this version.
   std::vector<std::string> legacy;

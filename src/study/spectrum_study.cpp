@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <filesystem>
+#include <optional>
 
 #include "data/sha256.h"
 #include "src/core/dtypes.h"
@@ -39,7 +40,7 @@ json request_json(const SpectrumOptions& o) {
 }
 
 SpectrumOutcome ensure_spectrum(const std::string& run_dir, const SpectrumRequest& r,
-                                const StudyContext& ctx, bool replace) {
+                                const StudyContext& ctx, bool replace, LoadedRun* loaded) {
   validate(r);
   const RunPaths paths{run_dir};
   const std::string dir = paths.spectrum(r.name);
@@ -69,7 +70,9 @@ SpectrumOutcome ensure_spectrum(const std::string& run_dir, const SpectrumReques
           "another --name, or --replace",
           summary_file, r.name);
   }
-  const SpectrumResult result = compute_spectrum(run_dir, r.options, ctx.data_dir, ctx.quiet);
+  std::optional<LoadedRun> own;
+  if (!loaded) loaded = &own.emplace(load_run(run_dir, ctx.data_dir));
+  const SpectrumResult result = compute_spectrum(*loaded, r.options, ctx.quiet);
   const json summary = write_spectrum(dir, result, want, sha);
   if (!ctx.quiet)
     fmt::print(stderr,

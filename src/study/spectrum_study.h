@@ -31,8 +31,10 @@ struct SpectrumOutcome {
 
 // Reuses RUN/spectra/NAME when it holds this request at the run's current theta.pt; else computes
 // and writes it. Other settings under the name: ng::Error naming the setting, or, with `replace`,
-// the old spectrum is replaced (reproduce owns its figures' spectra).
+// the old spectrum is replaced (reproduce owns its figures' spectra). `loaded`: the run, when the
+// caller has it in memory already (its model is then used in place), else it is loaded here.
 SpectrumOutcome ensure_spectrum(const std::string& run_dir, const SpectrumRequest& r,
-                                const StudyContext& ctx, bool replace = false);
+                                const StudyContext& ctx, bool replace = false,
+                                LoadedRun* loaded = nullptr);
 
 }  // namespace ng
