@@ -544,8 +544,8 @@ TEST(Escape, ResumedSweepEqualsAnUninterruptedOne) {
     EXPECT_EQ(second.runs[r].reused, r < 2);
     EXPECT_TRUE(same_trajectory(second.runs[r], whole.runs[r])) << "run " << r;
     EXPECT_EQ(second.runs[r].final_p, whole.runs[r].final_p);
-    EXPECT_EQ(ngtest::read_file(part + fmt::format("/run_{:04d}.csv", r)),
-              ngtest::read_file(full + fmt::format("/run_{:04d}.csv", r)));
+    EXPECT_EQ(ngtest::read_file(part + "/" + ng::sweep_files::run_file(r)),
+              ngtest::read_file(full + "/" + ng::sweep_files::run_file(r)));
   }
   EXPECT_EQ(ngtest::read_file(part + "/summary.csv"), ngtest::read_file(full + "/summary.csv"));
 

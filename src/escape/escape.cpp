@@ -537,6 +537,10 @@ std::vector<TrajectoryPoint> Engine::parse_csv(const std::string& path, int64_t 
 
 }  // namespace escape_detail
 
+std::string sweep_files::run_file(int64_t run) {
+  return fmt::format("run_{:04d}.csv", run);
+}
+
 int64_t default_escape_runs(Optimizer o) {
   return o == Optimizer::Sgd ? 50 : 1;
 }
@@ -613,9 +617,9 @@ EscapeResult run_escape_sweep(const std::string& dir, const ModelFactory& factor
   const EscapeOptions opt = with_runs(options);
   escape_detail::Engine engine(factory, theta_star, U, data, opt);
   const fs::path root(dir);
-  check_sweep_settings((root / "escape.json").string(), engine.settings());
+  check_sweep_settings((root / sweep_files::kSettings).string(), engine.settings());
 
-  auto run_path = [&](int64_t r) { return (root / fmt::format("run_{:04d}.csv", r)).string(); };
+  auto run_path = [&](int64_t r) { return (root / sweep_files::run_file(r)).string(); };
   EscapeResult res;
   std::vector<RunResult> by_run(opt.runs);
   std::vector<char> have(opt.runs, 0);
@@ -648,7 +652,7 @@ EscapeResult run_escape_sweep(const std::string& dir, const ModelFactory& factor
 
   for (int64_t r = 0; r < opt.runs; ++r)
     if (have[r]) res.runs.push_back(std::move(by_run[r]));
-  write_file_atomic((root / "summary.csv").string(), summary_csv(opt.ks, res.runs));
+  write_file_atomic((root / sweep_files::kSummary).string(), summary_csv(opt.ks, res.runs));
   res.loss_star = engine.loss_star();
   res.threshold = engine.threshold();
   res.workers = engine.workers_used();

@@ -140,6 +140,13 @@ EscapeResult run_escape(const ModelFactory& factory, const at::Tensor& theta_sta
                         const at::Tensor& U, const Dataset& data, const EscapeOptions& opt,
                         const EscapeHooks& hooks = {});
 
+// The files run_escape_sweep keeps in its directory (the study adds its own beside them).
+namespace sweep_files {
+inline constexpr const char* kSettings = "escape.json";  // what determines every run
+inline constexpr const char* kSummary = "summary.csv";   // one row per finished run
+std::string run_file(int64_t run);                       // run_NNNN.csv: one run's points
+}  // namespace sweep_files
+
 // Like run_escape, but resumable: every finished run is written atomically to
 // dir/run_NNNN.csv (all logged points, exact to the last bit), the settings to dir/escape.json.
 // A later call with the same settings loads the runs already there (RunResult::reused) and

@@ -1,6 +1,6 @@
 // The files of one escape sweep, RUN/escapes/NAME/, and their reader beside their writer. The
-// escape library keeps its resumable state there (escape.json: the settings fingerprint,
-// run_NNNN.csv: one finished run each, summary.csv: one row per run); the study adds
+// escape library keeps its resumable state there (sweep_files in src/escape/escape.h: escape.json,
+// run_NNNN.csv, summary.csv); the study adds
 //   result.json       the sweep's record: settings, the spectrum it followed, learning rate and
 //                     its search, escaped and diverged runs, median escape step, median r/|p| at
 //                     escape and mean final p, r per k, curvature at theta*, escape criterion
