@@ -44,6 +44,8 @@ int run(ReproduceArgs& a) {
   fmt::print("noisegeom reproduce {} --scale {}: {} in {:.1f}s\n", fig.name, a.settings.scale,
              out.png, seconds_since(t0));
   for (const auto& line : out.report) fmt::print("  {}\n", line);
+  if (!out.summary_file.empty()) fmt::print("{}:\n", out.summary_file);
+  for (const auto& line : out.summary.lines) fmt::print("  {}\n", line);
   return 0;
 }
 

@@ -8,11 +8,13 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 
 #include "src/core/config.h"
 #include "src/core/error.h"
 #include "src/io/json.h"
 #include "src/io/rundir.h"
+#include "src/study/figure_recipes.h"
 #include "src/training/train.h"
 
 namespace fs = std::filesystem;
@@ -81,11 +83,9 @@ EscapeRequest fig6_escape(Optimizer optimizer, int64_t steps, int64_t log_every,
 
 FigureRun fig6_run(const std::string& experiment, const std::string& label, bool paper) {
   const auto gd = Optimizer::Gd, sgd = Optimizer::Sgd;
-  return {experiment,
-          label,
-          {paper ? kFig6Paper : kFig6Quick},
-          {fig6_escape(gd, paper ? 300 : 100, 1, paper),
-           fig6_escape(sgd, paper ? 1000 : 150, paper ? 5 : 2, paper)}};
+  return figure_run(experiment, label, {paper ? kFig6Paper : kFig6Quick},
+                    {fig6_escape(gd, paper ? 300 : 100, 1, paper),
+                     fig6_escape(sgd, paper ? 1000 : 150, paper ? 5 : 2, paper)});
 }
 
 // The project root: $NOISEGEOM_ROOT, else the directory above the binary (build*/noisegeom),
@@ -121,18 +121,19 @@ std::string manifest_status(const std::string& run_dir) {
 
 // Trains one run of the figure, resuming or reusing what is there. Returns the exit code to stop
 // with (diverged, interrupted), or 0 to go on; `note` says what happened.
-int ensure_trained(const std::string& exp, const std::string& run_dir, const FigureSettings& s,
+int ensure_trained(const std::string& exp, const std::string& run_dir,
+                   const std::vector<std::string>& overrides, const FigureSettings& s,
                    bool needs_minimum, std::string* note) {
   TrainOptions t;
   t.config_path = exp;
-  t.overrides = s.train_overrides;
+  t.overrides = overrides;
   t.out_dir = run_dir;
   t.data_dir = s.ctx.data_dir;
   t.quiet = s.ctx.quiet;
   const RunPaths paths{run_dir};
   if (fs::exists(paths.file(run_files::kConfig))) {
     // The same check as train --resume, made here so that a finished run is never touched.
-    const Config want = Config::load(exp, s.train_overrides);
+    const Config want = Config::load(exp, overrides);
     require_same_config(run_dir, want, run_name(want, exp),
                         "the run there was made with a different config",
                         "use another --out or the same --set values");
@@ -165,9 +166,10 @@ int ensure_trained(const std::string& exp, const std::string& run_dir, const Fig
   return 0;
 }
 
-// experiments/plot_FIGURE.py --out PNG --scale S --spectrum NAME [--escapes A,B] LABEL=RUN...
+// experiments/plot_FIGURE.py --out PNG --scale S [--summary JSON] [--spectrum NAME]
+// [--escapes A,B] LABEL=RUN...
 void plot(const Figure& fig, const std::vector<FigureRun>& runs, const FigureSettings& s,
-          const std::string& png) {
+          const std::string& png, const std::string& summary_file) {
   const std::string script = project_file(fig.plot_script);
   const char* py = std::getenv("NOISEGEOM_PYTHON");
   const std::string python = py && *py                        ? py
@@ -175,13 +177,13 @@ void plot(const Figure& fig, const std::vector<FigureRun>& runs, const FigureSet
                                                               : "python3";
   std::string cmd = shell_quote(python) + " " + shell_quote(script) + " --out " + shell_quote(png) +
                     " --scale " + s.scale;
+  if (!summary_file.empty()) cmd += " --summary " + shell_quote(summary_file);
   const FigureRun& first = runs.front();
   if (!first.spectra.empty()) cmd += " --spectrum " + shell_quote(first.spectra.front().name);
   std::string escapes;
   for (const auto& e : first.escapes) escapes += (escapes.empty() ? "" : ",") + e.sweep_name();
   if (!escapes.empty()) cmd += " --escapes " + shell_quote(escapes);
-  for (const auto& r : runs)
-    cmd += " " + shell_quote(r.label + "=" + (fs::path(s.out) / "runs" / r.experiment).string());
+  for (const auto& r : runs) cmd += " " + shell_quote(r.label + "=" + r.dir(s.out));
   const int st = std::system(cmd.c_str());
   if (st != 0)
     fail(
@@ -190,7 +192,63 @@ void plot(const Figure& fig, const std::vector<FigureRun>& runs, const FigureSet
         script, WIFEXITED(st) ? WEXITSTATUS(st) : st);
 }
 
+// The user's --set values, then the run's own (which must win: they are what the figure sweeps).
+std::vector<std::string> run_overrides(const FigureRun& r, const FigureSettings& s) {
+  std::vector<std::string> all = s.train_overrides;
+  all.insert(all.end(), r.overrides.begin(), r.overrides.end());
+  return all;
+}
+
+// One report line per (experiment, job) however many variants ran it: Figure 1 has hundreds.
+class Report {
+ public:
+  void add(const std::string& who, const std::string& what, double seconds,
+           const std::string& note) {
+    const std::string key = who + "\n" + what;
+    auto it = index_.find(key);
+    if (it == index_.end()) {
+      it = index_.emplace(key, rows_.size()).first;
+      Row row;
+      row.who = who;
+      row.what = what;
+      rows_.push_back(row);
+    }
+    Row& row = rows_[it->second];
+    ++row.count;
+    row.seconds += seconds;
+    ++row.notes[note];
+  }
+  std::vector<std::string> lines() const {
+    std::vector<std::string> out;
+    for (const auto& r : rows_) {
+      std::string notes;
+      for (const auto& [note, count] : r.notes)
+        notes +=
+            (notes.empty() ? "" : ", ") + (r.count > 1 ? fmt::format("{}x ", count) : "") + note;
+      const std::string what = r.count > 1 ? fmt::format("{} x{}", r.what, r.count) : r.what;
+      out.push_back(fmt::format("{:<22} {:<16} {:>8.1f}s  {}", r.who, what, r.seconds, notes));
+    }
+    return out;
+  }
+
+ private:
+  struct Row {
+    std::string who, what;
+    int64_t count = 0;
+    double seconds = 0;
+    std::map<std::string, int64_t> notes;
+  };
+  std::vector<Row> rows_;
+  std::map<std::string, size_t> index_;
+};
+
 }  // namespace
+
+std::string FigureRun::dir(const std::string& out) const {
+  fs::path d = fs::path(out) / "runs" / experiment;
+  if (!variant.empty()) d /= variant;
+  return d.string();
+}
 
 const std::vector<FigureRun>& Figure::runs(const std::string& scale) const {
   if (scale != "quick" && scale != "paper")
@@ -198,29 +256,61 @@ const std::vector<FigureRun>& Figure::runs(const std::string& scale) const {
   return scale == "quick" ? quick : paper;
 }
 
+FigureRun figure_run(const std::string& experiment, const std::string& label,
+                     std::vector<SpectrumRequest> spectra, std::vector<EscapeRequest> escapes,
+                     bool needs_minimum) {
+  FigureRun r;
+  r.experiment = experiment;
+  r.label = label;
+  r.spectra = std::move(spectra);
+  r.escapes = std::move(escapes);
+  r.needs_minimum = needs_minimum;
+  return r;
+}
+
+Figure figure5() {
+  Figure f;
+  f.name = "fig5";
+  f.summary =
+      "alignment of alpha_k and lambda_k at theta* for a Fixup ResNet and a VGG on CIFAR-10 "
+      "{0,1} (paper: ResNet-38 and VGG-13; quick: small ones on 1,000 images)";
+  f.plot_script = "experiments/plot_fig5.py";
+  f.quick = {figure_run("quick_fig5_resnet", "Fixup ResNet-8 (width 16)", {kFig5}),
+             figure_run("quick_fig5_vgg", "VGG-11 (width 16)", {kFig5})};
+  f.paper = {figure_run("fig5_resnet38", "ResNet-38", {kFig5}),
+             figure_run("fig5_vgg13", "VGG-13", {kFig5})};
+  return f;
+}
+
+Figure figure2b() {
+  Figure f;
+  f.name = "fig2b";
+  f.summary = "alpha_k against lambda_k for the 4-layer CNN and FNN at theta ~ N(0, I)";
+  f.plot_script = "experiments/plot_fig2b.py";
+  f.quick = {figure_run("quick_fig2b_cnn", "CNN", {kFig2b}, {}, false),
+             figure_run("quick_fig2b_fnn", "FNN", {kFig2b}, {}, false)};
+  f.paper = {figure_run("fig2b_cnn", "CNN", {kFig2b}, {}, false),
+             figure_run("fig2b_fnn", "FNN", {kFig2b}, {}, false)};
+  return f;
+}
+
+Figure figure6() {
+  Figure f;
+  f.name = "fig6";
+  f.summary =
+      "escapes of SGD (50 runs) and GD from theta*: p_{t,k} against r_{t,k}, k = 1, 5, 10, 20 "
+      "(paper: VGG-19 and ResNet-110 on CIFAR-10; quick: the 4-layer CNN and FNN on 1,000 "
+      "images of labels {0,1})";
+  f.plot_script = "experiments/plot_fig6.py";
+  f.quick = {fig6_run("quick_cnn", "CNN", false), fig6_run("quick_fig6_fnn", "FNN", false)};
+  f.paper = {fig6_run("fig6_vgg19", "VGG-19", true),
+             fig6_run("fig6_resnet110", "ResNet-110", true)};
+  return f;
+}
+
 const std::vector<Figure>& figures() {
-  static const std::vector<Figure> f = {
-      {"fig5",
-       "alignment of alpha_k and lambda_k at theta* for a Fixup ResNet and a VGG on CIFAR-10 "
-       "{0,1} (paper: ResNet-38 and VGG-13; quick: small ones on 1,000 images)",
-       "experiments/plot_fig5.py",
-       {{"quick_fig5_resnet", "Fixup ResNet-8 (width 16)", {kFig5}, {}},
-        {"quick_fig5_vgg", "VGG-11 (width 16)", {kFig5}, {}}},
-       {{"fig5_resnet38", "ResNet-38", {kFig5}, {}}, {"fig5_vgg13", "VGG-13", {kFig5}, {}}}},
-      {"fig2b",
-       "alpha_k against lambda_k for the 4-layer CNN and FNN at theta ~ N(0, I)",
-       "experiments/plot_fig2b.py",
-       {{"quick_fig2b_cnn", "CNN", {kFig2b}, {}, false},
-        {"quick_fig2b_fnn", "FNN", {kFig2b}, {}, false}},
-       {{"fig2b_cnn", "CNN", {kFig2b}, {}, false}, {"fig2b_fnn", "FNN", {kFig2b}, {}, false}}},
-      {"fig6",
-       "escapes of SGD (50 runs) and GD from theta*: p_{t,k} against r_{t,k}, k = 1, 5, 10, 20 "
-       "(paper: VGG-19 and ResNet-110 on CIFAR-10; quick: the 4-layer CNN and FNN on 1,000 "
-       "images of labels {0,1})",
-       "experiments/plot_fig6.py",
-       {fig6_run("quick_cnn", "CNN", false), fig6_run("quick_fig6_fnn", "FNN", false)},
-       {fig6_run("fig6_vgg19", "VGG-19", true), fig6_run("fig6_resnet110", "ResNet-110", true)}},
-  };
+  // In the paper's order.
+  static const std::vector<Figure> f = {figure2b(), figure5(), figure6()};
   return f;
 }
 
@@ -237,7 +327,7 @@ void validate_figure(const Figure& fig, const std::vector<FigureRun>& runs,
                      const FigureSettings& s) {
   project_file(fig.plot_script);
   for (const auto& r : runs) {
-    Config::load(project_file("experiments/" + r.experiment + ".yaml"), s.train_overrides);
+    Config::load(project_file("experiments/" + r.experiment + ".yaml"), run_overrides(r, s));
     for (const auto& j : r.spectra) validate(j);
     for (const auto& j : r.escapes) validate(j);
   }
@@ -247,46 +337,52 @@ FigureOutcome reproduce_figure(const Figure& fig, const std::vector<FigureRun>& 
                                const FigureSettings& s) {
   validate_figure(fig, runs, s);
   FigureOutcome out;
+  Report report;
   auto progress = [&](size_t i, const std::string& what) {
     if (!s.ctx.quiet)
       fmt::print(stderr, "noisegeom reproduce: {} ({}) [{}/{}] {}: {}\n", fig.name, s.scale, i + 1,
-                 runs.size(), runs[i].experiment, what);
-  };
-  auto line = [&](const std::string& who, const std::string& what, Clock::time_point t,
-                  const std::string& note) {
-    out.report.push_back(
-        fmt::format("{:<22} {:<16} {:>8.1f}s  {}", who, what, seconds_since(t), note));
+                 runs.size(), runs[i].dir(s.out), what);
   };
   for (size_t i = 0; i < runs.size(); ++i) {
     const FigureRun& r = runs[i];
-    const std::string run_dir = (fs::path(s.out) / "runs" / r.experiment).string();
+    const std::string run_dir = r.dir(s.out);
     progress(i, "training");
     auto t = Clock::now();
     std::string note;
     out.exit_code = ensure_trained(project_file("experiments/" + r.experiment + ".yaml"), run_dir,
-                                   s, r.needs_minimum, &note);
+                                   run_overrides(r, s), s, r.needs_minimum, &note);
     if (out.exit_code != 0) return out;
-    line(r.experiment, "train", t, note);
+    report.add(r.experiment, "train", seconds_since(t), note);
     for (const auto& j : r.spectra) {
       progress(i, "spectrum " + j.name);
       t = Clock::now();
       const bool reused = ensure_spectrum(run_dir, j, s.ctx, true).reused;
-      line(r.experiment, "spectrum " + j.name, t, reused ? "reused" : "computed");
+      report.add(r.experiment, "spectrum " + j.name, seconds_since(t),
+                 reused ? "reused" : "computed");
     }
     for (const auto& j : r.escapes) {
       progress(i, "escape " + j.sweep_name());
       t = Clock::now();
       const EscapeOutcome e = run_escape_study(run_dir, j, s.ctx);
-      line(r.experiment, "escape " + j.sweep_name(), t,
-           fmt::format("{} computed, {} reused", e.computed, e.reused));
+      report.add(r.experiment, "escape " + j.sweep_name(), seconds_since(t),
+                 fmt::format("{} runs computed, {} reused", e.computed, e.reused));
     }
   }
-  const fs::path png = fs::path(s.out) / "figures" / (fig.name + ".png");
-  fs::create_directories(png.parent_path());
+  const fs::path figures_dir = fs::path(s.out) / "figures";
+  fs::create_directories(figures_dir);
+  if (fig.summarize) {
+    const auto t = Clock::now();
+    out.summary = fig.summarize(runs, s);
+    out.summary_file = (figures_dir / (fig.name + ".json")).string();
+    write_json(out.summary_file, out.summary.numbers);
+    report.add("figure", "summary", seconds_since(t), out.summary_file);
+  }
+  const fs::path png = figures_dir / (fig.name + ".png");
   const auto t = Clock::now();
-  plot(fig, runs, s, png.string());
-  line("figure", "plot", t, png.string());
+  plot(fig, runs, s, png.string(), out.summary_file);
+  report.add("figure", "plot", seconds_since(t), png.string());
   out.png = png.string();
+  out.report = report.lines();
   return out;
 }
 

@@ -4,9 +4,11 @@
 // reusing what is finished and resuming what was interrupted.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
+#include "src/io/json.h"
 #include "src/study/escape_study.h"
 #include "src/study/spectrum_study.h"
 #include "src/study/study.h"
@@ -21,13 +23,32 @@ struct FigureRun {
   // The jobs need theta* (a run that stops at its step cap is worth a warning); Figure 2b's
   // runs are evaluated at random theta and train one step only to set up their run directory.
   bool needs_minimum = true;
+  // A figure that sweeps a setting (Figure 1's widths and seeds, Figure 3's spectra of G) trains
+  // one experiment several times: `overrides` are this run's own --set values (applied after the
+  // user's) and `variant` names its folder, OUT/runs/<experiment>/<variant>.
+  std::vector<std::string> overrides;
+  std::string variant;
+  std::string dir(const std::string& out) const;
 };
+
+struct FigureSettings;
+
+// What a figure's numbers say (the theory checks, the fitted rates): written to
+// OUT/figures/FIGURE.json, handed to the plot script as --summary, printed by reproduce, and
+// read by the tests.
+struct FigureSummary {
+  json numbers = json::object();
+  std::vector<std::string> lines;  // for the terminal
+};
+using FigureSummarizer =
+    std::function<FigureSummary(const std::vector<FigureRun>& runs, const FigureSettings& s)>;
 
 struct Figure {
   std::string name;
   std::string summary;      // one line for --help
   std::string plot_script;  // relative to the project root
   std::vector<FigureRun> quick, paper;
+  FigureSummarizer summarize;  // optional: reads the finished runs' files only
   const std::vector<FigureRun>& runs(const std::string& scale) const;
 };
 
@@ -46,6 +67,8 @@ struct FigureOutcome {
   int exit_code = 0;                // 0, or training's diverged/interrupted code to stop with
   std::string png;                  // the figure written
   std::vector<std::string> report;  // one line per job: what, seconds, computed or reused
+  FigureSummary summary;            // empty unless the figure has a summarizer
+  std::string summary_file;         // OUT/figures/FIGURE.json, or ""
 };
 
 // Checks the plot script, every config and every job (names and options) before the first minute
