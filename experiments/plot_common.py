@@ -9,10 +9,14 @@ import os
 import textwrap
 
 
-def parse_args(description):
+def parse_args(description, load_spectra=True):
+    """The arguments reproduce passes. With load_spectra=False (figures drawn from their
+    --summary and their runs' own files) each run is only {"label", "dir"}."""
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--out", required=True, help="PNG file to write")
     ap.add_argument("--scale", default="", help="quick or paper (shown in the title)")
+    ap.add_argument("--summary", default="",
+                    help="the figure's numbers, OUT/figures/FIGURE.json, written by reproduce")
     ap.add_argument("--spectrum", default="default",
                     help="the spectrum to plot: RUN_DIR/spectra/NAME (default: default)")
     ap.add_argument("--escapes", default="",
@@ -26,7 +30,9 @@ def parse_args(description):
         if "=" not in item:
             ap.error(f"expected LABEL=RUN_DIR, got {item!r}")
         label, path = item.split("=", 1)
-        runs.append(load_run(label, path, a.spectrum))
+        runs.append(load_run(label, path, a.spectrum) if load_spectra
+                    else {"label": label, "dir": path})
+    a.summary = read_json(a.summary) if a.summary else {}
     return a, runs
 
 
