@@ -53,10 +53,13 @@ struct GaussianOptions {
   int64_t outputs = 1;
   uint64_t seed = 0;
   std::vector<double> variances;  // non-empty: S's diagonal (size d), overrides covariance/power
+  // W* = 0, so y = 0 and theta = 0 is a global minimum of a linear model (Figures 3 and 4:
+  // escapes from a minimum at the origin of the valley).
+  bool zero_teacher = false;
 };
-// x ~ N(0, S) with S diagonal; y = x W* with W* ~ N(0, I) (d x outputs). Row i of x depends only
-// on (seed, i, S) and W* only on (seed, d, outputs), so a larger n extends a smaller one; the
-// values do not depend on the number of threads.
+// x ~ N(0, S) with S diagonal; y = x W* with W* ~ N(0, I) (d x outputs), or W* = 0. Row i of x
+// depends only on (seed, i, S) and W* only on (seed, d, outputs), so a larger n extends a smaller
+// one; the values do not depend on the number of threads.
 Dataset make_gaussian(const GaussianOptions& opt);
 
 // The diagonal of S for `opt` (size d).

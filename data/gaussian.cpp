@@ -102,7 +102,7 @@ Dataset make_gaussian(const GaussianOptions& opt) {
   out.teacher = at::empty({d, m}, at::kFloat);
   float* w = out.teacher.data_ptr<float>();
   Normal gw(stream_seed(opt.seed, 1, 0));
-  for (int64_t k = 0; k < d * m; ++k) w[k] = static_cast<float>(gw());
+  for (int64_t k = 0; k < d * m; ++k) w[k] = opt.zero_teacher ? 0.0f : static_cast<float>(gw());
 
   out.x = at::empty({n, d}, at::kFloat);
   out.targets = at::empty({n, m}, at::kFloat);
@@ -134,8 +134,9 @@ Dataset make_gaussian(const GaussianOptions& opt) {
   const std::string cov = !opt.variances.empty()      ? "S = diag(given variances)"
                           : opt.covariance == "power" ? fmt::format("S_kk = k^-{}", opt.power)
                                                       : std::string("S = I");
-  out.description = fmt::format("Gaussian: n={}, d={}, {} (d_eff {:.4g}), {} output(s), seed {}", n,
-                                d, cov, effective_dimension(s), m, opt.seed);
+  out.description =
+      fmt::format("Gaussian: n={}, d={}, {} (d_eff {:.4g}), {} output(s){}, seed {}", n, d, cov,
+                  effective_dimension(s), m, opt.zero_teacher ? " y = 0" : "", opt.seed);
   return out;
 }
 

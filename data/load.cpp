@@ -29,6 +29,7 @@ Dataset load_training_data(const Config& cfg, const std::string& data_dir_flag) 
     o.covariance = cfg.s("data.covariance");
     o.power = cfg.f("data.power");
     o.outputs = cfg.i("data.outputs");
+    o.zero_teacher = cfg.s("data.teacher") == "zero";
     o.seed = seed;
     return make_gaussian(o);
   }

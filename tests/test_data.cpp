@@ -456,6 +456,20 @@ TEST(Gaussian, TargetsAreXTimesTeacher) {
   EXPECT_NEAR(w.var().item<double>(), 1.0, 0.06);
 }
 
+TEST(Gaussian, ZeroTeacherGivesZeroTargetsAndTheSameInputs) {
+  ng::GaussianOptions o;
+  o.n = 30;
+  o.d = 6;
+  o.seed = 3;
+  const ng::Dataset g = ng::make_gaussian(o);
+  o.zero_teacher = true;
+  const ng::Dataset z = ng::make_gaussian(o);
+  EXPECT_TRUE(at::equal(z.x, g.x));
+  EXPECT_EQ(z.targets.abs().max().item<float>(), 0.0f);
+  EXPECT_EQ(z.teacher.abs().max().item<float>(), 0.0f);
+  EXPECT_GT(g.targets.abs().max().item<float>(), 0.0f);
+}
+
 TEST(Gaussian, DeterministicPerSeedAndPrefixStable) {
   ng::GaussianOptions o;
   o.n = 50;
