@@ -27,6 +27,9 @@ struct ModelSpec {
   double leaky_slope = 0.1;
   int64_t num_classes = 2;  // outputs C
   int64_t input_dim = 0;    // small-scale models on vectors: d; 0 for image models
+  // default: the family's initialisation; zeros: every parameter 0 (a linear model's global
+  // minimum when y = 0, Figure 3's theta*).
+  std::string init = "default";
 };
 
 ModelSpec model_spec_from_config(const Config& cfg, int64_t num_classes, int64_t input_dim);

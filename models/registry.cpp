@@ -92,6 +92,7 @@ ModelSpec model_spec_from_config(const Config& cfg, int64_t num_classes, int64_t
   s.leaky_slope = cfg.f("model.leaky_slope");
   s.num_classes = num_classes;
   s.input_dim = input_dim;
+  s.init = cfg.s("model.init");
   return s;
 }
 
@@ -122,7 +123,14 @@ Net make_model(const ModelSpec& spec) {
     fail("model.leaky_slope: expected a number in [0, 1], got {}", spec.leaky_slope);
   if (spec.depth < 0) fail("model.depth: must be >= 0, got {}", spec.depth);
   if (spec.width < 0) fail("model.width: must be >= 0, got {}", spec.width);
-  return fam.make(spec);
+  if (spec.init != "default" && spec.init != "zeros")
+    fail("model.init: expected default or zeros, got '{}'", spec.init);
+  Net net = fam.make(spec);
+  if (spec.init == "zeros") {
+    at::NoGradGuard no_grad;
+    for (auto& p : net->parameters()) p.zero_();
+  }
+  return net;
 }
 
 int64_t count_parameters(const torch::nn::Module& m) {

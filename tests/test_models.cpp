@@ -481,3 +481,18 @@ TEST(Models, SpecFromConfig) {
 }
 
 }  // namespace
+
+TEST(Models, InitZerosZeroesEveryParameterAndOtherNamesAreRefused) {
+  ng::ModelSpec s;
+  s.name = "linear_net";
+  s.input_dim = 5;
+  s.num_classes = 1;
+  s.hidden = {4, 3};
+  s.init = "zeros";
+  const ng::Net net = ng::make_model(s);
+  ASSERT_EQ(net->parameters().size(), 3u);
+  for (const auto& p : net->parameters()) EXPECT_EQ(p.abs().max().item<float>(), 0.0f);
+  EXPECT_EQ(net->forward(at::randn({2, 5})).abs().max().item<float>(), 0.0f);
+  s.init = "ones";
+  EXPECT_THROW(ng::make_model(s), ng::Error);
+}

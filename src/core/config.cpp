@@ -50,6 +50,13 @@ std::vector<Field> make_schema() {
       {"model.bias", FT::Bool, "true", "bias terms in linear layers (cnn, fnn)"},
       {"model.activation", FT::Enum, "relu", "nonlinearity", 0, 0, {"relu", "leaky_relu"}},
       {"model.leaky_slope", FT::Float, "0.1", "negative slope of leaky ReLU", 0, 1},
+      {"model.init",
+       FT::Enum,
+       "default",
+       "initial parameters: the family's initialisation, or all zeros",
+       0,
+       0,
+       {"default", "zeros"}},
       {"data.source", FT::Enum, "cifar10", "training data", 0, 0, {"cifar10", "gaussian"}},
       {"data.dir", FT::String, "null",
        "CIFAR-10 binary directory (--data-dir overrides it; unset: $NOISEGEOM_DATA, then "
