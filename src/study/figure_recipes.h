@@ -16,5 +16,6 @@ FigureRun figure_run(const std::string& experiment, const std::string& label,
 Figure figure2b();
 Figure figure5();
 Figure figure6();
+Figure figureA();  // figA.cpp
 
 }  // namespace ng
