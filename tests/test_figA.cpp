@@ -128,6 +128,9 @@ TEST(FigA, RecipeSweepsBFromKBelowNWithThePapersBAndAReference) {
   }
   EXPECT_EQ(fig.paper[0].experiment, "quick_cnn");
   EXPECT_EQ(fig.paper[1].experiment, "quick_fig5_resnet");
+  std::string help;
+  ASSERT_EQ(ngtest::run_cli("reproduce --help", &help), 0) << help;
+  EXPECT_NE(help.find("figA: Appendix A's b = 2k estimator"), std::string::npos) << help;
 }
 
 bool python_has_matplotlib() {
