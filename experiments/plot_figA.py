@@ -40,6 +40,13 @@ def b_axis(ax, net):
     ax.set_xlabel("b (per-sample gradients)")
 
 
+def from_b(b, n):
+    """How the summary's smallest sufficient b reads in a title."""
+    if b is None:
+        return "never"
+    return f"only at b = n = {n}" if b == n else f"from b = {b}"
+
+
 def mark_paper_b(ax, b):
     ax.axvline(b, color="0.35", lw=1, ls=":")
     ax.text(b, 0.02, f" b = 2k = {b}\n (Appendix A)", transform=ax.get_xaxis_transform(),
@@ -58,7 +65,7 @@ def ratio_panel(ax, net, summary):
     b1 = net["b_lambda1_within_10pct"]
     ax.set_title(f"{net['label']}: n = {net['n']}, p = {net['p']:,}, "
                  rf"$\lambda_1(n)$ = {net['reference']['lambda'][0]:.3g}" "\n"
-                 rf"$\lambda_1$ within {tol:.0%} from b = {b1}", fontsize=10)
+                 rf"$\lambda_1$ within {tol:.0%} {from_b(b1, net['n'])}", fontsize=10)
     b_axis(ax, net)
     ax.set_ylabel("eigenvalue ratio")
     ax.legend(fontsize=8, loc="upper right")
@@ -72,7 +79,8 @@ def overlap_panel(ax, net, summary):
                 label=rf"$\|U_b^\top U_n\|_F^2/k$, k = {summary['k']}")
     ax.axhline(thr, color="0.4", lw=1, ls="--", label=f"{thr}")
     mark_paper_b(ax, summary["paper_b"])
-    ax.set_title(f"overlap above {thr} from b = {net['b_overlap_above_0.9']}", fontsize=10)
+    ax.set_title(f"overlap above {thr} {from_b(net['b_overlap_above_0.9'], net['n'])}",
+                 fontsize=10)
     b_axis(ax, net)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("subspace overlap")
