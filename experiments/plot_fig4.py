@@ -50,17 +50,34 @@ def plane(ax, runs):
     ax.set_ylabel("$w_2$ (sharp direction)")
     ax.set_title("trajectories over the contours of $L(w)$")
     ax.legend(fontsize=8, loc="upper right")
+    zoom(ax, [r for r in runs if color(r["label"]) == COLORS["GD"]])
+
+
+def zoom(ax, runs):
+    """GD's trajectory at its own scale: it never leaves the start's neighbourhood."""
+    if not runs:
+        return
+    t = runs[0]["trace"]
+    inset = ax.inset_axes([0.06, 0.06, 0.34, 0.34])
+    inset.plot(t["w1"], t["w2"], color=COLORS["GD"], lw=0.8, marker=".", ms=2)
+    inset.plot(t["w1"][0], t["w2"][0], "k*", ms=8)
+    inset.axhline(0, color="0.4", lw=0.6, ls="--")
+    span = t["w1"].max() - t["w1"].min()
+    inset.set_xlim(t["w1"].min() - 0.5 * span, t["w1"].max() + 0.5 * span)
+    inset.tick_params(labelsize=6)
+    inset.set_title(runs[0]["label"] + " (zoom)", fontsize=7)
 
 
 def growth(ax, runs, summary):
     for r in runs:
         t = r["trace"]
-        ax.semilogy(t["step"], t["w1"] ** 2, color=color(r["label"]), lw=1.2, label=r["label"])
-    ax.set_xlabel("step $t$")
+        ax.loglog(t["step"] + 1, t["w1"] ** 2, color=color(r["label"]), lw=1.2, label=r["label"])
+    # A log step axis: the escapes happen in the first cycles, the rest shows where they led.
+    ax.set_xlabel("step $t+1$")
     ax.set_ylabel("$w_1^2$")
     tw = ax.twinx()
     t = runs[0]["trace"]
-    tw.fill_between(t["step"], 0, t["lr"], color="0.85", step="post", zorder=0)
+    tw.fill_between(t["step"] + 1, 0, t["lr"], color="0.88", step="post", zorder=0)
     tw.set_ylabel("learning rate", color="0.5")
     tw.set_ylim(0, 1.05 * t["lr"].max() * 3)
     ax.set_zorder(tw.get_zorder() + 1)
