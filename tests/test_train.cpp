@@ -461,6 +461,25 @@ TEST(Train, CyclicalRunResumedAfterSigkillHasTheSameTrace) {
             log_without_timing(whole + "/train_log.csv"));
 }
 
+// A parameter with several entries has a column per entry; rows every trace_every steps and at the
+// last step.
+TEST(Train, TraceHasAColumnPerEntryAndTheLastStep) {
+  const std::string path = ngtest::temp_dir("small") + "/small.yaml";
+  ngtest::write_file(path,
+                     "device: cpu\nthreads: 1\nmodel: {name: linear}\n"
+                     "data: {source: gaussian, d: 3, n: 10}\n"
+                     "train: {batch_size: 2, max_steps: 12, target_loss: 0, trace_every: 5}\n");
+  const std::string out = ngtest::temp_dir("run") + "/small";
+  ASSERT_EQ(train_lib(path, out), "max_steps");
+  const ng::Trace t = ng::read_trace(out + "/trace.csv");
+  EXPECT_EQ(t.columns, (std::vector<std::string>{"step", "lr", "loss", "weight[0]", "weight[1]",
+                                                 "weight[2]"}));
+  EXPECT_EQ(t.column("step"), (std::vector<double>{0, 5, 10, 12}));
+  const auto theta = ng::load_tensor_dict(out + "/theta.pt");
+  const at::Tensor w = theta.at(0).second.to(at::kDouble).view(-1);
+  for (int64_t k = 0; k < 3; ++k) EXPECT_EQ(t.rows.back()[3 + k], w[k].item<double>()) << k;
+}
+
 TEST(Train, TraceIsRefusedForLargeModels) {
   const std::string path = ngtest::temp_dir("big") + "/big.yaml";
   ngtest::write_file(path,

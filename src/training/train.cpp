@@ -56,8 +56,11 @@ constexpr int64_t kMaxTraceParams = 100;
 std::string trace_header(NetImpl& model) {
   std::string h = "step,lr,loss";
   for (const auto& [name, t] : named_params(model)) {
-    if (t.numel() == 1) h += "," + name;
-    for (int64_t k = 0; t.numel() > 1 && k < t.numel(); ++k) h += fmt::format(",{}[{}]", name, k);
+    if (t.numel() == 1) {
+      h += "," + name;
+      continue;
+    }
+    for (int64_t k = 0; k < t.numel(); ++k) h += fmt::format(",{}[{}]", name, k);
   }
   return h;
 }
