@@ -30,6 +30,7 @@ struct ModelSpec {
   // default: the family's initialisation; zeros: every parameter 0 (a linear model's global
   // minimum when y = 0, Figure 3's theta*).
   std::string init = "default";
+  std::vector<double> toy_init;  // toy: the initial [w1, w2]; empty: w ~ N(0, 1)
 };
 
 ModelSpec model_spec_from_config(const Config& cfg, int64_t num_classes, int64_t input_dim);

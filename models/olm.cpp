@@ -7,7 +7,7 @@
 //   diag_linear: alpha, beta ~ N(0, (2d)^{-1/2}), so F_j = alpha_j^2 - beta_j^2 has variance 1/d
 //     like the linear model's weights;
 //   two_layer: b_k ~ N(0, I/d) (so b_k^T x = O(1)); a_k fixed, the first ceil(m/2) +1, rest -1;
-//   toy: w1, w2 ~ N(0, 1).
+//   toy: w1, w2 ~ N(0, 1), or the point model.toy_init.
 // Experiments that need another distribution (Figure 2: theta ~ N(0, I_p)) redraw the parameters.
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -130,12 +130,15 @@ class TwoLayer : public NetImpl {
   at::Tensor b_, a_;
 };
 
-// Figure 4 (after Ma et al. 2022): f = (w2 / sqrt(w1^2 + 1)) x.
+// Figure 4 (after Ma et al. 2022): f = (w2 / sqrt(w1^2 + 1)) x. Figure 4 starts at a chosen
+// point near the valley w2 = 0 (`init` = {w1, w2}); otherwise w ~ N(0, 1).
 class Toy : public NetImpl {
  public:
-  Toy() {
-    w1_ = register_parameter("w1", at::randn({1}));
-    w2_ = register_parameter("w2", at::randn({1}));
+  explicit Toy(const std::vector<double>& init) {
+    w1_ = register_parameter("w1",
+                             init.empty() ? at::randn({1}) : at::full({1}, init[0], at::kDouble));
+    w2_ = register_parameter("w2",
+                             init.empty() ? at::randn({1}) : at::full({1}, init[1], at::kDouble));
   }
   at::Tensor forward(const at::Tensor& x) override {
     check_vector_batch(x, "toy", 1);
@@ -178,7 +181,10 @@ Net make_toy(const ModelSpec& spec) {
   if (spec.input_dim != 1) fail("data.d: the toy model needs d = 1, got {}", spec.input_dim);
   if (spec.num_classes != 1)
     fail("data.outputs: the toy model has one output, got {} outputs", spec.num_classes);
-  return std::make_shared<Toy>();
+  if (!spec.toy_init.empty() && spec.toy_init.size() != 2)
+    fail("model.toy_init: expected [w1, w2] (or [] for w ~ N(0, 1)), got {} numbers",
+         spec.toy_init.size());
+  return std::make_shared<Toy>(spec.toy_init);
 }
 
 }  // namespace ng::models

@@ -93,6 +93,7 @@ ModelSpec model_spec_from_config(const Config& cfg, int64_t num_classes, int64_t
   s.num_classes = num_classes;
   s.input_dim = input_dim;
   s.init = cfg.s("model.init");
+  s.toy_init = cfg.floats("model.toy_init");
   return s;
 }
 

@@ -1,4 +1,5 @@
-// The training command as a user runs it: run directories, resume after SIGKILL, bad input.
+// The training command as a user runs it: run directories, resume after SIGKILL, bad input; the
+// learning-rate schedules and the parameter trace.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -12,9 +13,12 @@
 #include <sstream>
 #include <thread>
 
+#include "src/core/config.h"
 #include "src/io/files.h"
 #include "src/training/loss.h"
+#include "src/training/schedule.h"
 #include "src/training/sgd.h"
+#include "src/training/trace.h"
 #include "src/training/train.h"
 #include "tests/testing.h"
 
@@ -328,4 +332,162 @@ TEST(Train, LossAndSgdStepKeepTheirArithmetic) {
   EXPECT_FALSE(unused.grad().defined());
   ng::clear_gradients({w});
   EXPECT_FALSE(w.grad().defined());
+}
+
+TEST(Schedule, ValuesFollowTheClosedForms) {
+  ng::LrSchedule s{ng::ScheduleKind::Triangular, 1.5, 0.5, 10};
+  // min + (peak - min)(1 - |2u - 1|), u = (t mod 10) / 10
+  const std::vector<std::pair<int64_t, double>> tri = {
+      {0, 0.5}, {2, 0.9}, {5, 1.5}, {7, 1.1}, {9, 0.7}, {10, 0.5}, {15, 1.5}, {1000000000007, 1.1}};
+  for (const auto& [t, v] : tri) EXPECT_NEAR(s.at(t), v, 1e-15) << "triangular step " << t;
+  s.kind = ng::ScheduleKind::Cosine;  // min + (peak - min)(1 + cos(pi u)) / 2
+  const std::vector<std::pair<int64_t, double>> cosine = {
+      {0, 1.5}, {5, 1.0}, {10, 1.5}, {25, 1.0}, {1000000000005, 1.0}};
+  for (const auto& [t, v] : cosine) EXPECT_NEAR(s.at(t), v, 1e-15) << "cosine step " << t;
+  EXPECT_NEAR(s.at(2), 0.5 + (1 + std::cos(M_PI * 0.2)) / 2, 1e-15);
+  s.kind = ng::ScheduleKind::Constant;
+  EXPECT_EQ(s.at(0), 1.5);
+  EXPECT_EQ(s.at(7), 1.5);
+  EXPECT_EQ(ng::LrSchedule({ng::ScheduleKind::Triangular, 3.4, 0.68, 50}).describe(),
+            "triangular lr 0.68..3.4, cycle 50 steps");
+}
+
+TEST(Schedule, FromTheConfigWithErrorsNamingTheKey) {
+  const auto s = ng::schedule_from_config(
+      ng::Config::parse("train: {schedule: cosine, lr: 2, lr_min: 0.5, cycle: 30}\n", "exp.yaml"));
+  EXPECT_EQ(s.kind, ng::ScheduleKind::Cosine);
+  EXPECT_EQ(s.peak, 2);
+  EXPECT_EQ(s.min, 0.5);
+  EXPECT_EQ(s.cycle, 30);
+  // The default: the constant rate train.lr, whatever lr_min says.
+  EXPECT_EQ(ng::schedule_from_config(ng::Config::parse("train: {lr: 0.3}\n", "e")).at(99), 0.3);
+  std::string e = ngtest::error_of([] {
+    ng::schedule_from_config(
+        ng::Config::parse("train: {schedule: triangular, lr: 1, lr_min: 2}\n", "exp.yaml"));
+  });
+  EXPECT_NE(e.find("exp.yaml: train.lr_min"), std::string::npos) << e;
+  e = ngtest::error_of([] { ng::Config::parse("train: {schedule: linear}\n", "exp.yaml"); });
+  EXPECT_NE(e.find("train.schedule"), std::string::npos) << e;
+  e = ngtest::error_of([] { ng::Config::parse("train: {cycle: 0}\n", "exp.yaml"); });
+  EXPECT_NE(e.find("train.cycle"), std::string::npos) << e;
+  // model.toy_init: a list of two numbers.
+  e = ngtest::error_of([] { ng::Config::parse("model: {toy_init: [0.1, x]}\n", "exp.yaml"); });
+  EXPECT_NE(e.find("model.toy_init"), std::string::npos) << e;
+  EXPECT_EQ(ng::Config::parse("model: {toy_init: [0.1, -2e-3]}\n", "e").floats("model.toy_init"),
+            (std::vector<double>{0.1, -2e-3}));
+}
+
+namespace {
+
+// The toy model of Figure 4 on x ~ N(0, 1), y = 0, from (w1, w2) = (0.3, 0.2).
+std::string toy_config(const std::string& train) {
+  const std::string path = ngtest::temp_dir("toy") + "/toy.yaml";
+  ngtest::write_file(path,
+                     "seed: 3\ndevice: cpu\ndtype: float64\nthreads: 1\n"
+                     "model: {name: toy, toy_init: [0.3, 0.2]}\n"
+                     "data: {source: gaussian, d: 1, n: 400, teacher: zero, outputs: 1}\n"
+                     "train: {schedule: triangular, lr: 2.5, lr_min: 0.25, cycle: 16, loss: mse, "
+                     "target_loss: 0, eval_every: 8, divergence_factor: 1e300, trace_every: 1, " +
+                         train + "}\n");
+  return path;
+}
+
+}  // namespace
+
+// GD on the toy: every traced row follows from the previous one by the closed-form update with the
+// schedule's rate, w2 <- w2 (1 - lr c / a), w1 <- w1 (1 + lr c w2^2 / a^2), a = 1 + w1^2, where
+// c = (1/n) sum x_i^2 is read off the traced loss c w2^2 / (2a); train_log's lr is the schedule's.
+TEST(Train, TraceOfGdOnTheToyFollowsTheClosedFormUpdate) {
+  const std::string out = ngtest::temp_dir("run") + "/gd";
+  ASSERT_EQ(train_lib(toy_config("batch_size: 400, max_steps: 40"), out), "max_steps");
+  const ng::Trace t = ng::read_trace(out + "/trace.csv");
+  EXPECT_EQ(t.columns, (std::vector<std::string>{"step", "lr", "loss", "w1", "w2"}));
+  ASSERT_EQ(t.rows.size(), 41u);
+  const ng::LrSchedule s{ng::ScheduleKind::Triangular, 2.5, 0.25, 16};
+  const auto step = t.column("step"), lr = t.column("lr"), loss = t.column("loss");
+  const auto w1 = t.column("w1"), w2 = t.column("w2");
+  EXPECT_EQ(w1[0], 0.3);
+  EXPECT_EQ(w2[0], 0.2);
+  const double c = loss[0] * 2 * (1 + 0.09) / 0.04;
+  EXPECT_NEAR(c, 1, 0.25);  // (1/400) sum x^2
+  for (size_t k = 0; k + 1 < t.rows.size(); ++k) {
+    EXPECT_EQ(step[k], double(k));
+    EXPECT_EQ(lr[k], s.at(int64_t(k)));
+    const double a = 1 + w1[k] * w1[k];
+    EXPECT_NEAR(loss[k], c * w2[k] * w2[k] / (2 * a), 1e-12 * (1 + loss[k])) << k;
+    EXPECT_NEAR(w2[k + 1], w2[k] * (1 - lr[k] * c / a), 1e-12) << k;
+    EXPECT_NEAR(w1[k + 1], w1[k] * (1 + lr[k] * c * w2[k] * w2[k] / (a * a)), 1e-12) << k;
+  }
+  for (const auto& r : ngtest::read_csv(out + "/train_log.csv"))
+    EXPECT_EQ(std::stod(r.at("lr")), s.at(std::stoll(r.at("step")))) << r.at("step");
+  EXPECT_NE(ngtest::read_file(out + "/manifest.json")
+                .find("\"schedule\": \"triangular lr 0.25..2.5, cycle 16 steps\""),
+            std::string::npos);
+}
+
+// A cyclical online-SGD run killed after a checkpoint and resumed continues the schedule and the
+// batch order exactly: the same parameters and the same trace, each step once.
+TEST(Train, CyclicalRunResumedAfterSigkillHasTheSameTrace) {
+  const std::string cfg = toy_config("batch_size: 1, max_steps: 2000, checkpoint_every: 48");
+  const std::string whole = ngtest::temp_dir("run") + "/whole";
+  ASSERT_EQ(train_lib(cfg, whole), "max_steps");
+  const std::string cut = ngtest::temp_dir("run") + "/cut";
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    execl(NG_BINARY, NG_BINARY, "train", cfg.c_str(), "--out", cut.c_str(), "--quiet",
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  bool running_when_killed = false;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (fs::exists(cut + "/checkpoint.pt")) {
+      int st = 0;
+      running_when_killed = waitpid(pid, &st, WNOHANG) == 0;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, nullptr, 0);
+  ASSERT_TRUE(running_when_killed) << "the run ended before it could be killed";
+  ASSERT_FALSE(fs::exists(cut + "/theta.pt"));
+  // Rows past the checkpoint (and a row cut short) are dropped, then written again.
+  ASSERT_EQ(train_lib(cfg, cut, true), "max_steps");
+  EXPECT_TRUE(same_tensors(whole + "/theta.pt", cut + "/theta.pt"));
+  EXPECT_EQ(ngtest::read_file(cut + "/trace.csv"), ngtest::read_file(whole + "/trace.csv"));
+  EXPECT_EQ(log_without_timing(cut + "/train_log.csv"),
+            log_without_timing(whole + "/train_log.csv"));
+}
+
+// A parameter with several entries has a column per entry; rows every trace_every steps and at the
+// last step.
+TEST(Train, TraceHasAColumnPerEntryAndTheLastStep) {
+  const std::string path = ngtest::temp_dir("small") + "/small.yaml";
+  ngtest::write_file(path,
+                     "device: cpu\nthreads: 1\nmodel: {name: linear}\n"
+                     "data: {source: gaussian, d: 3, n: 10}\n"
+                     "train: {batch_size: 2, max_steps: 12, target_loss: 0, trace_every: 5}\n");
+  const std::string out = ngtest::temp_dir("run") + "/small";
+  ASSERT_EQ(train_lib(path, out), "max_steps");
+  const ng::Trace t = ng::read_trace(out + "/trace.csv");
+  EXPECT_EQ(t.columns, (std::vector<std::string>{"step", "lr", "loss", "weight[0]", "weight[1]",
+                                                 "weight[2]"}));
+  EXPECT_EQ(t.column("step"), (std::vector<double>{0, 5, 10, 12}));
+  const auto theta = ng::load_tensor_dict(out + "/theta.pt");
+  const at::Tensor w = theta.at(0).second.to(at::kDouble).view(-1);
+  for (int64_t k = 0; k < 3; ++k) EXPECT_EQ(t.rows.back()[3 + k], w[k].item<double>()) << k;
+}
+
+TEST(Train, TraceIsRefusedForLargeModels) {
+  const std::string path = ngtest::temp_dir("big") + "/big.yaml";
+  ngtest::write_file(path,
+                     "device: cpu\nmodel: {name: linear}\n"
+                     "data: {source: gaussian, d: 200, n: 10}\ntrain: {trace_every: 1}\n");
+  const std::string out = ngtest::temp_dir("run") + "/big";
+  const std::string e = ngtest::error_of([&] { train_lib(path, out); });
+  EXPECT_NE(e.find("train.trace_every"), std::string::npos) << e;
+  EXPECT_NE(e.find("200"), std::string::npos) << e;
+  EXPECT_FALSE(fs::exists(out));
 }

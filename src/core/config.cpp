@@ -57,6 +57,9 @@ std::vector<Field> make_schema() {
        0,
        0,
        {"default", "zeros"}},
+      {"model.toy_init", FT::FloatList, "[]",
+       "toy: the initial point [w1, w2] (Figure 4 starts near the valley w2 = 0 with w1 != 0); "
+       "[]: w1, w2 ~ N(0, 1)"},
       {"data.source", FT::Enum, "cifar10", "training data", 0, 0, {"cifar10", "gaussian"}},
       {"data.dir", FT::String, "null",
        "CIFAR-10 binary directory (--data-dir overrides it; unset: $NOISEGEOM_DATA, then "
@@ -90,7 +93,18 @@ std::vector<Field> make_schema() {
        {"gaussian", "zero"}},
       {"data.outputs", FT::Int, "1", "gaussian: target dimension (targets from a linear model)", 1,
        1e6},
-      {"train.lr", FT::Float, "0.1", "constant SGD learning rate", 1e-300, inf},
+      {"train.lr", FT::Float, "0.1", "SGD learning rate (the peak of a cyclical schedule)", 1e-300,
+       inf},
+      {"train.schedule",
+       FT::Enum,
+       "constant",
+       "learning rate by step: constant; triangular (Smith 2017: lr_min up to lr at mid-cycle and "
+       "back); cosine (SGDR: lr down to lr_min, then a restart at lr)",
+       0,
+       0,
+       {"constant", "triangular", "cosine"}},
+      {"train.lr_min", FT::Float, "0", "lowest learning rate of a cyclical schedule", 0, inf},
+      {"train.cycle", FT::Int, "1000", "steps per cycle of a cyclical schedule", 1, inf},
       {"train.batch_size", FT::Int, "32", "SGD batch size", 1, inf},
       {"train.loss",
        FT::Enum,
@@ -107,6 +121,10 @@ std::vector<Field> make_schema() {
       {"train.checkpoint_every", FT::Int, "1000", "steps between checkpoints", 1, inf},
       {"train.divergence_factor", FT::Float, "1e4",
        "stop as diverged when the loss exceeds this times the initial loss", 1, inf},
+      {"train.trace_every", FT::Int, "0",
+       "steps between rows of trace.csv (lr, loss and every parameter; models of at most 100 "
+       "parameters); 0: no trace",
+       0, inf},
   };
 }
 
@@ -133,6 +151,8 @@ std::string type_name(const Field& f) {
     }
     case FT::IntList:
       return "a list of integers";
+    case FT::FloatList:
+      return "a list of finite numbers";
   }
   return "?";
 }
@@ -222,6 +242,18 @@ Value convert(const Field& f, const YAML::Node& n, const std::string& where) {
       }
       return out;
     }
+    case FT::FloatList: {
+      if (!n.IsSequence()) throw bad();
+      std::vector<double> out;
+      for (const auto& e : n) {
+        if (!e.IsScalar()) throw bad();
+        char* end = nullptr;
+        const double v = std::strtod(e.Scalar().c_str(), &end);
+        if (e.Scalar().empty() || *end != '\0' || !std::isfinite(v)) throw bad();
+        out.push_back(v);
+      }
+      return out;
+    }
   }
   throw bad();
 }
@@ -306,6 +338,11 @@ std::string value_yaml(const Value& v) {
     std::string operator()(const std::vector<int64_t>& x) const {
       std::string s = "[";
       for (size_t k = 0; k < x.size(); ++k) s += (k ? ", " : "") + std::to_string(x[k]);
+      return s + "]";
+    }
+    std::string operator()(const std::vector<double>& x) const {
+      std::string s = "[";
+      for (size_t k = 0; k < x.size(); ++k) s += (k ? ", " : "") + (*this)(x[k]);
       return s + "]";
     }
   };
@@ -407,6 +444,9 @@ const std::string& Config::s(const std::string& key) const {
 }
 const std::vector<int64_t>& Config::ints(const std::string& key) const {
   return std::get<std::vector<int64_t>>(get(key));
+}
+const std::vector<double>& Config::floats(const std::string& key) const {
+  return std::get<std::vector<double>>(get(key));
 }
 bool Config::is_set(const std::string& key) const {
   return !std::holds_alternative<std::monostate>(get(key));

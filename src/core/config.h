@@ -10,7 +10,7 @@
 
 namespace ng {
 
-enum class FieldType { Int, Float, Bool, String, Enum, IntList };
+enum class FieldType { Int, Float, Bool, String, Enum, IntList, FloatList };
 
 struct Field {
   std::string key;
@@ -22,8 +22,8 @@ struct Field {
   std::vector<std::string> choices = {};  // for Enum
 };
 
-using Value =
-    std::variant<std::monostate, int64_t, double, bool, std::string, std::vector<int64_t>>;
+using Value = std::variant<std::monostate, int64_t, double, bool, std::string, std::vector<int64_t>,
+                           std::vector<double>>;
 
 class Config {
  public:
@@ -39,6 +39,7 @@ class Config {
   bool b(const std::string& key) const;
   const std::string& s(const std::string& key) const;
   const std::vector<int64_t>& ints(const std::string& key) const;
+  const std::vector<double>& floats(const std::string& key) const;
   bool is_set(const std::string& key) const;  // false when the value is null
 
   // Applies one override after loading (same checks as --set).

@@ -3,6 +3,7 @@
 // atomically. The names of its files and folders live here and nowhere else:
 //
 //   RUN/config.yaml manifest.json samples.csv train_log.csv checkpoint.pt theta.pt   (training)
+//   RUN/trace.csv       every parameter by step (train.trace_every, small models only)
 //   RUN/spectra/NAME/   one spectrum (src/study/spectrum_files.h)
 //   RUN/escapes/NAME/   one escape sweep (src/study/escape_files.h)
 #pragma once
@@ -33,6 +34,7 @@ inline constexpr const char* kSamples = "samples.csv";
 inline constexpr const char* kTrainLog = "train_log.csv";
 inline constexpr const char* kCheckpoint = "checkpoint.pt";
 inline constexpr const char* kTheta = "theta.pt";
+inline constexpr const char* kTrace = "trace.csv";
 inline constexpr const char* kSpectra = "spectra";
 inline constexpr const char* kEscapes = "escapes";
 }  // namespace run_files

@@ -1,6 +1,7 @@
-// Training (Appendix A of the paper): constant-learning-rate SGD from a config into a run
-// directory with checkpoints, resume and a manifest; and what the analyses share with it: loading a
-// finished run, the full-loss evaluation, samples.csv and the batch order.
+// Training (Appendix A of the paper): SGD with a constant or cyclical learning rate (Figure 4)
+// from a config into a run directory with checkpoints, resume, a manifest and, for small models, a
+// trace of every parameter; and what the analyses share with it: loading a finished run, the
+// full-loss evaluation, samples.csv and the batch order.
 #include "src/training/train.h"
 
 #include <ATen/ATen.h>
@@ -28,6 +29,7 @@
 #include "src/io/json.h"
 #include "src/io/rundir.h"
 #include "src/training/loss.h"
+#include "src/training/schedule.h"
 #include "src/training/sgd.h"
 
 namespace fs = std::filesystem;
@@ -44,6 +46,23 @@ std::vector<std::pair<std::string, at::Tensor>> named_params(NetImpl& model) {
   std::vector<std::pair<std::string, at::Tensor>> out;
   for (const auto& p : model.named_parameters()) out.emplace_back(p.key(), p.value());
   return out;
+}
+
+// trace.csv holds one column per parameter entry: beyond this many it would be a second, slower
+// checkpoint format rather than a trajectory to plot.
+constexpr int64_t kMaxTraceParams = 100;
+
+// The trace's column names: a parameter's name, with [k] per entry when it has several.
+std::string trace_header(NetImpl& model) {
+  std::string h = "step,lr,loss";
+  for (const auto& [name, t] : named_params(model)) {
+    if (t.numel() == 1) {
+      h += "," + name;
+      continue;
+    }
+    for (int64_t k = 0; k < t.numel(); ++k) h += fmt::format(",{}[{}]", name, k);
+  }
+  return h;
 }
 
 bool all_finite(NetImpl& model) {
@@ -134,6 +153,7 @@ class Trainer {
   void open_run_directory();
   void write_manifest(const std::string& status, const std::string& message, double wall);
   void record(const Eval& e);
+  void trace();
   std::string eta_text(const Eval& e);
   bool stop_now();  // sets status_ and message_ when the run ends before the next update
   void update();
@@ -159,11 +179,13 @@ class Trainer {
   std::optional<RunDir> run_dir_;
   LossKind loss_kind_ = LossKind::Mse;
   at::Tensor x_, y_, labels_;
-  double lr_ = 0, target_ = 0, divergence_factor_ = 0;
+  LrSchedule schedule_;
+  double target_ = 0, divergence_factor_ = 0;
   int64_t batch_ = 0, per_epoch_ = 0, max_steps_ = 0, eval_every_ = 0, ckpt_every_ = 0;
+  int64_t trace_every_ = 0;
   int64_t eval_batch_ = 0;
   std::vector<at::Tensor> params_;
-  std::optional<CsvLog> log_;
+  std::optional<CsvLog> log_, trace_;
   std::optional<BatchOrder> batches_;
   bool tty_ = false;
 
@@ -204,6 +226,13 @@ void Trainer::build_model() {
   model_ = make_model(model_spec_from_config(cfg_, data_.num_classes, input_dim));
   model_->to(device_, dtype_);
   p_ = count_parameters(*model_);
+  trace_every_ = cfg_.i("train.trace_every");
+  if (trace_every_ > 0 && p_ > kMaxTraceParams)
+    fail(
+        "{}: train.trace_every: a trace holds every parameter, for models of at most {} "
+        "parameters; this {} has {} (set train.trace_every: 0)",
+        cfg_.origin(), kMaxTraceParams, model_->describe(), p_);
+  schedule_ = schedule_from_config(cfg_);
   if (!start_.checkpoint.isNone())
     load_parameters(*model_, start_.checkpoint.toGenericDict().at("model").toGenericDict(),
                     (fs::path(root_) / run_files::kCheckpoint).string());
@@ -222,7 +251,6 @@ void Trainer::open_run_directory() {
   x_ = data_.x.to(device_, dtype_);
   y_ = data_.targets.to(device_, dtype_);
   labels_ = data_.labels.defined() ? data_.labels.to(device_) : at::Tensor();
-  lr_ = cfg_.f("train.lr");
   batch_ = std::min(cfg_.i("train.batch_size"), n_);
   per_epoch_ = (n_ + batch_ - 1) / batch_;
   max_steps_ = cfg_.i("train.max_steps");
@@ -235,6 +263,9 @@ void Trainer::open_run_directory() {
   log_.emplace(run_dir_->path(run_files::kTrainLog),
                "step,epoch,loss,accuracy,batch_loss,lr,wall_seconds,steps_per_second",
                opt_.resume ? start_.step : -1);
+  if (trace_every_ > 0)
+    trace_.emplace(run_dir_->path(run_files::kTrace), trace_header(*model_),
+                   opt_.resume ? start_.step : -1);
   batches_.emplace(n_, batch_, seed_, device_);
 }
 
@@ -265,6 +296,7 @@ void Trainer::write_manifest(const std::string& status, const std::string& messa
   j["final_loss"] = ev_.loss;
   j["final_accuracy"] = ev_.accuracy;
   j["target_loss"] = target_;
+  j["schedule"] = schedule_.describe();
   j["status"] = status;
   j["message"] = message;
   write_json(run_dir_->path(run_files::kManifest), j);
@@ -280,9 +312,10 @@ void Trainer::record(const Eval& e) {
   const double bl = batch_loss_count_ ? batch_loss_sum_ / batch_loss_count_ : NAN;
   batch_loss_sum_ = 0;
   batch_loss_count_ = 0;
-  log_->row(fmt::format(
-      "{},{:.4f},{:.8g},{},{:.8g},{},{:.3f},{:.2f}", step_, double(step_) / per_epoch_, e.loss,
-      e.accuracy < 0 ? std::string() : fmt::format("{:.6f}", e.accuracy), bl, lr_, wall(), rate_));
+  log_->row(fmt::format("{},{:.4f},{:.8g},{},{:.8g},{},{:.3f},{:.2f}", step_,
+                        double(step_) / per_epoch_, e.loss,
+                        e.accuracy < 0 ? std::string() : fmt::format("{:.6f}", e.accuracy), bl,
+                        schedule_.at(step_), wall(), rate_));
   if (opt_.quiet) return;
   const std::string eta = eta_text(e);
   const std::string acc = e.accuracy < 0 ? "" : fmt::format(" acc {:.1f}%", 100 * e.accuracy);
@@ -293,6 +326,18 @@ void Trainer::record(const Eval& e) {
 
 // ETA to the target from the log-linear decrease of the loss over the last evaluations (SGD's
 // loss is noisy from one evaluation to the next), else to the step cap.
+// One row of trace.csv: the step, its learning rate, the full training loss (one pass over the
+// samples: the model is small) and every parameter entry, all at theta_step.
+void Trainer::trace() {
+  std::string row = fmt::format("{},{},{}", step_, g17(schedule_.at(step_)),
+                                g17(evaluate(*model_, x_, y_, labels_, loss_kind_, n_).loss));
+  for (const at::Tensor& p : params_) {
+    const at::Tensor v = p.detach().to(at::kCPU, at::kDouble).contiguous().view(-1);
+    for (int64_t k = 0; k < v.numel(); ++k) row += "," + g17(v.data_ptr<double>()[k]);
+  }
+  trace_->row(row);
+}
+
 std::string Trainer::eta_text(const Eval& e) {
   recent_.emplace_back(step_, e.loss > 0 ? std::log(e.loss) : NAN);
   if (recent_.size() > 6) recent_.erase(recent_.begin());
@@ -345,8 +390,9 @@ bool Trainer::stop_now() {
 void Trainer::update() {
   const at::Tensor loss =
       sgd_gradient(*model_, params_, x_, y_, labels_, batches_->at(step_), loss_kind_);
-  sgd_step(params_, lr_);
+  sgd_step(params_, schedule_.at(step_));
   ++step_;
+  if (trace_ && (step_ % trace_every_ == 0 || step_ >= max_steps_)) trace();
   if (step_ % eval_every_ == 0 || step_ >= max_steps_) {
     batch_loss_sum_ += loss.item<double>();
     ++batch_loss_count_;
@@ -367,8 +413,9 @@ TrainResult Trainer::run() {
   auto old_term = std::signal(SIGTERM, on_signal);
   tty_ = !opt_.quiet && isatty(STDERR_FILENO);
   if (!opt_.quiet)
-    fmt::print(stderr, "noisegeom train: {} | {} | {} params | {} | {} | lr {} batch {}\n", name_,
-               model_->describe(), p_, data_.description, device_name_, lr_, batch_);
+    fmt::print(stderr, "noisegeom train: {} | {} | {} params | {} | {} | {} | batch {}\n", name_,
+               model_->describe(), p_, data_.description, device_name_, schedule_.describe(),
+               batch_);
 
   step_ = start_.step;
   ev_ = evaluate_now();
@@ -377,6 +424,7 @@ TrainResult Trainer::run() {
   rate_step_ = step_;
   // A resumed run's log already holds the rows up to its checkpoint.
   if (log_->data_rows() == 0) record(ev_);
+  if (trace_ && trace_->data_rows() == 0) trace();
   write_manifest("running", "", wall());
 
   model_->train();

@@ -1,4 +1,7 @@
-// Constant-learning-rate SGD to a sharp minimum (Appendix A of the paper), into a run directory.
+// SGD to a sharp minimum (Appendix A of the paper) with a constant learning rate, or along a
+// cyclical schedule (Figure 4: train.schedule, src/training/schedule.h), into a run directory.
+// train_log.csv's lr column and trace.csv's hold eta(step), the rate of the update that leaves
+// that step; a resumed run continues the schedule exactly since it is a function of the step.
 #pragma once
 
 #include <ATen/core/Tensor.h>
