@@ -86,7 +86,9 @@ ng::Net at_theta(const SmallNet& s) {
   return net;
 }
 
-void check_energy_against_dense(ng::LossKind loss, const std::vector<int64_t>& samples) {
+// row_bytes: EscapeOptions::energy_row_bytes (0: the Jacobian-vector product path).
+void check_energy_against_dense(ng::LossKind loss, const std::vector<int64_t>& samples,
+                                double row_bytes) {
   const SmallNet s = small_net();
   at::Tensor x = s.data.x.to(at::kDouble);
   if (!samples.empty()) x = x.index_select(0, at::tensor(samples, at::kLong));
@@ -110,6 +112,8 @@ void check_energy_against_dense(ng::LossKind loss, const std::vector<int64_t>& s
   o.escape_loss = 1e6;
   o.energy = true;
   o.energy_samples = samples;
+  o.energy_row_bytes = row_bytes;
+  o.workers = 2;
   const ng::EscapeResult res = ng::run_escape(s.factory, s.theta_star, U, s.data, o);
   ASSERT_EQ(res.runs.size(), 4u);
   EXPECT_NEAR(res.energy_lambda1, lam1, 1e-12 * lam1);
@@ -133,11 +137,13 @@ void check_energy_against_dense(ng::LossKind loss, const std::vector<int64_t>& s
 }  // namespace
 
 TEST(Fig3Energy, MatchesADenseFloat64ComputationForTheSquareLoss) {
-  check_energy_against_dense(ng::LossKind::Mse, {});
+  check_energy_against_dense(ng::LossKind::Mse, {}, 1e9);  // shared per-sample rows
+  check_energy_against_dense(ng::LossKind::Mse, {}, 0);    // one JVP (R-op) per point
 }
 
 TEST(Fig3Energy, MatchesADenseFloat64ComputationForCrossEntropyOnASubset) {
-  check_energy_against_dense(ng::LossKind::CrossEntropy, {1, 4, 5, 8, 13, 21});
+  check_energy_against_dense(ng::LossKind::CrossEntropy, {1, 4, 5, 8, 13, 21}, 1e9);
+  check_energy_against_dense(ng::LossKind::CrossEntropy, {1, 4, 5, 8, 13, 21}, 0);
 }
 
 // Proposition 5.3 is an equality for GD: w_{t,i} = (1 - eta lambda_i)^t w_{0,i}, so

@@ -83,7 +83,10 @@ class Engine {
   void ensure_replicas(size_t count);
   // The energy samples (float64), each replica's G operator, and lambda_1 = u_1^T G u_1.
   void setup_energy();
+  Net energy_model() const;  // a float64 replica at theta*
+  CurvatureOptions energy_options() const;
   void add_energy_operator(Replica& rep) const;
+  double energy_form(Replica& rep, const at::Tensor& v) const;  // v^T G v
   // X_t, Y_t, D_{t,1} of `delta` = theta_t - theta* (float64) into `pt`.
   void measure_energy(Replica& rep, const at::Tensor& delta, TrajectoryPoint* pt) const;
 
@@ -98,6 +101,9 @@ class Engine {
   at::Tensor theta_star64_, U64_;  // float64 on the device
   double loss_star_ = 0, threshold_ = 0;
   at::Tensor energy_x_, energy_y_;  // energy samples, float64 on the device
+  // G's per-sample rows B over the energy samples (v^T G v = |B v|^2 / n), shared read-only by the
+  // workers when they fit in energy_row_bytes; else each replica's operator takes a JVP per point.
+  at::Tensor energy_rows_;
   double energy_lambda1_ = std::nan("");
   std::string energy_checksum_;
   std::vector<Replica> replicas_;

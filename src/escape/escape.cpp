@@ -217,16 +217,26 @@ void Engine::setup_energy() {
   }
   energy_checksum_ = fmt::format("{}:{}", checksum(at::tensor(idx, at::kLong).to(at::kDouble)),
                                  checksum(energy_x_));
-  for (auto& rep : replicas_) add_energy_operator(rep);
+  // One product with the rows reads them once; the R-op makes three passes through the model and
+  // its autograd graph: for Figure 3's paper scale (1e5 samples, p = 1e3) several times slower.
+  const double row_bytes = 8.0 * static_cast<double>(energy_x_.size(0)) * static_cast<double>(p_) *
+                           static_cast<double>(energy_y_.size(1));
+  if (row_bytes <= opt_.energy_row_bytes) {
+    CurvatureOptions co = energy_options();
+    co.estimator = Estimator::PerSample;
+    energy_rows_ = CurvatureOperator(energy_model(), energy_x_, energy_y_, co).rows();
+  } else {
+    for (auto& rep : replicas_) add_energy_operator(rep);
+  }
   // lambda_1 on the energy samples themselves, so that X uses the G that Y uses, whatever the
   // accuracy of the stored eigenvalue.
-  energy_lambda1_ = gauss_newton_form(*replicas_[0].energy, U64_.select(1, 0).contiguous());
+  energy_lambda1_ = energy_form(replicas_[0], U64_.select(1, 0).contiguous());
   if (!(energy_lambda1_ > 0))
     fail("escape.energy: u_1^T G u_1 = {} over the energy samples is not positive",
          energy_lambda1_);
 }
 
-void Engine::add_energy_operator(Replica& rep) const {
+Net Engine::energy_model() const {
   Net m = factory_();
   if (!m) fail("escape: the model factory returned no model");
   m->to(opt_.device, at::kDouble);
@@ -236,6 +246,10 @@ void Engine::add_energy_operator(Replica& rep) const {
     const auto parts = layout.split(theta_star64_);
     for (size_t k = 0; k < parts.size(); ++k) layout.tensors[k].copy_(parts[k]);
   }
+  return m;
+}
+
+CurvatureOptions Engine::energy_options() const {
   CurvatureOptions co;
   co.loss = opt_.loss;
   co.matrix = MatrixKind::G;
@@ -247,14 +261,25 @@ void Engine::add_energy_operator(Replica& rep) const {
   co.dtype = at::kDouble;
   co.device = opt_.device;
   co.probe = false;
-  rep.energy = std::make_shared<CurvatureOperator>(m, energy_x_, energy_y_, co);
+  return co;
+}
+
+void Engine::add_energy_operator(Replica& rep) const {
+  rep.energy =
+      std::make_shared<CurvatureOperator>(energy_model(), energy_x_, energy_y_, energy_options());
+}
+
+double Engine::energy_form(Replica& rep, const at::Tensor& v) const {
+  if (!energy_rows_.defined()) return gauss_newton_form(*rep.energy, v);
+  return at::mv(energy_rows_, v).pow(2).sum().item<double>() /
+         static_cast<double>(energy_x_.size(0));
 }
 
 void Engine::measure_energy(Replica& rep, const at::Tensor& delta, TrajectoryPoint* pt) const {
   const at::Tensor u1 = U64_.select(1, 0);
   const double c = at::dot(delta, u1).item<double>();
   pt->energy_x = energy_lambda1_ * c * c;
-  pt->energy_y = gauss_newton_form(*rep.energy, delta - c * u1);
+  pt->energy_y = energy_form(rep, delta - c * u1);
   pt->d1 = pt->energy_y / pt->energy_x;
 }
 
@@ -315,7 +340,7 @@ void Engine::ensure_replicas(size_t count) {
     if (!replicas_.empty() && r.layout.size != replicas_[0].layout.size)
       fail("escape: the model factory built models of different sizes ({} and {})",
            replicas_[0].layout.size, r.layout.size);
-    if (energy_x_.defined()) add_energy_operator(r);
+    if (energy_x_.defined() && !energy_rows_.defined()) add_energy_operator(r);
     replicas_.push_back(std::move(r));
   }
 }

@@ -95,6 +95,10 @@ struct EscapeOptions {
   // eigenvector of the same G.
   bool energy = false;
   std::vector<int64_t> energy_samples;
+  // G's per-sample rows (float64, samples x outputs x p) up to this size are built once and shared
+  // by the workers (one product per point); larger ones, or 0, take a Jacobian-vector product by
+  // the R-op per point instead. Both give the same numbers to rounding.
+  double energy_row_bytes = 2.0 * (1 << 30);
 };
 
 struct TrajectoryPoint {

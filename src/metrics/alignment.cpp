@@ -154,9 +154,22 @@ Alignment compute_alignment(CurvatureOperator& g, CurvatureOperator& sigma, cons
     r.method = "gram";
     const double b = static_cast<double>(g.num_samples());
     // tr(Sigma G) = (1/b^2) tr(B_S^T B_S B_G^T B_G) = |B_G B_S^T|_F^2 / b^2.
-    r.trace_sigma_g = {frob_sq_of_product(g.rows(), sigma.rows()) / (b * b), 0, 0};
-    r.frob_g_sq = {frob_sq_of_product(g.rows(), g.rows()) / (b * b), 0, 0};
-    r.trace_g = {frob_sq(g.rows()) / b, 0, 0};
+    const at::Tensor& bg = g.rows();
+    const at::Tensor& bs = sigma.rows();
+    // At a global minimum every per-sample gradient is 0 (Figure 3's theta*): tr(Sigma G) = 0
+    // without a product over the rows.
+    const bool sigma_zero = frob_sq(bs) == 0;
+    if (bg.size(1) * bg.size(1) < bg.size(0) * bg.size(0)) {
+      // Fewer parameters than rows: one p x p Gram matrix of G's rows serves both traces.
+      const at::Tensor pg = gram_of_columns(bg);
+      r.frob_g_sq = {pg.pow(2).sum().item<double>() / (b * b), 0, 0};
+      r.trace_sigma_g = {
+          sigma_zero ? 0.0 : (pg * gram_of_columns(bs)).sum().item<double>() / (b * b), 0, 0};
+    } else {
+      r.frob_g_sq = {frob_sq_of_product(bg, bg) / (b * b), 0, 0};
+      r.trace_sigma_g = {sigma_zero ? 0.0 : frob_sq_of_product(bg, bs) / (b * b), 0, 0};
+    }
+    r.trace_g = {frob_sq(bg) / b, 0, 0};
   } else {
     r.method = "hutchinson";
     if (opt.probes < 2) fail("metrics: Hutchinson needs at least 2 probes, got {}", opt.probes);
