@@ -48,8 +48,12 @@ std::string resolve_data_dir(const std::string& flag);
 struct GaussianOptions {
   int64_t n = 1000;
   int64_t d = 50;
-  std::string covariance = "isotropic";  // isotropic | power (S_kk = k^-power)
+  std::string covariance = "isotropic";  // isotropic | power (S_kk = k^-power) | spiked
   double power = 0.5;
+  // spiked: S_11 = 1, S_kk = bulk for k >= 2 (Figure 3: lambda_1 = 1 > lambda_2 = ... = lambda_d,
+  // population srk(S^2) = 1 + (d - 1) bulk^2).
+  double bulk = 0.1;
+  double scale = 1;  // every covariance is multiplied by this (Figure 3's 1/d)
   int64_t outputs = 1;
   uint64_t seed = 0;
   std::vector<double> variances;  // non-empty: S's diagonal (size d), overrides covariance/power
@@ -62,7 +66,7 @@ struct GaussianOptions {
 // one; the values do not depend on the number of threads.
 Dataset make_gaussian(const GaussianOptions& opt);
 
-// The diagonal of S for `opt` (size d).
+// The diagonal of S for `opt` (size d), scale included.
 std::vector<double> gaussian_variances(const GaussianOptions& opt);
 // srk(diag(s)) = tr / max for s >= 0.
 double stable_rank(const std::vector<double>& s);

@@ -39,14 +39,22 @@ std::vector<double> gaussian_variances(const GaussianOptions& opt) {
       if (!(v >= 0 && std::isfinite(v))) fail("gaussian: variance {} is not finite and >= 0", v);
     return opt.variances;
   }
+  if (!(opt.scale > 0) || !std::isfinite(opt.scale))
+    fail("data.scale: {} must be a positive finite number", opt.scale);
   if (opt.covariance == "isotropic") {
     std::fill(s.begin(), s.end(), 1.0);
+  } else if (opt.covariance == "spiked") {
+    if (!(opt.bulk >= 0) || !std::isfinite(opt.bulk))
+      fail("data.bulk: {} must be a finite number >= 0", opt.bulk);
+    std::fill(s.begin(), s.end(), opt.bulk);
+    s[0] = 1.0;
   } else if (opt.covariance == "power") {
     if (!(opt.power >= 0)) fail("data.power: {} must be >= 0", opt.power);
     for (int64_t k = 1; k <= opt.d; ++k) s[k - 1] = std::pow(static_cast<double>(k), -opt.power);
   } else {
-    fail("data.covariance: '{}' is not one of isotropic|power", opt.covariance);
+    fail("data.covariance: '{}' is not one of isotropic|power|spiked", opt.covariance);
   }
+  for (double& v : s) v *= opt.scale;
   return s;
 }
 
@@ -131,9 +139,12 @@ Dataset make_gaussian(const GaussianOptions& opt) {
   out.num_classes = m;
   out.indices.resize(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) out.indices[i] = i;
-  const std::string cov = !opt.variances.empty()      ? "S = diag(given variances)"
-                          : opt.covariance == "power" ? fmt::format("S_kk = k^-{}", opt.power)
-                                                      : std::string("S = I");
+  std::string cov = !opt.variances.empty()      ? "S = diag(given variances)"
+                    : opt.covariance == "power" ? fmt::format("S_kk = k^-{}", opt.power)
+                    : opt.covariance == "spiked"
+                        ? fmt::format("S = diag(1, {}, ..., {})", opt.bulk, opt.bulk)
+                        : std::string("S = I");
+  if (opt.variances.empty() && opt.scale != 1) cov += fmt::format(" x {}", opt.scale);
   out.description =
       fmt::format("Gaussian: n={}, d={}, {} (d_eff {:.4g}), {} output(s){}, seed {}", n, d, cov,
                   effective_dimension(s), m, opt.zero_teacher ? " y = 0" : "", opt.seed);

@@ -28,6 +28,8 @@ Dataset load_training_data(const Config& cfg, const std::string& data_dir_flag) 
     o.d = cfg.i("data.d");
     o.covariance = cfg.s("data.covariance");
     o.power = cfg.f("data.power");
+    o.bulk = cfg.f("data.bulk");
+    o.scale = cfg.f("data.scale");
     o.outputs = cfg.i("data.outputs");
     o.zero_teacher = cfg.s("data.teacher") == "zero";
     o.seed = seed;

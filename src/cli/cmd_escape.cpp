@@ -21,7 +21,9 @@ Command add_escape_command(CLI::App& app) {
       "one file per finished run (a re-run computes only the missing runs), trajectories.csv "
       "(optimizer,run,step,lr,loss,distance,p_1,r_1,...) and result.json (lr and its search, "
       "escaped runs, median escape step, median r/|p| at escape and mean final p and r per k, "
-      "srk(G^2), the escape criterion). Other settings under the same name are refused."));
+      "srk(G^2), the escape criterion). With --energy each logged point also has Section 5's "
+      "energy_x = lambda_1 <d,u_1>^2, energy_y (the rest of d^T G d) and D_1 = energy_y/energy_x "
+      "(Figure 3). Other settings under the same name are refused."));
   struct Args {
     std::string run_dir;
     EscapeRequest request;

@@ -126,20 +126,26 @@ void add_escape_options(CLI::App& app, EscapeRequest& r) {
       ->capture_default_str();
   app.add_option("--steps", o.steps, "updates per run")->capture_default_str();
   app.add_option_function<std::string>(
-         "--lr", [&o](const std::string& s) { o.lr = s == "auto" ? 0.0 : std::stod(s); },
+         "--lr",
+         [&r](const std::string& s) {
+           r.lr_paper = s == "paper";
+           r.options.lr = s == "auto" || s == "paper" ? 0.0 : std::stod(s);
+         },
          "learning rate; auto searches the smallest one at which the probe runs escape within "
-         "the steps, from 2/lambda_1 (gd) or 1.2/|G|_F (sgd), and takes 1.1 times it")
-      ->type_name("X|auto")
+         "the steps, from 2/lambda_1 (gd) or 1.2/|G|_F (sgd), and takes 1.1 times it; paper "
+         "takes Figure 3's 1.2/|G|_F (sgd; |G|_F must be exact: a per-sample spectrum) or "
+         "4/(lambda_1 + lambda_2) (gd) from the spectrum")
+      ->type_name("X|auto|paper")
       ->default_str("auto")
       ->check([](const std::string& s) {
-        if (s == "auto") return std::string();
+        if (s == "auto" || s == "paper") return std::string();
         try {
           size_t used = 0;
           const double v = std::stod(s, &used);
           if (used == s.size() && v > 0 && std::isfinite(v)) return std::string();
         } catch (const std::exception&) {
         }
-        return "expected a positive learning rate or auto, got '" + s + "'";
+        return "expected a positive learning rate, auto or paper, got '" + s + "'";
       });
   app.add_option("--batch", o.batch, "SGD batch size; 0: the run's train.batch_size")
       ->capture_default_str();
@@ -163,11 +169,22 @@ void add_escape_options(CLI::App& app, EscapeRequest& r) {
                  "escaped: loss above F L(theta*); besides the logged steps, GD logs the first "
                  "step whose full-batch loss exceeds it")
       ->capture_default_str();
+  app.add_option("--escape-loss", o.escape_loss,
+                 "escaped: loss above this absolute value instead (needed when L(theta*) = 0); 0: "
+                 "use --escape-factor")
+      ->capture_default_str();
+  app.add_option("--max-loss-factor", o.max_loss_factor,
+                 "a run stops as diverged once its loss exceeds this times the escape threshold")
+      ->capture_default_str();
   app.add_flag("--stop-at-escape", o.stop_at_escape,
                "end each run at its first escaped point (Figure 6's trajectories)");
   app.add_option("--eval-samples", o.eval_samples,
                  "the loss on a fixed seeded subset of N training samples; 0: all of them")
       ->capture_default_str();
+  app.add_flag("--energy", o.energy,
+               "also log Section 5's loss energies X = lambda_1 <d,u_1>^2, Y (the rest of d^T G d) "
+               "and D_1 = Y/X at every logged step, G over the spectrum's samples (one "
+               "Jacobian-vector product per logged step)");
   app.add_option("--gd-samples", o.gd_samples,
                  "gd: the gradient over a fixed seeded subset of N samples; 0: all of them")
       ->capture_default_str();

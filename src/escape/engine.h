@@ -5,10 +5,13 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cmath>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "src/curvature/curvature.h"
 #include "src/curvature/params.h"
 #include "src/escape/escape.h"
 #include "src/io/json.h"
@@ -18,6 +21,9 @@ namespace ng::escape_detail {
 struct Replica {
   Net model;
   ParameterLayout layout;
+  // EscapeOptions::energy: G at theta* over the energy samples, on a model of its own that stays
+  // at theta* (float64; one per worker, so that workers never share autograd state).
+  std::shared_ptr<CurvatureOperator> energy;
 };
 
 class Engine {
@@ -33,6 +39,7 @@ class Engine {
   EscapeOptions& options() { return opt_; }
   const EscapeOptions& options() const { return opt_; }
   double loss_star() const { return loss_star_; }
+  double energy_lambda1() const { return energy_lambda1_; }
   double threshold() const { return threshold_; }
   int64_t workers_used() const { return workers_used_; }
   int64_t intra_used() const { return intra_used_; }
@@ -74,6 +81,14 @@ class Engine {
   double eval_loss(Replica& rep) const;
   void load_theta(Replica& rep, const at::Tensor& theta) const;
   void ensure_replicas(size_t count);
+  // The energy samples (float64), each replica's G operator, and lambda_1 = u_1^T G u_1.
+  void setup_energy();
+  Net energy_model() const;  // a float64 replica at theta*
+  CurvatureOptions energy_options() const;
+  void add_energy_operator(Replica& rep) const;
+  double energy_form(Replica& rep, const at::Tensor& v) const;  // v^T G v
+  // X_t, Y_t, D_{t,1} of `delta` = theta_t - theta* (float64) into `pt`.
+  void measure_energy(Replica& rep, const at::Tensor& delta, TrajectoryPoint* pt) const;
 
   ModelFactory factory_;
   EscapeOptions opt_;
@@ -85,6 +100,12 @@ class Engine {
   at::Tensor theta_star_;          // model dtype
   at::Tensor theta_star64_, U64_;  // float64 on the device
   double loss_star_ = 0, threshold_ = 0;
+  at::Tensor energy_x_, energy_y_;  // energy samples, float64 on the device
+  // G's per-sample rows B over the energy samples (v^T G v = |B v|^2 / n), shared read-only by the
+  // workers when they fit in energy_row_bytes; else each replica's operator takes a JVP per point.
+  at::Tensor energy_rows_;
+  double energy_lambda1_ = std::nan("");
+  std::string energy_checksum_;
   std::vector<Replica> replicas_;
   int64_t workers_used_ = 0, intra_used_ = 0;
   std::string data_checksum_, theta_checksum_, u_checksum_;

@@ -168,6 +168,7 @@ Engine::Engine(const ModelFactory& factory, const at::Tensor& theta_star, const 
   p_ = replicas_[0].layout.size;
   set_minimum(theta_star, U);
   load_data(data);
+  if (opt_.energy) setup_energy();
 
   load_theta(replicas_[0], theta_star_);
   loss_star_ = eval_loss(replicas_[0]);
@@ -182,6 +183,104 @@ Engine::Engine(const ModelFactory& factory, const at::Tensor& theta_star, const 
   data_checksum_ = checksum(data.x) + "/" + checksum(data.targets);
   theta_checksum_ = checksum(theta_star64_);
   u_checksum_ = checksum(U64_);
+}
+
+namespace {
+
+// v^T G v = (1/n) sum_i (J_i v)^T W_i (J_i v) from one Jacobian-vector product: W_i = I (mse) or
+// diag(p_i) - p_i p_i^T (cross entropy), as in the operator's G.
+double gauss_newton_form(CurvatureOperator& g, const at::Tensor& v) {
+  const at::Tensor jv = g.jacobian_vector(v, JvpMethod::ROp).to(at::kDouble);
+  const double n = static_cast<double>(g.num_samples());
+  if (g.settings().loss == LossKind::Mse) return jv.pow(2).sum().item<double>() / n;
+  const at::Tensor p = at::softmax(g.outputs().to(at::kDouble), 1);
+  const at::Tensor pv = (p * jv).sum(1);
+  return ((p * jv * jv).sum() - pv.pow(2).sum()).item<double>() / n;
+}
+
+}  // namespace
+
+void Engine::setup_energy() {
+  const auto& idx = opt_.energy_samples;
+  for (int64_t i : idx)
+    if (i < 0 || i >= n_)
+      fail("escape.energy_samples: index {} is outside the data set's 0..{}", i, n_ - 1);
+  // float64 whatever the model's dtype: D_{t,1} is followed over many orders of magnitude. When
+  // the escape itself runs in float64 over all samples, these are the engine's own tensors.
+  const auto f64 = at::TensorOptions().device(opt_.device).dtype(at::kDouble);
+  energy_x_ = x_.to(f64).contiguous();
+  energy_y_ = y_.to(f64).contiguous();
+  if (!idx.empty()) {
+    const at::Tensor it = at::tensor(idx, at::TensorOptions().dtype(at::kLong)).to(opt_.device);
+    energy_x_ = energy_x_.index_select(0, it);
+    energy_y_ = energy_y_.index_select(0, it);
+  }
+  energy_checksum_ = fmt::format("{}:{}", checksum(at::tensor(idx, at::kLong).to(at::kDouble)),
+                                 checksum(energy_x_));
+  // One product with the rows reads them once; the R-op makes three passes through the model and
+  // its autograd graph: for Figure 3's paper scale (1e5 samples, p = 1e3) several times slower.
+  const double row_bytes = 8.0 * static_cast<double>(energy_x_.size(0)) * static_cast<double>(p_) *
+                           static_cast<double>(energy_y_.size(1));
+  if (row_bytes <= opt_.energy_row_bytes) {
+    CurvatureOptions co = energy_options();
+    co.estimator = Estimator::PerSample;
+    energy_rows_ = CurvatureOperator(energy_model(), energy_x_, energy_y_, co).rows();
+  } else {
+    for (auto& rep : replicas_) add_energy_operator(rep);
+  }
+  // lambda_1 on the energy samples themselves, so that X uses the G that Y uses, whatever the
+  // accuracy of the stored eigenvalue.
+  energy_lambda1_ = energy_form(replicas_[0], U64_.select(1, 0).contiguous());
+  if (!(energy_lambda1_ > 0))
+    fail("escape.energy: u_1^T G u_1 = {} over the energy samples is not positive",
+         energy_lambda1_);
+}
+
+Net Engine::energy_model() const {
+  Net m = factory_();
+  if (!m) fail("escape: the model factory returned no model");
+  m->to(opt_.device, at::kDouble);
+  ParameterLayout layout = ParameterLayout::of(*m);
+  {
+    at::NoGradGuard no_grad;
+    const auto parts = layout.split(theta_star64_);
+    for (size_t k = 0; k < parts.size(); ++k) layout.tensors[k].copy_(parts[k]);
+  }
+  return m;
+}
+
+CurvatureOptions Engine::energy_options() const {
+  CurvatureOptions co;
+  co.loss = opt_.loss;
+  co.matrix = MatrixKind::G;
+  co.estimator = Estimator::Exact;
+  // The R-op (double backward): forward-mode AD levels are process-wide in LibTorch, so
+  // concurrent workers cannot each hold one.
+  co.jvp = JvpMethod::ROp;
+  co.batch_size = opt_.eval_batch;
+  co.dtype = at::kDouble;
+  co.device = opt_.device;
+  co.probe = false;
+  return co;
+}
+
+void Engine::add_energy_operator(Replica& rep) const {
+  rep.energy =
+      std::make_shared<CurvatureOperator>(energy_model(), energy_x_, energy_y_, energy_options());
+}
+
+double Engine::energy_form(Replica& rep, const at::Tensor& v) const {
+  if (!energy_rows_.defined()) return gauss_newton_form(*rep.energy, v);
+  return at::mv(energy_rows_, v).pow(2).sum().item<double>() /
+         static_cast<double>(energy_x_.size(0));
+}
+
+void Engine::measure_energy(Replica& rep, const at::Tensor& delta, TrajectoryPoint* pt) const {
+  const at::Tensor u1 = U64_.select(1, 0);
+  const double c = at::dot(delta, u1).item<double>();
+  pt->energy_x = energy_lambda1_ * c * c;
+  pt->energy_y = energy_form(rep, delta - c * u1);
+  pt->d1 = pt->energy_y / pt->energy_x;
 }
 
 void Engine::set_minimum(const at::Tensor& theta_star, const at::Tensor& U) {
@@ -237,10 +336,11 @@ void Engine::ensure_replicas(size_t count) {
     if (!m) fail("escape: the model factory returned no model");
     m->to(opt_.device, opt_.dtype);
     m->train();
-    Replica r{m, ParameterLayout::of(*m)};
+    Replica r{m, ParameterLayout::of(*m), nullptr};
     if (!replicas_.empty() && r.layout.size != replicas_[0].layout.size)
       fail("escape: the model factory built models of different sizes ({} and {})",
            replicas_[0].layout.size, r.layout.size);
+    if (energy_x_.defined() && !energy_rows_.defined()) add_energy_operator(r);
     replicas_.push_back(std::move(r));
   }
 }
@@ -265,6 +365,7 @@ TrajectoryPoint Engine::measure(Replica& rep, int64_t run, int64_t step, double 
   pt.loss = std::isnan(loss) ? eval_loss(rep) : loss;
   const at::Tensor delta = rep.layout.values().to(at::kDouble) - theta_star64_;
   escape_projections(delta, U64_, opt_.ks, &pt.distance, &pt.p, &pt.r);
+  if (opt_.energy) measure_energy(rep, delta, &pt);
   return pt;
 }
 
@@ -477,12 +578,20 @@ json Engine::settings() const {
   j["data_checksum"] = data_checksum_;
   j["theta_star_checksum"] = theta_checksum_;
   j["eigenvector_checksum"] = u_checksum_;
+  // Only when asked: sweeps made without energy keep the settings they were made with.
+  if (opt_.energy) {
+    j["energy"] = true;
+    j["energy_samples"] =
+        opt_.energy_samples.empty() ? n_ : static_cast<int64_t>(opt_.energy_samples.size());
+    j["energy_samples_checksum"] = energy_checksum_;
+  }
   return j;
 }
 
 std::string Engine::csv_header() const {
   std::string h = "run,step,loss,distance";
   for (int64_t k : opt_.ks) h += fmt::format(",p_{},r_{}", k, k);
+  if (opt_.energy) h += ",energy_x,energy_y,D_1";
   return h;
 }
 
@@ -492,6 +601,7 @@ std::string Engine::to_csv(const RunResult& r) const {
   for (const auto& pt : r.trajectory) {
     s += fmt::format("{},{},{},{}", pt.run, pt.step, pt.loss, pt.distance);
     for (size_t j = 0; j < pt.p.size(); ++j) s += fmt::format(",{},{}", pt.p[j], pt.r[j]);
+    if (opt_.energy) s += fmt::format(",{},{},{}", pt.energy_x, pt.energy_y, pt.d1);
     s += "\n";
   }
   return s;
@@ -503,7 +613,7 @@ std::vector<TrajectoryPoint> Engine::parse_csv(const std::string& path, int64_t 
   if (!std::getline(in, line) || line != csv_header())
     fail("{}: not a run file of this sweep (header '{}', expected '{}')", path, line, csv_header());
   std::vector<TrajectoryPoint> pts;
-  const size_t cols = 4 + 2 * opt_.ks.size();
+  const size_t cols = 4 + 2 * opt_.ks.size() + (opt_.energy ? 3 : 0);
   int64_t row = 1;
   while (std::getline(in, line)) {
     ++row;
@@ -528,6 +638,12 @@ std::vector<TrajectoryPoint> Engine::parse_csv(const std::string& path, int64_t 
     for (size_t j = 0; j < opt_.ks.size(); ++j) {
       pt.p.push_back(v[4 + 2 * j]);
       pt.r.push_back(v[5 + 2 * j]);
+    }
+    if (opt_.energy) {
+      const size_t e = 4 + 2 * opt_.ks.size();
+      pt.energy_x = v[e];
+      pt.energy_y = v[e + 1];
+      pt.d1 = v[e + 2];
     }
     pts.push_back(std::move(pt));
   }
@@ -564,6 +680,7 @@ EscapeResult run_escape(const ModelFactory& factory, const at::Tensor& theta_sta
   res.runs = engine.execute(which, hooks);
   res.loss_star = engine.loss_star();
   res.threshold = engine.threshold();
+  res.energy_lambda1 = engine.energy_lambda1();
   res.workers = engine.workers_used();
   res.intra_threads = engine.intra_used();
   res.computed = static_cast<int64_t>(res.runs.size());
@@ -655,6 +772,7 @@ EscapeResult run_escape_sweep(const std::string& dir, const ModelFactory& factor
   write_file_atomic((root / sweep_files::kSummary).string(), summary_csv(opt.ks, res.runs));
   res.loss_star = engine.loss_star();
   res.threshold = engine.threshold();
+  res.energy_lambda1 = engine.energy_lambda1();
   res.workers = engine.workers_used();
   res.intra_threads = engine.intra_used();
   res.seconds = seconds_since(t0);

@@ -5,7 +5,14 @@
 // evaluation subset, d = |theta_t - theta*| and, for each requested k,
 //   p_{t,1} = <theta_t - theta*, u_1> (signed),  p_{t,k} = |U_k^T (theta_t - theta*)| for k > 1,
 //   r_{t,k} = sqrt(max(d^2 - p_{t,k}^2, 0)),
-// from one float64 product U^T (theta_t - theta*) per log.
+// from one float64 product U^T (theta_t - theta*) per log. With EscapeOptions::energy, also the
+// loss energies of Section 5 along the sharpest direction and beyond it,
+//   X_t = lambda_1 <d_t, u_1>^2,  Y_t = d_perp^T G d_perp with d_perp = d_t - <d_t, u_1> u_1,
+//   D_{t,1} = Y_t / X_t,   d_t = theta_t - theta*,
+// with G = G(theta*) over the energy samples (in float64, one Jacobian-vector product at theta* per
+// logged point: d^T G d = (1/n) sum_i |J_i d|^2_{W_i}) and lambda_1 = u_1^T G u_1 on the same
+// samples. For an exact eigenpair Y = d^T G d - X, the paper's numerator; the projected form keeps
+// Y accurate when D is far below rounding of d^T G d (GD's D falls to 1e-20 and below).
 //
 // Randomness of run r (its SGD batch order and its initial perturbation) depends only on
 // (seed, r), so a run gives the same trajectory whichever worker thread runs it and whatever else
@@ -22,6 +29,7 @@
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
 
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -82,6 +90,15 @@ struct EscapeOptions {
   // orders).
   int64_t workers = 0;
   int64_t intra_threads = 0;
+  // Log X_t, Y_t and D_{t,1} (see the top of this file) with G over `energy_samples` (indices into
+  // the data set; empty: all n). The study passes its spectrum's samples, so that u_1 is an
+  // eigenvector of the same G.
+  bool energy = false;
+  std::vector<int64_t> energy_samples;
+  // G's per-sample rows (float64, samples x outputs x p) up to this size are built once and shared
+  // by the workers (one product per point); larger ones, or 0, take a Jacobian-vector product by
+  // the R-op per point instead. Both give the same numbers to rounding.
+  double energy_row_bytes = 2.0 * (1 << 30);
 };
 
 struct TrajectoryPoint {
@@ -91,6 +108,8 @@ struct TrajectoryPoint {
   double distance = 0;    // |theta_t - theta*|
   std::vector<double> p;  // one per EscapeOptions::ks
   std::vector<double> r;
+  // EscapeOptions::energy: X_t, Y_t, D_{t,1} (NaN otherwise).
+  double energy_x = std::nan(""), energy_y = std::nan(""), d1 = std::nan("");
 };
 
 struct RunResult {
@@ -115,6 +134,7 @@ struct EscapeResult {
   int64_t workers = 0, intra_threads = 0;
   int64_t computed = 0, reused = 0;  // runs computed by this call / loaded from disk
   double seconds = 0;
+  double energy_lambda1 = std::nan("");  // u_1^T G u_1 over the energy samples (energy only)
   int64_t escaped_count() const;
 };
 

@@ -163,6 +163,7 @@ LrSearchResult auto_escape_lr(const ModelFactory& factory, const at::Tensor& the
   if (o.optimizer == Optimizer::Gd && o.perturb == 0) o.runs = 1;
   if (so.steps > 0) o.steps = so.steps;
   o.stop_at_escape = true;
+  o.energy = false;  // probes need only the loss
   const double start =
       so.start > 0 ? so.start : escape_lr_start(base.optimizer, curvature, so.sgd_c);
   o.lr = start;  // the base's lr is not chosen yet (0); every probe sets its own

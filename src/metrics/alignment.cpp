@@ -15,9 +15,28 @@ namespace ng {
 
 namespace {
 
-// Squared Frobenius norm of A B^T in float64, by column blocks of the rows.
+// A^T A in float64 (p x p), by row blocks so that the float64 copy stays small.
+at::Tensor gram_of_columns(const at::Tensor& a) {
+  const int64_t m = a.size(0), p = a.size(1);
+  const int64_t block = std::max<int64_t>(1, (int64_t{32} << 20) / std::max<int64_t>(p, 1));
+  at::Tensor g = at::zeros({p, p}, a.options().dtype(at::kDouble));
+  for (int64_t s = 0; s < m; s += block) {
+    const at::Tensor bl = a.narrow(0, s, std::min(block, m - s)).to(at::kDouble);
+    g.addmm_(bl.t(), bl);
+  }
+  return g;
+}
+
+// Squared Frobenius norm of A B^T in float64. |A B^T|_F^2 = tr(A^T A B^T B) = <A^T A, B^T B>_F,
+// so with fewer columns (parameters) than rows (samples) the p x p products are the cheaper ones
+// (Figure 3: n = 1e5 samples of p = 1e3 parameters, where the n x n product cannot even be held).
 double frob_sq_of_product(const at::Tensor& a, const at::Tensor& b) {
   const int64_t p = a.size(1);
+  if (p * p < a.size(0) * b.size(0)) {
+    const at::Tensor ga = gram_of_columns(a);
+    if (a.is_same(b)) return ga.pow(2).sum().item<double>();
+    return (ga * gram_of_columns(b)).sum().item<double>();
+  }
   const int64_t block =
       std::max<int64_t>(1, (int64_t{32} << 20) / std::max<int64_t>(a.size(0) + b.size(0), 1));
   at::Tensor m = at::zeros({a.size(0), b.size(0)}, a.options().dtype(at::kDouble));
@@ -135,9 +154,22 @@ Alignment compute_alignment(CurvatureOperator& g, CurvatureOperator& sigma, cons
     r.method = "gram";
     const double b = static_cast<double>(g.num_samples());
     // tr(Sigma G) = (1/b^2) tr(B_S^T B_S B_G^T B_G) = |B_G B_S^T|_F^2 / b^2.
-    r.trace_sigma_g = {frob_sq_of_product(g.rows(), sigma.rows()) / (b * b), 0, 0};
-    r.frob_g_sq = {frob_sq_of_product(g.rows(), g.rows()) / (b * b), 0, 0};
-    r.trace_g = {frob_sq(g.rows()) / b, 0, 0};
+    const at::Tensor& bg = g.rows();
+    const at::Tensor& bs = sigma.rows();
+    // At a global minimum every per-sample gradient is 0 (Figure 3's theta*): tr(Sigma G) = 0
+    // without a product over the rows.
+    const bool sigma_zero = frob_sq(bs) == 0;
+    if (bg.size(1) * bg.size(1) < bg.size(0) * bg.size(0)) {
+      // Fewer parameters than rows: one p x p Gram matrix of G's rows serves both traces.
+      const at::Tensor pg = gram_of_columns(bg);
+      r.frob_g_sq = {pg.pow(2).sum().item<double>() / (b * b), 0, 0};
+      r.trace_sigma_g = {
+          sigma_zero ? 0.0 : (pg * gram_of_columns(bs)).sum().item<double>() / (b * b), 0, 0};
+    } else {
+      r.frob_g_sq = {frob_sq_of_product(bg, bg) / (b * b), 0, 0};
+      r.trace_sigma_g = {sigma_zero ? 0.0 : frob_sq_of_product(bg, bs) / (b * b), 0, 0};
+    }
+    r.trace_g = {frob_sq(bg) / b, 0, 0};
   } else {
     r.method = "hutchinson";
     if (opt.probes < 2) fail("metrics: Hutchinson needs at least 2 probes, got {}", opt.probes);

@@ -49,8 +49,9 @@ struct Alignment {
 // u_k^T A u_k for the rows of `vectors` (k, p): one product each.
 std::vector<double> quadratic_forms(LinearOperator& a, const at::Tensor& vectors);
 
-// Exact from the rows (A = B^T B / b: tr A = |B|_F^2 / b, tr A^2 = |B B^T|_F^2 / b^2) when the
-// operator has them, else Hutchinson with `probes` Rademacher vectors (one product each).
+// Exact from the rows (A = B^T B / b: tr A = |B|_F^2 / b, tr A^2 = |B B^T|_F^2 / b^2 =
+// |B^T B|_F^2 / b^2, whichever Gram side is smaller) when the operator has them, else Hutchinson
+// with `probes` Rademacher vectors (one product each).
 TraceStats trace_stats(CurvatureOperator& a, int64_t probes, uint64_t seed);
 
 // Everything above for G with its top eigenpairs `eig` and Sigma (= Sigma_1; pass Sigma_0 to get

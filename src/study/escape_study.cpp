@@ -12,10 +12,12 @@
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <sstream>
 
 #include "data/sha256.h"
 #include "src/core/error.h"
 #include "src/curvature/params.h"
+#include "src/io/files.h"
 #include "src/io/rundir.h"
 #include "src/study/escape_files.h"
 #include "src/study/spectrum_study.h"
@@ -68,19 +70,21 @@ StoredSpectrum directions(LoadedRun& run, const EscapeRequest& r, int64_t p,
 // The settings a learning-rate search depends on: a stored search is reused only for the same.
 json lr_search_request(const EscapeOptions& o, const CurvatureNumbers& c,
                        const std::string& theta_sha) {
-  return json{{"optimizer", optimizer_names().name(o.optimizer)},
-              {"steps", o.steps},
-              {"batch", o.batch},
-              {"perturb", o.perturb},
-              {"seed", o.seed},
-              {"escape_factor", o.escape_factor},
-              {"log_every", o.log_every},
-              {"eval_samples", o.eval_samples},
-              {"gd_samples", o.gd_samples},
-              {"lambda1", c.lambda1},
-              {"lambda2", c.lambda2},
-              {"frobenius_G", c.g_frobenius},
-              {"theta_sha256", theta_sha}};
+  json j{{"optimizer", optimizer_names().name(o.optimizer)},
+         {"steps", o.steps},
+         {"batch", o.batch},
+         {"perturb", o.perturb},
+         {"seed", o.seed},
+         {"escape_factor", o.escape_factor},
+         {"log_every", o.log_every},
+         {"eval_samples", o.eval_samples},
+         {"gd_samples", o.gd_samples},
+         {"lambda1", c.lambda1},
+         {"lambda2", c.lambda2},
+         {"frobenius_G", c.g_frobenius},
+         {"theta_sha256", theta_sha}};
+  if (o.escape_loss > 0) j["escape_loss"] = o.escape_loss;
+  return j;
 }
 
 json trials_json(const std::vector<LrTrial>& trials) {
@@ -103,9 +107,18 @@ struct Inputs {
 
 // The learning rate: searched (json with the search) unless given; a search with the same
 // settings stored in the sweep's record is reused, since it costs as much as several sweeps.
-json choose_lr(EscapeOptions& e, const Inputs& in, const CurvatureNumbers& curv, const json& old,
-               const std::string& theta_sha, const Say& say) {
+json choose_lr(const EscapeRequest& r, EscapeOptions& e, const Inputs& in,
+               const CurvatureNumbers& curv, const json& old, const std::string& theta_sha,
+               const Say& say) {
   const std::string opt = optimizer_names().name(e.optimizer);
+  if (r.lr_paper) {
+    e.lr = escape_lr_reference(e.optimizer, curv);
+    say("{}: the paper's learning rate {} = {:.6g}", opt,
+        e.optimizer == Optimizer::Sgd ? "1.2/|G|_F" : "4/(lambda_1 + lambda_2)", e.lr);
+    return json{{"mode", "paper"},
+                {"reference", e.lr},
+                {"rule", e.optimizer == Optimizer::Sgd ? "1.2/|G|_F" : "4/(lambda_1 + lambda_2)"}};
+  }
   if (e.lr > 0) return json{{"mode", "given"}};
   const json request = lr_search_request(e, curv, theta_sha);
   if (old.is_object() && old.contains("lr_search") &&
@@ -197,10 +210,18 @@ json sweep_record(const EscapeRequest& req, const json& request, const EscapeOpt
                 {"escape_criterion",
                  {{"rule",
                    "a run has escaped at its first logged step whose loss on the evaluation "
-                   "subset exceeds escape_factor * L(theta*)"},
+                   "subset exceeds escape_loss when > 0, else escape_factor * L(theta*)"},
+                  {"escape_loss", e.escape_loss},
                   {"escape_factor", e.escape_factor},
                   {"loss_star", res.loss_star},
                   {"threshold", res.threshold}}}});
+  if (e.energy)
+    j["energy"] = {
+        {"rule",
+         "X = lambda_1 <d, u_1>^2, Y = d_perp^T G d_perp (d_perp = d - <d, u_1> u_1), "
+         "D_1 = Y / X, d = theta_t - theta*, G over the spectrum's samples"},
+        {"lambda_1", res.energy_lambda1},
+        {"samples", e.energy_samples.empty() ? json("all") : json(e.energy_samples.size())}};
   return j;
 }
 
@@ -227,19 +248,27 @@ EscapeOptions resolve_options(const EscapeRequest& r, const LoadedRun& run, int6
 // The settings of a sweep as the user sees them, resolved against the run (batch, ks): a name
 // holds one of these, checked before any work (a learning-rate search costs several sweeps).
 json sweep_request(const EscapeRequest& r, const EscapeOptions& e) {
-  return json{{"spectrum", r.spectrum},
-              {"optimizer", optimizer_names().name(e.optimizer)},
-              {"steps", e.steps},
-              {"lr", e.lr > 0 ? json(e.lr) : json("auto")},
-              {"batch", e.batch},
-              {"ks", e.ks},
-              {"log_every", e.log_every},
-              {"perturb", e.perturb},
-              {"seed", e.seed},
-              {"escape_factor", e.escape_factor},
-              {"stop_at_escape", e.stop_at_escape},
-              {"eval_samples", e.eval_samples},
-              {"gd_samples", e.gd_samples}};
+  json j{{"spectrum", r.spectrum},
+         {"optimizer", optimizer_names().name(e.optimizer)},
+         {"steps", e.steps},
+         {"lr", r.lr_paper ? json("paper")
+                : e.lr > 0 ? json(e.lr)
+                           : json("auto")},
+         {"batch", e.batch},
+         {"ks", e.ks},
+         {"log_every", e.log_every},
+         {"perturb", e.perturb},
+         {"seed", e.seed},
+         {"escape_factor", e.escape_factor},
+         {"stop_at_escape", e.stop_at_escape},
+         {"eval_samples", e.eval_samples},
+         {"gd_samples", e.gd_samples}};
+  // Only when asked: the records of sweeps made without them keep their request.
+  if (e.energy) j["energy"] = true;
+  if (e.escape_loss > 0) j["escape_loss"] = e.escape_loss;
+  if (e.max_loss_factor != EscapeOptions{}.max_loss_factor)
+    j["max_loss_factor"] = e.max_loss_factor;
+  return j;
 }
 
 void require_same_sweep(const std::string& dir, const std::string& name, const json& request,
@@ -253,6 +282,46 @@ void require_same_sweep(const std::string& dir, const std::string& name, const j
         dir, escape_files::kRecord, name, key,
         (old["request"].is_object() ? old["request"].value(key, json()) : old["request"]).dump(),
         request.value(key, json()).dump());
+}
+
+// The spectrum's samples (positions into the training set, from its samples.csv); empty when
+// they are all n in order, so that the energy's G uses the data as they are.
+std::vector<int64_t> spectrum_positions(const std::string& spectrum_dir, int64_t n) {
+  const std::string file = (fs::path(spectrum_dir) / spectrum_files::kSamples).string();
+  std::istringstream in(read_file(file));
+  std::string line;
+  if (!std::getline(in, line) || line.rfind("position,", 0) != 0)
+    fail("{}: expected a header starting with 'position,'", file);
+  std::vector<int64_t> pos;
+  bool identity = true;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    char* end = nullptr;
+    const long long v = std::strtoll(line.c_str(), &end, 10);
+    if (end == line.c_str() || *end != ',' || v < 0 || v >= n)
+      fail("{}: line {}: expected a position in 0..{}", file, pos.size() + 2, n - 1);
+    identity = identity && v == static_cast<long long>(pos.size());
+    pos.push_back(v);
+  }
+  if (pos.empty()) fail("{}: no samples", file);
+  if (identity && static_cast<int64_t>(pos.size()) == n) pos.clear();
+  return pos;
+}
+
+// The paper's rates need the curvature exactly: SGD's 1.2/|G|_F is off by the estimate's error
+// when |G|_F is a Hutchinson estimate (10% with 100 probes).
+void check_paper_lr(const StoredSpectrum& sp, const CurvatureNumbers& c, bool sgd) {
+  if (sgd) {
+    if (!(c.g_frobenius > 0)) fail("--lr paper: {} has no frobenius_G", sp.dir);
+    const double se = sp.number("frobenius_G_se");
+    if (!(se == 0))
+      fail(
+          "--lr paper: frobenius_G in {} is an estimate (standard error {:.3g}); compute the "
+          "spectrum with --estimator per-sample so that |G|_F is exact",
+          sp.dir, se);
+  } else if (!(c.lambda1 > 0) || !(c.lambda2 >= 0) || sp.eigenvalues.numel() < 2) {
+    fail("--lr paper: GD's 4/(lambda_1 + lambda_2) needs two eigenvalues of G in {}", sp.dir);
+  }
 }
 
 }  // namespace
@@ -280,6 +349,10 @@ void validate(const EscapeRequest& r) {
     fail("--perturb: expected sigma >= 0, got {}", o.perturb);
   if (!(o.escape_factor > 1) || !std::isfinite(o.escape_factor))
     fail("--escape-factor: expected a factor > 1 on L(theta*), got {}", o.escape_factor);
+  if (!(o.escape_loss >= 0) || !std::isfinite(o.escape_loss))
+    fail("--escape-loss: expected a loss >= 0 (0: use --escape-factor), got {}", o.escape_loss);
+  if (!(o.max_loss_factor > 1))
+    fail("--max-loss-factor: expected a factor > 1, got {}", o.max_loss_factor);
   if (o.eval_samples < 0) fail("--eval-samples: expected a number >= 0, got {}", o.eval_samples);
   if (o.gd_samples < 0) fail("--gd-samples: expected a number >= 0, got {}", o.gd_samples);
 }
@@ -331,9 +404,11 @@ EscapeOutcome run_escape_study(const std::string& run_dir, const EscapeRequest& 
   curv.lambda2 = sp.eigenvalues.numel() > 1 ? sp.lambda(2) : 0.0;
   curv.g_frobenius = sp.number("frobenius_G");
   const bool sgd = e.optimizer == Optimizer::Sgd;
-  if (e.lr == 0 && sgd && !(curv.g_frobenius > 0))
+  if (r.lr_paper) check_paper_lr(sp, curv, sgd);
+  if (e.energy) e.energy_samples = spectrum_positions(sp.dir, run.data.size());
+  if (!r.lr_paper && e.lr == 0 && sgd && !(curv.g_frobenius > 0))
     fail("--lr auto: {} has no frobenius_G to start the SGD search from; give --lr", sp.dir);
-  if (e.lr == 0 && !sgd && !(curv.lambda1 > 0))
+  if (!r.lr_paper && e.lr == 0 && !sgd && !(curv.lambda1 > 0))
     fail("--lr auto: lambda_1 = {} in {} is not positive; give --lr", curv.lambda1, sp.dir);
 
   const std::string dir = paths.escape(r.sweep_name());
@@ -341,7 +416,7 @@ EscapeOutcome run_escape_study(const std::string& run_dir, const EscapeRequest& 
   const json old = find_escape_record(dir);  // the sweep's last record: settings, searched lr
   require_same_sweep(dir, r.sweep_name(), request, old);
   const std::string theta_sha = file_sha256(paths.file(run_files::kTheta));
-  const json lr_search = choose_lr(e, in, curv, old, theta_sha, say);
+  const json lr_search = choose_lr(r, e, in, curv, old, theta_sha, say);
   const std::string opt = optimizer_names().name(e.optimizer);
   say("{}: {} run(s) x {} steps, lr {:.6g}, {}, ks {}, -> {}", opt, e.runs, e.steps, e.lr,
       sgd ? fmt::format("batch {}", e.batch) : "full batch",
@@ -366,7 +441,7 @@ EscapeOutcome run_escape_study(const std::string& run_dir, const EscapeRequest& 
 
   const json record =
       sweep_record(r, request, e, res, lr_search, sp, run_dir, seconds_since(t_start));
-  write_escape_record(dir, record, trajectories_csv(opt, e.lr, e.ks, res.runs));
+  write_escape_record(dir, record, trajectories_csv(opt, e.lr, e.ks, res.runs, e.energy));
   const double med = record["median_escape_step"].is_number()
                          ? record["median_escape_step"].get<double>()
                          : std::nan("");

@@ -1,6 +1,8 @@
 // Named escape sweeps of a run: RUN/escapes/NAME/ holds N SGD or GD trajectories from theta*
 // tracked along the eigenvectors of one named spectrum (computed first when missing), with the
-// learning rate given or searched (a search is reused while its settings hold). Re-running the
+// learning rate given, the paper's reference, or searched (a search is reused while its settings
+// hold). With options.energy the loss energies X_t, Y_t, D_{t,1} are logged with G over the
+// spectrum's own samples (its samples.csv), so that u_1 is an eigenvector of that G. Re-running the
 // same request computes only the missing runs; other settings under the same name are refused,
 // naming the setting.
 #pragma once
@@ -22,6 +24,9 @@ struct EscapeRequest {
   // lr 0 -> searched (--lr auto), batch 0 -> the run's train.batch_size.
   EscapeOptions options;
   bool ks_given = false;  // given ks must exist in the spectrum; default ones are clipped to K
+  // lr = the paper's reference from the spectrum (escape_lr_reference: 1.2/|G|_F for SGD, which
+  // must then be exact, or 4/(lambda_1 + lambda_2) for GD) instead of options.lr or a search.
+  bool lr_paper = false;
   std::string sweep_name() const;
 };
 

@@ -14,6 +14,7 @@ FigureRun figure_run(const std::string& experiment, const std::string& label,
                      std::vector<EscapeRequest> escapes = {}, bool needs_minimum = true);
 
 Figure figure2b();
+Figure figure3();
 Figure figure4();
 Figure figure5();
 Figure figure6();
