@@ -310,7 +310,7 @@ Figure figure6() {
 
 const std::vector<Figure>& figures() {
   // In the paper's order.
-  static const std::vector<Figure> f = {figure2b(), figure5(), figure6()};
+  static const std::vector<Figure> f = {figure1(), figure2a(), figure2b(), figure5(), figure6()};
   return f;
 }
 
