@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
 #include <map>
 
 #include "models/model.h"
@@ -115,19 +116,40 @@ TEST(Fig1, MuAtInitialisedThetaIsExactForTwoLayerNet) {
   EXPECT_FALSE(at::allclose(b, loaded.model->named_parameters()["b"].to(at::kDouble)));
 }
 
-// Student's t two-sided p-value by integrating the density (Simpson on [0, |t|]).
+// Two-sided p-value of Student's t (the normal distribution for dof = infinity) by integrating
+// the density (Simpson on [0, |t|]).
 double t_pvalue_oracle(double t, double dof) {
+  const bool normal = std::isinf(dof);
   const double c =
-      std::exp(std::lgamma((dof + 1) / 2) - std::lgamma(dof / 2)) / std::sqrt(dof * M_PI);
+      normal ? 1 / std::sqrt(2 * M_PI)
+             : std::exp(std::lgamma((dof + 1) / 2) - std::lgamma(dof / 2)) / std::sqrt(dof * M_PI);
   const int steps = 20000;
   const double h = std::fabs(t) / steps;
   double s = 0;
   for (int i = 0; i <= steps; ++i) {
     const double u = i * h;
-    const double f = c * std::pow(1 + u * u / dof, -(dof + 1) / 2);
+    const double f =
+        c * (normal ? std::exp(-u * u / 2) : std::pow(1 + u * u / dof, -(dof + 1) / 2));
     s += f * (i == 0 || i == steps ? 1 : (i % 2 ? 4 : 2));
   }
   return 1 - 2 * s * h / 3;
+}
+
+// y = a + b x by weighted least squares through (X^T W X) beta = X^T W y with W = 1/var:
+// the slope, its variance (X^T W X)^-1_bb and the weighted residual sum of squares.
+struct Fit {
+  double slope, var_slope, sse;
+};
+Fit least_squares(const std::vector<double>& x, const std::vector<double>& y,
+                  const std::vector<double>& var) {
+  const int64_t n = static_cast<int64_t>(x.size());
+  const at::Tensor xs = at::stack({at::ones({n}, at::kDouble), at::tensor(x, at::kDouble)}, 1);
+  const at::Tensor ys = at::tensor(y, at::kDouble), w = 1 / at::tensor(var, at::kDouble);
+  const at::Tensor xtwx = at::mm(xs.t() * w.unsqueeze(0), xs);
+  const at::Tensor inv = at::inverse(xtwx);
+  const at::Tensor beta = at::mv(inv, at::mv(xs.t(), w * ys));
+  const at::Tensor res = ys - at::mv(xs, beta);
+  return {beta[1].item<double>(), inv[1][1].item<double>(), (w * res * res).sum().item<double>()};
 }
 
 TEST(Fig1, ReproduceQuickMeetsTheAcceptanceAndReuses) {
@@ -154,8 +176,8 @@ TEST(Fig1, ReproduceQuickMeetsTheAcceptanceAndReuses) {
       const bool aniso = exp.find("aniso") != std::string::npos;
       EXPECT_EQ(c["inputs"]["D"], aniso ? 662 : 50) << exp;
       EXPECT_NEAR(c["inputs"]["srk_S"].get<double>(), 50.0, aniso ? 0.02 : 1e-12) << exp;
-      // Recompute the widths' statistics and the fit from the runs' own files.
-      std::vector<double> x, y;
+      // Recompute the widths' statistics and both fits from the runs' own files.
+      std::vector<double> x, y, wx, wy, wvar;
       for (const auto& width : w) {
         const int64_t m = width["m"];
         std::vector<double> mus;
@@ -164,27 +186,37 @@ TEST(Fig1, ReproduceQuickMeetsTheAcceptanceAndReuses) {
               fmt::format("{}/runs/{}/m{:04}/s{:02}/spectra/{}", out, exp, m, r, theta);
           const ng::json rs = ng::read_json(dir + "/summary.json");
           EXPECT_EQ(rs["samples"], rs["n_train"]) << dir;
+          EXPECT_EQ(rs["metrics_method"], "gram") << dir;
           mus.push_back(rs["mu"].get<double>());
           x.push_back(std::log(rs["p"].get<double>()));
           y.push_back(mus.back());
         }
-        double mean = 0;
-        for (double v : mus) mean += v / double(mus.size());
-        EXPECT_NEAR(width["mean"].get<double>(), mean, 1e-12) << exp << " m " << m;
+        const at::Tensor t = at::tensor(mus, at::kDouble);
+        EXPECT_NEAR(width["mean"].get<double>(), t.mean().item<double>(), 1e-12) << exp << m;
+        EXPECT_NEAR(width["std"].get<double>(), t.std().item<double>(), 1e-12) << exp << m;
+        wx.push_back(x.back());
+        wy.push_back(t.mean().item<double>());
+        wvar.push_back(t.var().item<double>() / double(mus.size()));
       }
-      const double nn = double(x.size());
-      double mx = 0, my = 0, sxx = 0, sxy = 0, sse = 0;
-      for (size_t i = 0; i < x.size(); ++i) mx += x[i] / nn, my += y[i] / nn;
-      for (size_t i = 0; i < x.size(); ++i)
-        sxx += (x[i] - mx) * (x[i] - mx), sxy += (x[i] - mx) * (y[i] - my);
-      const double slope = sxy / sxx;
-      for (size_t i = 0; i < x.size(); ++i) sse += std::pow(y[i] - my - slope * (x[i] - mx), 2);
-      const double se = std::sqrt(sse / (nn - 2) / sxx);
+      // Weighted fit through the means: the normal equations' solution and inverse.
+      const Fit wls = least_squares(wx, wy, wvar);
       const auto& f = c["fit"];
-      EXPECT_NEAR(f["slope_per_ln_p"].get<double>(), slope, 1e-9) << exp;
-      EXPECT_NEAR(f["slope_se"].get<double>(), se, 1e-9) << exp;
-      EXPECT_NEAR(f["p_value"].get<double>(), t_pvalue_oracle(slope / se, nn - 2), 1e-6) << exp;
+      EXPECT_NEAR(f["slope_per_ln_p"].get<double>(), wls.slope, 1e-9) << exp;
+      EXPECT_NEAR(f["slope_se"].get<double>(), std::sqrt(wls.var_slope), 1e-9) << exp;
+      EXPECT_NEAR(f["chi2"].get<double>(), wls.sse, 1e-8) << exp;
+      const double z = wls.slope / std::sqrt(wls.var_slope);
+      EXPECT_NEAR(f["p_value"].get<double>(),
+                  t_pvalue_oracle(z, std::numeric_limits<double>::infinity()), 1e-6)
+          << exp;
       EXPECT_EQ(f["flat"].get<bool>(), f["p_value"].get<double>() > 0.05) << exp;
+      // Unweighted fit over every run: classical standard error, Student's t with N - 2 dof.
+      const Fit ols = least_squares(x, y, std::vector<double>(x.size(), 1.0));
+      const double dof = double(x.size()) - 2;
+      const double se = std::sqrt(ols.var_slope * ols.sse / dof);
+      const auto& o = c["ols_all_runs"];
+      EXPECT_NEAR(o["slope_per_ln_p"].get<double>(), ols.slope, 1e-9) << exp;
+      EXPECT_NEAR(o["slope_se"].get<double>(), se, 1e-9) << exp;
+      EXPECT_NEAR(o["p_value"].get<double>(), t_pvalue_oracle(ols.slope / se, dof), 1e-6) << exp;
     }
   }
 
