@@ -45,7 +45,7 @@ def main():
                             yerr=[x["std"] for x in w], color=color, marker=marker, ms=5,
                             capsize=3, lw=1.2, label=label)
                 f = c["fit"]
-                fits.append(f"{cov}: slope {f['slope_per_ln_p']:+.3f}"
+                fits.append(f"{cov}: weighted slope {f['slope_per_ln_p']:+.3f}"
                             f"$\\pm${f['slope_se']:.3f}/ln p (p = {f['p_value']:.2f})")
             ax.set_xscale("log")
             ax.set_ylim(0, max(2.5, ax.get_ylim()[1]))
