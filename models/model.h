@@ -25,6 +25,8 @@ struct ModelSpec {
   bool bias = true;
   std::string activation = "relu";  // relu | leaky_relu
   double leaky_slope = 0.1;
+  // two_layer: the output weights a_k trained too (Figure 1) instead of fixed at +-1.
+  bool train_outer = false;
   int64_t num_classes = 2;  // outputs C
   int64_t input_dim = 0;    // small-scale models on vectors: d; 0 for image models
   // default: the family's initialisation; zeros: every parameter 0 (a linear model's global

@@ -6,7 +6,8 @@
 //   linear, linear_net: every W ~ N(0, 1/fan_in);
 //   diag_linear: alpha, beta ~ N(0, (2d)^{-1/2}), so F_j = alpha_j^2 - beta_j^2 has variance 1/d
 //     like the linear model's weights;
-//   two_layer: b_k ~ N(0, I/d) (so b_k^T x = O(1)); a_k fixed, the first ceil(m/2) +1, rest -1;
+//   two_layer: b_k ~ N(0, I/d) (so b_k^T x = O(1)); a_k fixed, the first ceil(m/2) +1, rest -1,
+//     or, with model.train_outer (Figure 1: both layers trained), a parameter a_k ~ N(0, 1/m);
 //   toy: w1, w2 ~ N(0, 1), or the point model.toy_init.
 // Experiments that need another distribution (Figure 2: theta ~ N(0, I_p)) redraw the parameters.
 #include <ATen/ATen.h>
@@ -101,13 +102,18 @@ class DiagLinear : public NetImpl {
   at::Tensor alpha_, beta_;
 };
 
-// f = sum_k a_k phi(b_k^T x): only b is trained; a is a buffer so that it moves with .to() and
-// is saved with the state but is not in parameters().
+// f = sum_k a_k phi(b_k^T x). By default only b is trained (Theorem 3.5): a is then a buffer,
+// so that it moves with .to() and is saved with the state but is not in parameters(). With
+// `train_outer` a is a parameter after b (theta = (b, a), p = m(d + 1)).
 class TwoLayer : public NetImpl {
  public:
-  TwoLayer(int64_t d, int64_t m, bool leaky, double slope)
-      : d_(d), m_(m), leaky_(leaky), slope_(slope) {
+  TwoLayer(int64_t d, int64_t m, bool leaky, double slope, bool train_outer)
+      : d_(d), m_(m), leaky_(leaky), slope_(slope), train_outer_(train_outer) {
     b_ = register_parameter("b", normal_param({m, d}, 1.0 / std::sqrt(double(d))));
+    if (train_outer) {
+      a_ = register_parameter("a", normal_param({m}, 1.0 / std::sqrt(double(m))));
+      return;
+    }
     at::Tensor a = at::ones({m});
     a.slice(0, (m + 1) / 2).fill_(-1.0);
     a_ = register_buffer("a", a);
@@ -117,16 +123,19 @@ class TwoLayer : public NetImpl {
     return at::matmul(activate(at::matmul(x, b_.t()), leaky_, slope_), a_).unsqueeze(1);
   }
   std::string describe() const override {
-    return fmt::format(
-        "two-layer net f = sum_k a_k {}(b_k.x) (m={}, d={}, a fixed: {} x +1, {} x -1)",
-        leaky_ ? fmt::format("leaky_relu_{}", slope_) : std::string("relu"), m_, d_, (m_ + 1) / 2,
-        m_ / 2);
+    const std::string outer = train_outer_
+                                  ? std::string("a trained")
+                                  : fmt::format("a fixed: {} x +1, {} x -1", (m_ + 1) / 2, m_ / 2);
+    return fmt::format("two-layer net f = sum_k a_k {}(b_k.x) (m={}, d={}, {})",
+                       leaky_ ? fmt::format("leaky_relu_{}", slope_) : std::string("relu"), m_, d_,
+                       outer);
   }
 
  private:
   int64_t d_, m_;
   bool leaky_;
   double slope_;
+  bool train_outer_;
   at::Tensor b_, a_;
 };
 
@@ -174,7 +183,7 @@ Net make_two_layer(const ModelSpec& spec) {
   if (spec.num_classes != 1)
     fail("data.outputs: two_layer has one output, got {} outputs", spec.num_classes);
   return std::make_shared<TwoLayer>(spec.input_dim, spec.hidden[0], spec.activation == "leaky_relu",
-                                    spec.leaky_slope);
+                                    spec.leaky_slope, spec.train_outer);
 }
 
 Net make_toy(const ModelSpec& spec) {

@@ -90,6 +90,7 @@ ModelSpec model_spec_from_config(const Config& cfg, int64_t num_classes, int64_t
   s.bias = cfg.b("model.bias");
   s.activation = cfg.s("model.activation");
   s.leaky_slope = cfg.f("model.leaky_slope");
+  s.train_outer = cfg.b("model.train_outer");
   s.num_classes = num_classes;
   s.input_dim = input_dim;
   s.init = cfg.s("model.init");

@@ -92,7 +92,8 @@ void add_spectrum_options(CLI::App& app, SpectrumRequest& r) {
   add_enum(app, "--dtype", o.dtype, dtype_names(),
            "float64: residuals < 1e-6; float32: residuals < 1e-3");
   add_choice(app, "--theta", o.theta, kSpectrumThetas,
-             "trained: the run's theta.pt; random: theta ~ N(0, I) drawn with --seed (Figure 2b)");
+             "trained: the run's theta.pt; random: theta ~ N(0, I) drawn with --seed (Figure 2); "
+             "init: the model's own initialisation drawn with --seed (Figure 1)");
   app.add_option("--seed", o.seed, "sample subset, random theta, Lanczos start, probes")
       ->capture_default_str();
   app.add_option("--batch-size", o.batch_size, "samples per forward pass")->capture_default_str();

@@ -50,6 +50,9 @@ std::vector<Field> make_schema() {
       {"model.bias", FT::Bool, "true", "bias terms in linear layers (cnn, fnn)"},
       {"model.activation", FT::Enum, "relu", "nonlinearity", 0, 0, {"relu", "leaky_relu"}},
       {"model.leaky_slope", FT::Float, "0.1", "negative slope of leaky ReLU", 0, 1},
+      {"model.train_outer", FT::Bool, "false",
+       "two_layer: train the output weights a_k too (p = m(d+1)); false: a_k fixed at +-1 "
+       "(Theorem 3.5)"},
       {"model.init",
        FT::Enum,
        "default",

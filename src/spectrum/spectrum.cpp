@@ -30,7 +30,7 @@ namespace fs = std::filesystem;
 namespace ng {
 
 const std::vector<std::string> kSpectrumSolvers = {"auto", "gram", "lanczos"};
-const std::vector<std::string> kSpectrumThetas = {"trained", "random"};
+const std::vector<std::string> kSpectrumThetas = {"trained", "random", "init"};
 const std::vector<std::string> kSpectrumResiduals = {"explicit", "krylov"};
 
 namespace {
@@ -164,8 +164,10 @@ Samples choose_samples(const LoadedRun& run, SpectrumOptions& opt, SpectrumResul
   return {run.data.x.index_select(0, idx), run.data.targets.index_select(0, idx)};
 }
 
-// The run's model at theta*, or at theta ~ N(0, I) (Figure 2b: the same draw on every machine
-// for a given seed); fills the parameter description of `r`.
+// The run's model at theta*, at theta ~ N(0, I) (Figure 2b: the same draw on every machine for a
+// given seed), or at a fresh draw of the model's own initialisation (Figure 1: a random network
+// as one would start training it; with the config's seed it is the run's initial theta); fills
+// the parameter description of `r`.
 void place_theta(LoadedRun& run, const SpectrumOptions& opt, SpectrumResult& r) {
   ParameterLayout layout = ParameterLayout::of(*run.model);
   r.p = layout.size;
@@ -173,8 +175,17 @@ void place_theta(LoadedRun& run, const SpectrumOptions& opt, SpectrumResult& r) 
     r.parameter_names.push_back(layout.names[j]);
     r.parameter_numels.push_back(layout.tensors[j].numel());
   }
-  if (opt.theta != "random") return;
+  if (opt.theta == "trained") return;
   at::NoGradGuard no_grad;
+  if (opt.theta == "init") {
+    // As train() and load_run() build the model: the global generator seeded, then make_model.
+    at::manual_seed(opt.seed);
+    const int64_t input_dim = run.data.x.dim() == 2 ? run.data.x.size(1) : 0;
+    const Net fresh = make_model(model_spec_from_config(run.cfg, run.data.num_classes, input_dim));
+    const ParameterLayout drawn = ParameterLayout::of(*fresh);
+    for (size_t j = 0; j < drawn.tensors.size(); ++j) layout.tensors[j].copy_(drawn.tensors[j]);
+    return;
+  }
   const at::Tensor v = seeded_normal(r.p, opt.seed, at::TensorOptions().dtype(at::kDouble));
   const auto parts = layout.split(v);
   for (size_t j = 0; j < parts.size(); ++j) layout.tensors[j].copy_(parts[j]);

@@ -1,7 +1,8 @@
 // The spectrum computation: top-k eigenpairs of G (and of Sigma, Sigma0, H on request) at a run's
-// theta* (or at a random theta ~ N(0, I), Figure 2b) and the alignment metrics of Sections 3-4,
-// all in memory. Writing and reading them (RUN/spectra/NAME/) is the study layer's
-// (src/study/spectrum_files.h); options are checked here, without touching any file.
+// theta* (or at a random theta: N(0, I) for Figure 2, the model's initialisation for Figure 1) and
+// the alignment metrics of Sections 3-4, all in memory. Writing and reading them
+// (RUN/spectra/NAME/) is the study layer's (src/study/spectrum_files.h); options are checked here,
+// without touching any file.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -26,7 +27,8 @@ struct SpectrumOptions {
   int64_t samples = 0;                 // b; 0: 2k for per-sample (Appendix A), all n for exact
   std::string solver = "auto";         // auto | gram | lanczos
   at::ScalarType dtype = at::kDouble;  // float32 | float64
-  std::string theta = "trained";       // trained | random (theta ~ N(0, I) from seed)
+  // trained | random (theta ~ N(0, I) from seed) | init (the model's initialisation from seed)
+  std::string theta = "trained";
   uint64_t seed = 0;                   // samples, random theta, Lanczos start, probes
   int64_t batch_size = 256;            // samples per forward pass (exact products)
   int64_t ncv = 0;                     // Lanczos basis; 0: the solver's default

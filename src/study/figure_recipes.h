@@ -13,6 +13,8 @@ FigureRun figure_run(const std::string& experiment, const std::string& label,
                      std::vector<SpectrumRequest> spectra = {},
                      std::vector<EscapeRequest> escapes = {}, bool needs_minimum = true);
 
+Figure figure1();
+Figure figure2a();
 Figure figure2b();
 Figure figure3();
 Figure figure4();

@@ -310,7 +310,8 @@ Figure figure6() {
 
 const std::vector<Figure>& figures() {
   // In the paper's order.
-  static const std::vector<Figure> f = {figure2b(), figure3(), figure4(), figure5(), figure6(), figureA()};
+  static const std::vector<Figure> f = {figure1(), figure2a(), figure2b(), figure3(),
+                                        figure4(), figure5(),  figure6(),  figureA()};
   return f;
 }
 

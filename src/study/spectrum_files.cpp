@@ -10,6 +10,8 @@
 
 #include <cmath>
 #include <filesystem>
+#include <sstream>
+#include <stdexcept>
 
 #include "src/core/dtypes.h"
 #include "src/core/error.h"
@@ -162,6 +164,30 @@ json write_spectrum(const std::string& dir, const SpectrumResult& r, const json&
   }
   remove_tree(old.string());
   return summary;
+}
+
+AlignmentTable load_alignment(const std::string& dir) {
+  const std::string file = (fs::path(dir) / spectrum_files::kAlignment).string();
+  std::istringstream in(read_file(file));
+  std::string line;
+  if (!std::getline(in, line) || line != "k,lambda,alpha,g")
+    fail("{}: expected the header k,lambda,alpha,g", file);
+  AlignmentTable t;
+  for (int64_t k = 1; std::getline(in, line); ++k) {
+    std::istringstream row(line);
+    std::string cell[4];
+    for (auto& c : cell) std::getline(row, c, ',');
+    try {
+      if (std::stoll(cell[0]) != k) fail("{}: row {} has k = {}", file, k, cell[0]);
+      t.lambda.push_back(std::stod(cell[1]));
+      t.alpha.push_back(std::stod(cell[2]));
+      t.g.push_back(std::stod(cell[3]));
+    } catch (const std::logic_error&) {
+      fail("{}: row {} is not k,lambda,alpha,g numbers: '{}'", file, k, line);
+    }
+  }
+  if (t.lambda.empty()) fail("{}: no rows", file);
+  return t;
 }
 
 StoredSpectrum stored_spectrum(const std::string& dir, const SpectrumResult& r,

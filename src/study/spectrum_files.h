@@ -50,6 +50,13 @@ json write_spectrum(const std::string& dir, const SpectrumResult& result, const 
 // parameter count, which U must match.
 StoredSpectrum load_spectrum(const std::string& dir, int64_t p = 0);
 
+// alignment.csv read back (lambda_k, alpha_k, g_k for k = 1..K): the figures that plot or
+// summarise every k (Figure 2) read it rather than the eigenvectors.
+struct AlignmentTable {
+  std::vector<double> lambda, alpha, g;
+};
+AlignmentTable load_alignment(const std::string& dir);
+
 // The spectrum just written, without reading it back (vectors from the result, in memory).
 StoredSpectrum stored_spectrum(const std::string& dir, const SpectrumResult& result,
                                const json& summary);
