@@ -175,7 +175,7 @@ TEST(EscapeCli, NamedSweepEndToEndAndShow) {
             0)
       << log;
   EXPECT_NE(log.find("runs escaped, lr 0.1 -> "), std::string::npos) << log;  // on stdout
-  EXPECT_NE(log.find("run 1 done"), std::string::npos) << log;  // progress on stderr
+  EXPECT_NE(log.find("run 1 done"), std::string::npos) << log;                // progress on stderr
   EXPECT_TRUE(fs::exists(run + "/escapes/b8/result.json"));
   // The same name with another setting is refused, naming the setting.
   EXPECT_EQ(run_cli("escape " + ngtest::quote(run) +

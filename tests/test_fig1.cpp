@@ -25,10 +25,6 @@ using ngtest::run_cli;
 
 namespace {
 
-bool python_has(const std::string& module) {
-  return std::system(("/usr/bin/python3 -c 'import " + module + "' >/dev/null 2>&1").c_str()) == 0;
-}
-
 // mu = tr(Sigma G) / (2L |G|_F^2) from dense p x p matrices: G = J^T J / n,
 // Sigma = J^T diag(r^2) J / n, L = |r|^2 / (2n).
 double dense_mu(const at::Tensor& jac, const at::Tensor& r) {
@@ -153,7 +149,7 @@ Fit least_squares(const std::vector<double>& x, const std::vector<double>& y,
 }
 
 TEST(Fig1, ReproduceQuickMeetsTheAcceptanceAndReuses) {
-  if (!python_has("matplotlib"))
+  if (!ngtest::python_has("matplotlib"))
     GTEST_SKIP() << "Python's matplotlib is not installed (apt-get install python3-matplotlib)";
   const std::string out = ngtest::temp_dir("fig1");
   const std::string cmd = "reproduce fig1 --scale quick --quiet --out " + ngtest::quote(out);

@@ -20,14 +20,6 @@
 namespace fs = std::filesystem;
 using ngtest::run_cli;
 
-namespace {
-
-bool python_has(const std::string& module) {
-  return std::system(("/usr/bin/python3 -c 'import " + module + "' >/dev/null 2>&1").c_str()) == 0;
-}
-
-}  // namespace
-
 // Linear model f = w.x: G = X^T X / n and Sigma = X^T diag(r^2) X / n with r = X(w - w*), so
 // lambda_k, u_k and alpha_k = u_k^T Sigma u_k / (2L) come from a dense eigendecomposition.
 TEST(Fig2a, EveryEigenpairAndAlphaAgreeWithDenseLinearRegression) {
@@ -74,7 +66,7 @@ TEST(Fig2a, EveryEigenpairAndAlphaAgreeWithDenseLinearRegression) {
 }
 
 TEST(Fig2a, ReproduceQuickGivesEveryKAndMediansNearOne) {
-  if (!python_has("matplotlib"))
+  if (!ngtest::python_has("matplotlib"))
     GTEST_SKIP() << "Python's matplotlib is not installed (apt-get install python3-matplotlib)";
   const std::string out = ngtest::temp_dir("fig2a");
   const std::string cmd = "reproduce fig2a --scale quick --out " + ngtest::quote(out);

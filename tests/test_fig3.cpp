@@ -231,7 +231,7 @@ TEST(Fig3Energy, GdFollowsProposition53StepByStep) {
 // The quick scale end to end: Theorem 5.2's SGD level and Proposition 5.3's GD rate in the
 // figure's numbers, the plot, and a second reproduce that reuses everything.
 TEST(Fig3Reproduce, QuickScaleChecksTheTheoryAndReusesEverything) {
-  if (std::system("/usr/bin/python3 -c 'import matplotlib' >/dev/null 2>&1") != 0)
+  if (!ngtest::python_has("matplotlib"))
     GTEST_SKIP() << "Python's matplotlib is not installed (apt-get install python3-matplotlib)";
   const std::string out = ngtest::temp_dir("reproduce3");
   const std::string cmd = "reproduce fig3 --scale quick --out " + ngtest::quote(out) + " --quiet";

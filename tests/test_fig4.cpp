@@ -15,16 +15,8 @@
 namespace fs = std::filesystem;
 using ngtest::run_cli;
 
-namespace {
-
-bool python_has(const std::string& module) {
-  return std::system(("/usr/bin/python3 -c 'import " + module + "' >/dev/null 2>&1").c_str()) == 0;
-}
-
-}  // namespace
-
 TEST(Figure4, QuickScaleSgdSeedsOftenDriftAlongTheValleyAndGdNever) {
-  if (!python_has("matplotlib"))
+  if (!ngtest::python_has("matplotlib"))
     GTEST_SKIP() << "Python's matplotlib is not installed (apt-get install python3-matplotlib)";
   const std::string out = ngtest::temp_dir("fig4");
   const std::string base = "reproduce fig4 --scale quick --out " + ngtest::quote(out) + " --quiet";

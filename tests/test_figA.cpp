@@ -133,10 +133,6 @@ TEST(FigA, RecipeSweepsBFromKBelowNWithThePapersBAndAReference) {
   EXPECT_NE(help.find("figA: Appendix A's b = 2k estimator"), std::string::npos) << help;
 }
 
-bool python_has_matplotlib() {
-  return std::system("/usr/bin/python3 -c 'import matplotlib' >/dev/null 2>&1") == 0;
-}
-
 // The quick recipe's pipeline (train, reference, sweep, summary, plot) on 40 synthetic images with
 // k = 3: b = 3..24 below n and b = n itself, where the per-sample spectrum must equal the exact
 // reference.
@@ -149,7 +145,7 @@ std::vector<ng::FigureRun> small_sweep() {
 }
 
 TEST(FigA, ReproduceRunsTheSweepSummarisesPlotsAndReusesEverything) {
-  if (!python_has_matplotlib()) GTEST_SKIP() << "Python's matplotlib is not installed";
+  if (!ngtest::python_has("matplotlib")) GTEST_SKIP() << "Python's matplotlib is not installed";
   ng::FigureSettings s;
   s.scale = "quick";
   s.out = ngtest::temp_dir("figA");

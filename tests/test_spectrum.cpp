@@ -51,10 +51,6 @@ double rel(double a, double b) {
   return std::fabs(a - b) / std::max(std::fabs(b), 1e-300);
 }
 
-bool python_has(const std::string& module) {
-  return std::system(("/usr/bin/python3 -c 'import " + module + "' >/dev/null 2>&1").c_str()) == 0;
-}
-
 // The samples a spectrum used, as positions into the run's training set.
 std::vector<int64_t> positions(const std::string& spectrum_dir) {
   std::vector<int64_t> out;
@@ -271,7 +267,7 @@ TEST(Spectrum, Float32LanczosAndRandomTheta) {
 }
 
 TEST(Spectrum, EigenvectorsAreReadableByPythonTorchLoad) {
-  if (!python_has("torch"))
+  if (!ngtest::python_has("torch"))
     GTEST_SKIP() << "Python's torch is not installed (scripts/setup.sh installs python3-torch)";
   const std::string run = copy_run("python");
   spectrum(run, "default", [](ng::SpectrumOptions& o) { o.k = 5; });
@@ -349,7 +345,7 @@ TEST(Spectrum, BadInputGivesOneLineErrorsAndNoOutput) {
 }
 
 TEST(Reproduce, RunsTheWholePipelineAndReusesFinishedWork) {
-  if (!python_has("matplotlib"))
+  if (!ngtest::python_has("matplotlib"))
     GTEST_SKIP() << "Python's matplotlib is not installed (apt-get install python3-matplotlib)";
   const std::string out = ngtest::temp_dir("reproduce");
   const std::string base = "reproduce fig5 --scale quick --out " + ngtest::quote(out) +
@@ -414,7 +410,7 @@ TEST(Reproduce, RunsTheWholePipelineAndReusesFinishedWork) {
 }
 
 TEST(Reproduce, Figure6RunsEscapesPlotsAndReusesThem) {
-  if (!python_has("matplotlib"))
+  if (!ngtest::python_has("matplotlib"))
     GTEST_SKIP() << "Python's matplotlib is not installed (apt-get install python3-matplotlib)";
   const std::string out = ngtest::temp_dir("reproduce6");
   const std::string base = "reproduce fig6 --scale quick --out " + ngtest::quote(out) +

@@ -25,6 +25,8 @@ int run_cli(const std::string& args, std::string* output = nullptr);
 
 // The real CIFAR-10 directory of ../shared/data when present, else "" (tests then skip).
 std::string real_cifar_dir();
+// Whether Debian's /usr/bin/python3 imports `module` (the plot scripts need matplotlib).
+bool python_has(const std::string& module);
 
 std::string read_file(const std::string& path);
 void write_file(const std::string& path, const std::string& text);

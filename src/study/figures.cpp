@@ -328,6 +328,9 @@ void validate_figure(const Figure& fig, const std::vector<FigureRun>& runs,
                      const FigureSettings& s) {
   project_file(fig.plot_script);
   for (const auto& r : runs) {
+    // The plot script takes LABEL=RUN_DIR and splits at the first '='.
+    if (r.label.find('=') != std::string::npos)
+      fail("{}: run label '{}' must not contain '='", fig.name, r.label);
     Config::load(project_file("experiments/" + r.experiment + ".yaml"), run_overrides(r, s));
     for (const auto& j : r.spectra) validate(j);
     for (const auto& j : r.escapes) validate(j);
