@@ -175,6 +175,20 @@ TEST(CurvatureOperator, EstimatorsAgreeOnTheSameSamples) {
   }
 }
 
+// v^T A v from one Jacobian-vector product equals v . (A v), for both losses.
+TEST(CurvatureOperator, QuadraticFormIsVDotAv) {
+  Problem pb = make_problem("tanh", kN, false);
+  for (LossKind l : {LossKind::Mse, LossKind::CrossEntropy})
+    for (MatrixKind m : {MatrixKind::G, MatrixKind::Sigma, MatrixKind::Sigma0}) {
+      SCOPED_TRACE(ng::to_string(m) + " " + ng::to_string(l));
+      CurvatureOperator a(pb.net, pb.x, pb.y, options(m, Estimator::Exact, l));
+      const at::Tensor v = ng::seeded_normal(a.dim(), 7, at::TensorOptions(at::kDouble));
+      const double want = at::dot(v, a.apply(v)).item<double>();
+      for (JvpMethod j : {JvpMethod::ForwardAD, JvpMethod::ROp})
+        EXPECT_NEAR(a.quadratic_form(v, j), want, 1e-10 * std::abs(want));
+    }
+}
+
 TEST(CurvatureOperator, PerSampleRowsAreTheScaledFactors) {
   Problem pb = make_problem("fnn", kN, false);
   const DenseMatrices d = dense_matrices(pb, false, false);

@@ -152,6 +152,18 @@ at::Tensor CurvatureOperator::factor(int64_t i) const {
   return at::diag(s) - at::outer(s, p);
 }
 
+double CurvatureOperator::quadratic_form(const at::Tensor& v, JvpMethod method) {
+  if (opt_.matrix == MatrixKind::Hessian)
+    fail("curvature: quadratic_form needs a Gauss-Newton form (G, Sigma, Sigma0), not H");
+  const at::Tensor jv = jacobian_vector(v, method);
+  double q = (jv * weight(jv, 0, n_)).sum().item<double>() / static_cast<double>(n_);
+  if (opt_.matrix == MatrixKind::Sigma0) {
+    const double gv = at::dot(gradient(), v.to(options())).item<double>();
+    q -= gv * gv;
+  }
+  return q;
+}
+
 at::Tensor CurvatureOperator::weight(const at::Tensor& jv, int64_t start, int64_t count) const {
   if (opt_.matrix == MatrixKind::G) {
     if (opt_.loss == LossKind::Mse) return jv;

@@ -107,6 +107,9 @@ class CurvatureOperator : public LinearOperator {
   const at::Tensor& rows() const;
   // (n, C): row i is J_i v, by the given method (Auto: the operator's). For tests and metrics.
   at::Tensor jacobian_vector(const at::Tensor& v, JvpMethod method = JvpMethod::Auto);
+  // v^T A v from one Jacobian-vector product (half an exact product): (1/n) sum_i
+  // (J_i v)^T W_i (J_i v), minus (grad L . v)^2 for Sigma0. Not for the Hessian.
+  double quadratic_form(const at::Tensor& v, JvpMethod method = JvpMethod::Auto);
   // Model outputs f_i (n, C) at the operator's parameters.
   const at::Tensor& outputs() const { return out_; }
 

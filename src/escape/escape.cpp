@@ -185,21 +185,6 @@ Engine::Engine(const ModelFactory& factory, const at::Tensor& theta_star, const 
   u_checksum_ = checksum(U64_);
 }
 
-namespace {
-
-// v^T G v = (1/n) sum_i (J_i v)^T W_i (J_i v) from one Jacobian-vector product: W_i = I (mse) or
-// diag(p_i) - p_i p_i^T (cross entropy), as in the operator's G.
-double gauss_newton_form(CurvatureOperator& g, const at::Tensor& v) {
-  const at::Tensor jv = g.jacobian_vector(v, JvpMethod::ROp).to(at::kDouble);
-  const double n = static_cast<double>(g.num_samples());
-  if (g.settings().loss == LossKind::Mse) return jv.pow(2).sum().item<double>() / n;
-  const at::Tensor p = at::softmax(g.outputs().to(at::kDouble), 1);
-  const at::Tensor pv = (p * jv).sum(1);
-  return ((p * jv * jv).sum() - pv.pow(2).sum()).item<double>() / n;
-}
-
-}  // namespace
-
 void Engine::setup_energy() {
   const auto& idx = opt_.energy_samples;
   for (int64_t i : idx)
@@ -270,7 +255,8 @@ void Engine::add_energy_operator(Replica& rep) const {
 }
 
 double Engine::energy_form(Replica& rep, const at::Tensor& v) const {
-  if (!energy_rows_.defined()) return gauss_newton_form(*rep.energy, v);
+  // The R-op: forward-mode AD levels are process-wide, and the workers run concurrently.
+  if (!energy_rows_.defined()) return rep.energy->quadratic_form(v, JvpMethod::ROp);
   return at::mv(energy_rows_, v).pow(2).sum().item<double>() /
          static_cast<double>(energy_x_.size(0));
 }
