@@ -142,6 +142,31 @@ TEST(Train, ThetaIsReadableByPythonTorchLoad) {
   EXPECT_EQ(std::system(cmd.c_str()), 0);
 }
 
+// Runs `noisegeom train CFG --out DIR` and SIGKILLs it as soon as its first checkpoint exists;
+// false if the run had already ended by then.
+bool kill_after_first_checkpoint(const std::string& cfg, const std::string& dir) {
+  const pid_t pid = fork();
+  if (pid < 0) return false;
+  if (pid == 0) {
+    execl(NG_BINARY, NG_BINARY, "train", cfg.c_str(), "--out", dir.c_str(), "--quiet",
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  bool running_when_killed = false;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (fs::exists(dir + "/checkpoint.pt")) {
+      int st = 0;
+      running_when_killed = waitpid(pid, &st, WNOHANG) == 0;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, nullptr, 0);
+  return running_when_killed;
+}
+
 TEST(Train, ResumeAfterSigkillEndsAtTheSameParameters) {
   const std::string cfg = write_config(
       "train: {lr: 0.05, batch_size: 8, max_steps: 4000, eval_every: 500, checkpoint_every: 300,"
@@ -150,26 +175,7 @@ TEST(Train, ResumeAfterSigkillEndsAtTheSameParameters) {
   ASSERT_EQ(train_lib(cfg, whole), "max_steps");
 
   const std::string cut = ngtest::temp_dir("run") + "/cut";
-  const pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    execl(NG_BINARY, NG_BINARY, "train", cfg.c_str(), "--out", cut.c_str(), "--quiet",
-          static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  bool running_when_killed = false;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (fs::exists(cut + "/checkpoint.pt")) {
-      int st = 0;
-      running_when_killed = waitpid(pid, &st, WNOHANG) == 0;
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  kill(pid, SIGKILL);
-  waitpid(pid, nullptr, 0);
-  ASSERT_TRUE(running_when_killed) << "the run ended before it could be killed";
+  ASSERT_TRUE(kill_after_first_checkpoint(cfg, cut)) << "the run ended before it could be killed";
   EXPECT_FALSE(fs::exists(cut + "/theta.pt"));
   EXPECT_NE(ngtest::read_file(cut + "/manifest.json").find("\"status\": \"running\""),
             std::string::npos);
@@ -432,26 +438,7 @@ TEST(Train, CyclicalRunResumedAfterSigkillHasTheSameTrace) {
   const std::string whole = ngtest::temp_dir("run") + "/whole";
   ASSERT_EQ(train_lib(cfg, whole), "max_steps");
   const std::string cut = ngtest::temp_dir("run") + "/cut";
-  const pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    execl(NG_BINARY, NG_BINARY, "train", cfg.c_str(), "--out", cut.c_str(), "--quiet",
-          static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  bool running_when_killed = false;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (fs::exists(cut + "/checkpoint.pt")) {
-      int st = 0;
-      running_when_killed = waitpid(pid, &st, WNOHANG) == 0;
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::microseconds(200));
-  }
-  kill(pid, SIGKILL);
-  waitpid(pid, nullptr, 0);
-  ASSERT_TRUE(running_when_killed) << "the run ended before it could be killed";
+  ASSERT_TRUE(kill_after_first_checkpoint(cfg, cut)) << "the run ended before it could be killed";
   ASSERT_FALSE(fs::exists(cut + "/theta.pt"));
   // Rows past the checkpoint (and a row cut short) are dropped, then written again.
   ASSERT_EQ(train_lib(cfg, cut, true), "max_steps");
