@@ -67,6 +67,25 @@ def load_run(label, run_dir, spectrum="default"):
     return run
 
 
+def metric(summary, key, fmt=".3g"):
+    """A spectrum's number as the figures show it: "1.88" when exact (from the per-sample rows or
+    the Gram matrix), "1.65 ± 0.23" when a Hutchinson estimate (its standard error beside it)."""
+    value = summary.get(key)
+    if value is None:
+        return "n/a"
+    se = summary.get(key + "_se", 0) or 0
+    if summary.get("metrics_method") == "hutchinson" and se > 0:
+        return f"{value:{fmt}} ± {se:.2g}"
+    return f"{value:{fmt}}"
+
+
+def metric_note(summary):
+    """Where the numbers from metric() come from, for a figure's footnote."""
+    if summary.get("metrics_method") == "hutchinson":
+        return f"Hutchinson, {summary.get('hutchinson_probes', '?')} probes, ± 1 s.e."
+    return "exact"
+
+
 def l1_normalised(values):
     total = sum(abs(v) for v in values)
     return [v / total for v in values] if total > 0 else values

@@ -11,7 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from plot_common import describe, l1_normalised, median, parse_args, save_figure  # noqa: E402
+from plot_common import (describe, l1_normalised, median, metric, metric_note,  # noqa: E402
+                         parse_args, save_figure)
 
 
 def main():
@@ -43,10 +44,8 @@ def main():
         axg.set_yscale("log")
         axg.set_xlabel("k")
         axg.set_ylabel(r"$g_k=\alpha_k/\lambda_k$")
-        mu = s.get("mu")
         axg.set_title(f"median g = {median(g):.3g}, range {min(g):.3g}..{max(g):.3g}, "
-                      f"mu = {mu:.3g}" if mu is not None else f"median g = {median(g):.3g}",
-                      fontsize=9)
+                      f"mu = {metric(s, 'mu')} ({metric_note(s)})", fontsize=9)
         axg.grid(alpha=0.3, which="both")
     axes[0][0].set_ylabel(r"normalised by the $\ell_1$ norm over the top k")
     save_figure(fig, a, "Figure 5",

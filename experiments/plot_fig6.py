@@ -20,7 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from plot_common import parse_args, read_csv, read_json, save_figure  # noqa: E402
+from plot_common import metric, metric_note, parse_args, read_csv, read_json, save_figure  # noqa: E402
 
 COLORS = {"sgd": "tab:red", "gd": "tab:blue"}
 
@@ -117,7 +117,8 @@ def main():
                 ax.legend(fontsize=7, loc="upper left")
                 crit = next(iter(summary.values()))["escape_criterion"]
                 ax.text(0.98, 0.03,
-                        f"p = {spec['p']:,}\nsrk(G$^2$) = {spec['srk_G2']:.3g}\n"
+                        f"p = {spec['p']:,}\nsrk(G$^2$) = {metric(spec, 'srk_G2')} "
+                        f"({metric_note(spec)})\n"
                         f"escape: L > {crit['escape_factor']:g} L(θ*)",
                         transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="0.3")
     save_figure(fig, a, "Figure 6", "escape from θ* along sharp (p) and flat (r) directions")

@@ -104,6 +104,8 @@ class Engine {
   // G's per-sample rows B over the energy samples (v^T G v = |B v|^2 / n), shared read-only by the
   // workers when they fit in energy_row_bytes; else each replica's operator takes a JVP per point.
   at::Tensor energy_rows_;
+  at::Tensor energy_dense_;  // G itself (p x p) instead of the rows when p is small and below them
+  static constexpr int64_t kDenseEnergyMaxP = 4096;  // 128 MiB in float64
   double energy_lambda1_ = std::nan("");
   std::string energy_checksum_;
   std::vector<Replica> replicas_;

@@ -210,6 +210,13 @@ void Engine::setup_energy() {
     CurvatureOptions co = energy_options();
     co.estimator = Estimator::PerSample;
     energy_rows_ = CurvatureOperator(energy_model(), energy_x_, energy_y_, co).rows();
+    // With fewer parameters than rows (Figure 3: p = 1e3 against 1e5 rows) the p x p matrix G
+    // itself is smaller than its rows, and every form afterwards costs p^2, not rows x p.
+    if (p_ <= kDenseEnergyMaxP && p_ < energy_rows_.size(0)) {
+      energy_dense_ =
+          at::mm(energy_rows_.t(), energy_rows_) / static_cast<double>(energy_x_.size(0));
+      energy_rows_ = at::Tensor();
+    }
   } else {
     for (auto& rep : replicas_) add_energy_operator(rep);
   }
@@ -256,6 +263,7 @@ void Engine::add_energy_operator(Replica& rep) const {
 
 double Engine::energy_form(Replica& rep, const at::Tensor& v) const {
   // The R-op: forward-mode AD levels are process-wide, and the workers run concurrently.
+  if (energy_dense_.defined()) return at::dot(v, at::mv(energy_dense_, v)).item<double>();
   if (!energy_rows_.defined()) return rep.energy->quadratic_form(v, JvpMethod::ROp);
   return at::mv(energy_rows_, v).pow(2).sum().item<double>() /
          static_cast<double>(energy_x_.size(0));
@@ -326,7 +334,8 @@ void Engine::ensure_replicas(size_t count) {
     if (!replicas_.empty() && r.layout.size != replicas_[0].layout.size)
       fail("escape: the model factory built models of different sizes ({} and {})",
            replicas_[0].layout.size, r.layout.size);
-    if (energy_x_.defined() && !energy_rows_.defined()) add_energy_operator(r);
+    if (energy_x_.defined() && !energy_rows_.defined() && !energy_dense_.defined())
+      add_energy_operator(r);
     replicas_.push_back(std::move(r));
   }
 }

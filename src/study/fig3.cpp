@@ -45,12 +45,11 @@ struct Fig3Scale {
 
 // Quick: 400 SGD runs give E[D] within about 10-35 % of srk(G^2) - 1 during the escape (100 gave
 // curves twice as jagged: the runs' energies are heavy-tailed, so the ratio of means settles
-// slowly); GD differs
-// from run to run only by w_0. Paper: the paper's n and d; every logged point of every run costs
-// one pass over the 1e5 x 1e3 samples for Y_t, so 50 SGD runs and 2 GD runs keep the figure within
-// about 25 minutes on two cores.
+// slowly); GD differs from run to run only by w_0. Paper: the paper's n and d. SGD from e^-10 I/d
+// needs 20-33 steps to reach the escape loss at d = 1e3 (10 runs at srk(G^2) = 20), hence 50; the
+// energies come from the dense 1e3 x 1e3 G (src/escape), so a logged point costs ~1e6 flops.
 const Fig3Scale kQuick{"quick_fig3", 4000, 100, 8, 25, 400, 20, 1000};
-const Fig3Scale kPaper{"fig3", 100000, 1000, 2, 25, 50, 20, 10000};
+const Fig3Scale kPaper{"fig3", 100000, 1000, 2, 25, 50, 50, 10000};
 
 // G over all n samples (the GD gradient's samples), exact: per-sample rows, so that |G|_F (and
 // with it SGD's 1.2/|G|_F) is exact too; Lanczos, since the n x n Gram matrix is far too large.
