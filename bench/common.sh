@@ -9,3 +9,9 @@ if [ ! -x "$build/bench_gv" ] || [ ! -x "$build/noisegeom" ]; then
 fi
 bin=$build/noisegeom
 data=${NOISEGEOM_DATA:-$root/data/cifar-10-batches-bin}
+
+# Both sides' versions, printed by every benchmark before its numbers: `bench_versions PYTHON`.
+bench_versions() {
+  echo "C++ side: $("$bin" --version), OMP_NUM_THREADS=${OMP_NUM_THREADS:-unset}"
+  echo "Python side: $("$1" -c 'import sys, torch; print(f"Python {sys.version.split()[0]}, torch {torch.__version__} from {torch.__file__.rsplit(chr(47), 2)[0]}")')"
+}

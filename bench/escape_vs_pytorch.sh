@@ -49,6 +49,7 @@ cp "$run"/spectra/default/* "$work/run/spectra/default/"
   --log-every "$log_every" --data-dir "$data" --quiet
 cpp=$(/usr/bin/python3 -c 'import json,sys; s=json.load(open(sys.argv[1]));
 print(s["runs"] * s["steps"] / s["sweep_wall_seconds"])' "$work/run/escapes/sgd/result.json")
+bench_versions /usr/bin/python3
 py=$(cd "$root/bench" && /usr/bin/python3 escape_pytorch.py --run "$work/run" --data-dir "$data" \
       --runs "$runs" --steps "$steps" --lr "$lr" --log-every "$log_every" --threads "$threads" |
      sed -n 's/^steps_per_second=\([0-9.]*\).*/\1/p')

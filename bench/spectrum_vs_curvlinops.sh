@@ -10,9 +10,8 @@
 # labels {0,1}; the run is kept in ~/.cache/noisegeom/bench-runs and reused (resumed if cut).
 # --run takes an existing run directory instead (a cnn or resnet run, e.g.
 # runs/quick_fig5_resnet from `reproduce fig5 --scale quick`), using its first n samples.
-# Python side: $NOISEGEOM_BENCH_VENV, else ~/.cache/noisegeom/venv-cuda (scripts/setup.sh --cuda),
-# else a new ~/.cache/noisegeom/venv-bench with CPU torch; curvlinops-for-pytorch and scipy are
-# pip-installed there when missing.
+# Python side: ~/.cache/noisegeom/venv-bench (bench/python_env.sh: its own environment, torch
+# pinned), with curvlinops-for-pytorch and scipy pip-installed there when missing.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 model=cnn depth=20 width=16 n=2000 k=20 threads=2 tol=1e-5 dtype=float32 run=
@@ -34,17 +33,9 @@ source "$root/bench/common.sh"
 "$bin" data check "$data" >/dev/null
 
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/noisegeom
-venv=${NOISEGEOM_BENCH_VENV:-}
-if [ -z "$venv" ]; then
-  if [ -x "$cache/venv-cuda/bin/python" ]; then venv=$cache/venv-cuda; else venv=$cache/venv-bench; fi
-fi
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet torch --index-url https://download.pytorch.org/whl/cpu
-fi
-if ! "$venv/bin/python" -c 'import curvlinops, scipy, numpy' 2>/dev/null; then
-  "$venv/bin/pip" install --quiet curvlinops-for-pytorch scipy numpy
-fi
+source "$root/bench/python_env.sh"
+bench_python curvlinops-for-pytorch scipy numpy
+bench_versions "$py"
 
 # theta*: the model trained to a training loss below 1e-4 on the n images.
 if [ -z "$run" ]; then
@@ -83,7 +74,7 @@ echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
   --threads "$threads" --residuals explicit --dump "$work/data.pt" | tee "$work/ours.txt"
 "$build/bench_gv" topk --run "$run" --k "$k" --n "$n" --tol "$tol" --dtype "$dtype" \
   --threads "$threads" --residuals krylov | tee "$work/ours_krylov.txt"
-"$venv/bin/python" "$root/bench/curvlinops_topk.py" --run "$run" --data "$work/data.pt" \
+"$py" "$root/bench/curvlinops_topk.py" --run "$run" --data "$work/data.pt" \
   --k "$k" --tol "$tol" --dtype "$dtype" --threads "$threads" | tee "$work/theirs.txt"
 /usr/bin/python3 - "$work/ours.txt" "$work/theirs.txt" "$model" "$depth" "$n" "$k" "$threads" \
   "$work/ours_krylov.txt" <<'PY'

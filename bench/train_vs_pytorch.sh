@@ -33,6 +33,7 @@ export OMP_NUM_THREADS=$threads
 "$bin" train "$work/bench.yaml" --out "$work/run" --quiet
 # The C++ rate: steps between the step-0 and final evaluations, plus the final evaluation.
 cpp=$(tail -n 1 "$work/run/train_log.csv" | awk -F, '{print $NF}')
+bench_versions /usr/bin/python3
 py=$(/usr/bin/python3 "$root/bench/train_pytorch.py" --run "$work/run" --data-dir "$data" \
       --model "$model" --depth "$depth" --steps "$steps" --threads "$threads" |
      sed -n 's/^steps_per_second=\([0-9.]*\).*/\1/p')
