@@ -145,6 +145,15 @@ TEST(Train, ThetaIsReadableByPythonTorchLoad) {
   EXPECT_EQ(std::system(cmd.c_str()), 0);
 }
 
+// Resumes the stopped run `cut` and checks that it ends where the uninterrupted `whole` did: the
+// same parameters bit for bit, and each evaluation once in the log with the same losses.
+void expect_resumed_like(const std::string& cfg, const std::string& cut, const std::string& whole) {
+  ASSERT_EQ(train_lib(cfg, cut, true), "max_steps");
+  EXPECT_TRUE(same_tensors(whole + "/theta.pt", cut + "/theta.pt"));
+  EXPECT_EQ(log_without_timing(cut + "/train_log.csv"),
+            log_without_timing(whole + "/train_log.csv"));
+}
+
 // Runs `noisegeom train CFG --out DIR` and sends it `sig` as soon as its first checkpoint exists;
 // false if the run had already ended by then. `status`: its wait status.
 bool kill_after_first_checkpoint(const std::string& cfg, const std::string& dir, int sig = SIGKILL,
@@ -186,13 +195,9 @@ TEST(Train, ResumeAfterSigkillEndsAtTheSameParameters) {
   EXPECT_NE(ngtest::read_file(cut + "/manifest.json").find("\"status\": \"running\""),
             std::string::npos);
 
-  ASSERT_EQ(train_lib(cfg, cut, true), "max_steps");
-  EXPECT_TRUE(same_tensors(whole + "/theta.pt", cut + "/theta.pt"));
+  expect_resumed_like(cfg, cut, whole);
   const std::string manifest = ngtest::read_file(cut + "/manifest.json");
   EXPECT_NE(manifest.find("\"resumed_from_step\": 300"), std::string::npos) << manifest;
-  // The log has each evaluation once, with the same losses as the uninterrupted run's.
-  EXPECT_EQ(log_without_timing(cut + "/train_log.csv"),
-            log_without_timing(whole + "/train_log.csv"));
 }
 
 // Ctrl-C (SIGINT): the run checkpoints where it is, exits 130 without a theta.pt, and --resume
@@ -214,10 +219,7 @@ TEST(Train, SigintCheckpointsAndResumeEndsAtTheSameParameters) {
   EXPECT_NE(m.at("message").get<std::string>().find("interrupted by SIGINT at step"),
             std::string::npos)
       << m.dump();
-  ASSERT_EQ(train_lib(cfg, cut, true), "max_steps");
-  EXPECT_TRUE(same_tensors(whole + "/theta.pt", cut + "/theta.pt"));
-  EXPECT_EQ(log_without_timing(cut + "/train_log.csv"),
-            log_without_timing(whole + "/train_log.csv"));
+  expect_resumed_like(cfg, cut, whole);
 }
 
 // A spent --budget stops a run at the step it is at (not at a checkpoint boundary), saving a
@@ -248,10 +250,7 @@ TEST(Train, BudgetStopsAtACheckpointAndResumeEndsAtTheSameParameters) {
   const auto ck = ng::load_ivalue(cut + "/checkpoint.pt").toGenericDict();
   EXPECT_EQ(ck.at("step").toInt(), stopped_at);
 
-  ASSERT_EQ(train_lib(cfg, cut, true), "max_steps");
-  EXPECT_TRUE(same_tensors(whole + "/theta.pt", cut + "/theta.pt"));
-  EXPECT_EQ(log_without_timing(cut + "/train_log.csv"),
-            log_without_timing(whole + "/train_log.csv"));
+  expect_resumed_like(cfg, cut, whole);
   const auto resumed = nlohmann::json::parse(ngtest::read_file(cut + "/manifest.json"));
   EXPECT_EQ(resumed.at("resumed_from_step"), stopped_at);
 }
@@ -560,11 +559,8 @@ TEST(Train, CyclicalRunResumedAfterSigkillHasTheSameTrace) {
   ASSERT_TRUE(kill_after_first_checkpoint(cfg, cut)) << "the run ended before it could be killed";
   ASSERT_FALSE(fs::exists(cut + "/theta.pt"));
   // Rows past the checkpoint (and a row cut short) are dropped, then written again.
-  ASSERT_EQ(train_lib(cfg, cut, true), "max_steps");
-  EXPECT_TRUE(same_tensors(whole + "/theta.pt", cut + "/theta.pt"));
+  expect_resumed_like(cfg, cut, whole);
   EXPECT_EQ(ngtest::read_file(cut + "/trace.csv"), ngtest::read_file(whole + "/trace.csv"));
-  EXPECT_EQ(log_without_timing(cut + "/train_log.csv"),
-            log_without_timing(whole + "/train_log.csv"));
 }
 
 // A parameter with several entries has a column per entry; rows every trace_every steps and at the
