@@ -369,11 +369,12 @@ bool Trainer::stop_now() {
   const StopReason stop = stop_requested();
   if (stop != StopReason::None) {
     status_ = stop == StopReason::Budget ? "budget_spent" : "interrupted";
-    message_ = fmt::format(
-        "{} at step {} of {}; checkpoint saved, the same command with --resume "
-        "continues",
-        stop_description(), step_, max_steps_);
-    checkpoint();
+    // As at every checkpoint, parameters gone non-finite since the last evaluation are not saved.
+    const bool finite = all_finite(*model_);
+    if (finite) checkpoint();
+    message_ = fmt::format("{} at step {} of {}; {}, the same command with --resume continues",
+                           stop_description(), step_, max_steps_,
+                           finite ? "checkpoint saved" : "the last finite checkpoint kept");
     return true;
   }
   return false;
