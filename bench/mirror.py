@@ -94,6 +94,44 @@ class FixupResNet(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(h, 1).flatten(1) + self.bias2)
 
 
+# torchvision's VGG configurations A, B, D, E at base width 64 ("M": a 2x2 max-pool).
+VGG_CFGS = {
+    11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    13: [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    16: [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+    19: [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+         512, 512, 512, 512, "M"],
+}
+
+
+class VGG(nn.Module):
+    """models/vgg.cpp: VGG without BN for 32x32 inputs, convs scaled to `width`, then
+    Linear(last, head) - ReLU - Linear(head, classes); its initialisation too."""
+
+    def __init__(self, depth, classes, width=64, head=128):
+        super().__init__()
+        self.cfg = [c if c == "M" else c // 64 * width for c in VGG_CFGS[depth]]
+        convs, cin = [], 3
+        for c in self.cfg:
+            if c != "M":
+                convs.append(nn.Conv2d(cin, c, 3, padding=1))
+                cin = c
+        self.features = nn.ModuleList(convs)
+        self.fc1, self.fc2 = nn.Linear(cin, head), nn.Linear(head, classes)
+        for conv in self.features:
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
+        for fc in (self.fc1, self.fc2):
+            nn.init.normal_(fc.weight, 0.0, 0.01)
+            nn.init.zeros_(fc.bias)
+
+    def forward(self, x):
+        convs = iter(self.features)
+        for c in self.cfg:
+            x = F.max_pool2d(x, 2) if c == "M" else F.relu(next(convs)(x))
+        return self.fc2(F.relu(self.fc1(x.flatten(1))))
+
+
 def model_config(run):
     """The model section of the run's resolved config.yaml (flat `  key: value` lines)."""
     cfg, inside = {}, False
@@ -113,17 +151,21 @@ def build_model(cfg, classes):
     if cfg["name"] == "resnet":
         depth, width = int(cfg.get("depth", 0)) or 20, int(cfg.get("width", 0)) or 16
         return FixupResNet(depth, classes, width)
-    raise SystemExit(f"no Python mirror for model {cfg['name']!r} (cnn and resnet only)")
+    if cfg["name"] == "vgg":
+        depth, width = int(cfg.get("depth", 0)) or 13, int(cfg.get("width", 0)) or 64
+        return VGG(depth, classes, width, int(cfg.get("head_width", 0)) or 128)
+    raise SystemExit(f"no Python mirror for model {cfg['name']!r} (cnn, resnet and vgg only)")
 
 
-def sgd_batches(n, batch, generator):
+def sgd_batches(n, batch, generator, device="cpu"):
     """Index tensors of SGD's batches as training draws them: each epoch's permutation, cut in
-    order (the last batch of an epoch short when batch does not divide n)."""
+    order (the last batch of an epoch short when batch does not divide n). The permutation goes
+    to `device` once per epoch, as noisegeom's BatchOrder does, so no step waits for a copy."""
     per_epoch = (n + batch - 1) // batch
     step, perm = 0, None
     while True:
         if step % per_epoch == 0:
-            perm = torch.randperm(n, generator=generator)
+            perm = torch.randperm(n, generator=generator).to(device)
         j = step % per_epoch
         yield perm[j * batch:(j + 1) * batch]
         step += 1

@@ -1,6 +1,7 @@
-// The training command as a user runs it: run directories, resume after SIGKILL, bad input; the
-// learning-rate schedules and the parameter trace.
+// The training command as a user runs it: run directories, resume after SIGKILL, SIGINT or a spent
+// --budget, progress lines, bad input; the learning-rate schedules and the parameter trace.
 #include <ATen/ATen.h>
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -14,7 +15,9 @@
 #include <thread>
 
 #include "src/core/config.h"
+#include "src/core/stop.h"
 #include "src/io/files.h"
+#include "src/study/figures.h"
 #include "src/training/loss.h"
 #include "src/training/schedule.h"
 #include "src/training/sgd.h"
@@ -142,9 +145,19 @@ TEST(Train, ThetaIsReadableByPythonTorchLoad) {
   EXPECT_EQ(std::system(cmd.c_str()), 0);
 }
 
-// Runs `noisegeom train CFG --out DIR` and SIGKILLs it as soon as its first checkpoint exists;
-// false if the run had already ended by then.
-bool kill_after_first_checkpoint(const std::string& cfg, const std::string& dir) {
+// Resumes the stopped run `cut` and checks that it ends where the uninterrupted `whole` did: the
+// same parameters bit for bit, and each evaluation once in the log with the same losses.
+void expect_resumed_like(const std::string& cfg, const std::string& cut, const std::string& whole) {
+  ASSERT_EQ(train_lib(cfg, cut, true), "max_steps");
+  EXPECT_TRUE(same_tensors(whole + "/theta.pt", cut + "/theta.pt"));
+  EXPECT_EQ(log_without_timing(cut + "/train_log.csv"),
+            log_without_timing(whole + "/train_log.csv"));
+}
+
+// Runs `noisegeom train CFG --out DIR` and sends it `sig` as soon as its first checkpoint exists;
+// false if the run had already ended by then. `status`: its wait status.
+bool kill_after_first_checkpoint(const std::string& cfg, const std::string& dir, int sig = SIGKILL,
+                                 int* status = nullptr) {
   const pid_t pid = fork();
   if (pid < 0) return false;
   if (pid == 0) {
@@ -162,8 +175,10 @@ bool kill_after_first_checkpoint(const std::string& cfg, const std::string& dir)
     }
     std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
-  kill(pid, SIGKILL);
-  waitpid(pid, nullptr, 0);
+  kill(pid, sig);
+  int st = 0;
+  waitpid(pid, &st, 0);
+  if (status) *status = st;
   return running_when_killed;
 }
 
@@ -180,13 +195,116 @@ TEST(Train, ResumeAfterSigkillEndsAtTheSameParameters) {
   EXPECT_NE(ngtest::read_file(cut + "/manifest.json").find("\"status\": \"running\""),
             std::string::npos);
 
-  ASSERT_EQ(train_lib(cfg, cut, true), "max_steps");
-  EXPECT_TRUE(same_tensors(whole + "/theta.pt", cut + "/theta.pt"));
+  expect_resumed_like(cfg, cut, whole);
   const std::string manifest = ngtest::read_file(cut + "/manifest.json");
   EXPECT_NE(manifest.find("\"resumed_from_step\": 300"), std::string::npos) << manifest;
-  // The log has each evaluation once, with the same losses as the uninterrupted run's.
-  EXPECT_EQ(log_without_timing(cut + "/train_log.csv"),
-            log_without_timing(whole + "/train_log.csv"));
+}
+
+// Ctrl-C (SIGINT): the run checkpoints where it is, exits 130 without a theta.pt, and --resume
+// ends at the uninterrupted run's parameters and log.
+TEST(Train, SigintCheckpointsAndResumeEndsAtTheSameParameters) {
+  const std::string cfg = write_config(
+      "train: {lr: 0.05, batch_size: 8, max_steps: 1500, eval_every: 500, checkpoint_every: 300,"
+      " target_loss: 0}\n");
+  const std::string whole = ngtest::temp_dir("run") + "/whole";
+  ASSERT_EQ(train_lib(cfg, whole), "max_steps");
+  const std::string cut = ngtest::temp_dir("run") + "/cut";
+  int status = 0;
+  ASSERT_TRUE(kill_after_first_checkpoint(cfg, cut, SIGINT, &status)) << "the run ended first";
+  ASSERT_TRUE(WIFEXITED(status)) << "killed by the signal instead of stopping: " << status;
+  EXPECT_EQ(WEXITSTATUS(status), ng::kExitInterrupted);
+  EXPECT_FALSE(fs::exists(cut + "/theta.pt"));
+  const auto m = nlohmann::json::parse(ngtest::read_file(cut + "/manifest.json"));
+  EXPECT_EQ(m.at("status"), "interrupted");
+  EXPECT_NE(m.at("message").get<std::string>().find("interrupted by SIGINT at step"),
+            std::string::npos)
+      << m.dump();
+  expect_resumed_like(cfg, cut, whole);
+}
+
+// A spent --budget stops a run at the step it is at (not at a checkpoint boundary), saving a
+// checkpoint there; resumed, the run ends at the uninterrupted run's parameters and log, bit for
+// bit.
+TEST(Train, BudgetStopsAtACheckpointAndResumeEndsAtTheSameParameters) {
+  const std::string cfg = write_config(
+      "train: {lr: 0.05, batch_size: 8, max_steps: 1500, eval_every: 500, checkpoint_every: 1000,"
+      " target_loss: 0}\n");
+  const std::string whole = ngtest::temp_dir("run") + "/whole";
+  ASSERT_EQ(train_lib(cfg, whole), "max_steps");
+  const std::string cut = ngtest::temp_dir("run") + "/cut";
+  ng::clear_stop_request();
+  ng::set_time_budget(0.3);
+  const std::string status = train_lib(cfg, cut);
+  ng::clear_stop_request();
+  ASSERT_EQ(status, "budget_spent") << "the run ended within its budget";
+  EXPECT_FALSE(fs::exists(cut + "/theta.pt"));
+  const auto m = nlohmann::json::parse(ngtest::read_file(cut + "/manifest.json"));
+  EXPECT_EQ(m.at("status"), "budget_spent");
+  const int64_t stopped_at = m.at("steps");
+  EXPECT_GT(stopped_at, 0);
+  EXPECT_LT(stopped_at, 1500);
+  EXPECT_NE(m.at("message").get<std::string>().find("time budget 0.3s spent at step " +
+                                                    std::to_string(stopped_at) + " of 1500"),
+            std::string::npos)
+      << m.dump();
+  const auto ck = ng::load_ivalue(cut + "/checkpoint.pt").toGenericDict();
+  EXPECT_EQ(ck.at("step").toInt(), stopped_at);
+
+  expect_resumed_like(cfg, cut, whole);
+  const auto resumed = nlohmann::json::parse(ngtest::read_file(cut + "/manifest.json"));
+  EXPECT_EQ(resumed.at("resumed_from_step"), stopped_at);
+}
+
+// The command: --budget's exit status 75 and one line saying where the run stands, even when
+// quiet; a bad duration is a one-line error naming --budget.
+TEST(Train, BudgetOnTheCommandLine) {
+  const std::string cfg = write_config(
+      "train: {lr: 0.05, batch_size: 8, max_steps: 1000000, eval_every: 500, "
+      "checkpoint_every: 100000, target_loss: 0}\n");
+  const std::string out = ngtest::temp_dir("run") + "/r";
+  std::string log;
+  EXPECT_EQ(run_cli("train '" + cfg + "' --out '" + out + "' --quiet --budget 2s", &log),
+            ng::kExitBudgetSpent)
+      << log;
+  EXPECT_EQ(ngtest::count_lines(log), 1) << log;
+  EXPECT_NE(log.find("time budget 2s spent at step"), std::string::npos) << log;
+  EXPECT_NE(log.find("--resume"), std::string::npos) << log;
+  EXPECT_NE(log.find(out), std::string::npos) << log;
+  EXPECT_TRUE(fs::exists(out + "/checkpoint.pt"));
+  EXPECT_FALSE(fs::exists(out + "/theta.pt"));
+  EXPECT_EQ(run_cli("train '" + cfg + "' --out '" + out + "2' --budget 5q", &log), 1) << log;
+  EXPECT_NE(log.find("--budget: expected a duration"), std::string::npos) << log;
+  EXPECT_EQ(ngtest::count_lines(log), 1) << log;
+  EXPECT_FALSE(fs::exists(out + "2"));
+}
+
+// Between evaluations a log gets a line every half minute: a short run of 4 evaluations prints one
+// line each, with steps/s, the running batch loss, the time to the next evaluation, the
+// checkpoint's age and the ETA.
+TEST(Train, ProgressLinesSayRateRunningLossNextEvaluationAndCheckpoint) {
+  const std::string cfg = write_config(kShort);
+  const std::string out = ngtest::temp_dir("run") + "/r";
+  std::string log;
+  ASSERT_EQ(run_cli("train '" + cfg + "' --out '" + out + "'", &log), 0) << log;
+  std::vector<std::string> lines;
+  std::istringstream in(log);
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("step ", 0) == 0) lines.push_back(line);
+  ASSERT_EQ(lines.size(), 4u) << log;
+  EXPECT_NE(lines[0].find("step 0/60 epoch 0.0 | loss "), std::string::npos) << lines[0];
+  EXPECT_NE(lines[0].find("| batch loss ? | ? steps/s | eval in ? | no checkpoint yet | ETA ?"),
+            std::string::npos)
+      << lines[0];
+  for (size_t k = 1; k < lines.size(); ++k) {
+    const std::string& l = lines[k];
+    EXPECT_NE(l.find(fmt::format("step {}/60", 20 * k)), std::string::npos) << l;
+    EXPECT_NE(l.find("| batch loss ~"), std::string::npos) << l;
+    EXPECT_NE(l.find(" steps/s | eval in "), std::string::npos) << l;
+    // The step-20 checkpoint is saved after that step's evaluation.
+    EXPECT_NE(l.find(k == 1 ? "| no checkpoint yet |" : "| checkpoint 0s ago |"), std::string::npos)
+        << l;
+    EXPECT_NE(l.find("| ETA "), std::string::npos) << l;
+  }
 }
 
 TEST(Train, DivergenceStopsWithAClearErrorAndNoResult) {
@@ -441,11 +559,8 @@ TEST(Train, CyclicalRunResumedAfterSigkillHasTheSameTrace) {
   ASSERT_TRUE(kill_after_first_checkpoint(cfg, cut)) << "the run ended before it could be killed";
   ASSERT_FALSE(fs::exists(cut + "/theta.pt"));
   // Rows past the checkpoint (and a row cut short) are dropped, then written again.
-  ASSERT_EQ(train_lib(cfg, cut, true), "max_steps");
-  EXPECT_TRUE(same_tensors(whole + "/theta.pt", cut + "/theta.pt"));
+  expect_resumed_like(cfg, cut, whole);
   EXPECT_EQ(ngtest::read_file(cut + "/trace.csv"), ngtest::read_file(whole + "/trace.csv"));
-  EXPECT_EQ(log_without_timing(cut + "/train_log.csv"),
-            log_without_timing(whole + "/train_log.csv"));
 }
 
 // A parameter with several entries has a column per entry; rows every trace_every steps and at the

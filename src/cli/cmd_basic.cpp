@@ -9,6 +9,7 @@
 #include "src/cli/commands.h"
 #include "src/cli/options.h"
 #include "src/core/error.h"
+#include "src/core/stop.h"
 #include "src/study/figures.h"
 #include "src/training/train.h"
 
@@ -98,7 +99,8 @@ Command add_train_command(CLI::App& app) {
       "train.max_steps is reached, writing the run directory (default runs/<name>): "
       "config.yaml, manifest.json, samples.csv, train_log.csv, checkpoint.pt and theta.pt (a dict "
       "of named tensors that Python's torch.load reads).\n\nExit status: 0 done (converged or "
-      "step cap), 1 bad input, 2 usage, 3 diverged, 130 interrupted (resume with --resume)."));
+      "step cap), 1 bad input, 2 usage, 3 diverged, 130 interrupted (SIGINT/SIGTERM), 75 time "
+      "budget spent; the last two save a checkpoint first and --resume continues."));
   auto o = std::make_shared<TrainOptions>();
   sub->add_option("CONFIG", o->config_path, "the YAML experiment")->required();
   sub->add_option("--set", o->overrides,
@@ -111,13 +113,18 @@ Command add_train_command(CLI::App& app) {
   sub->add_option("--data-dir", o->data_dir,
                   "CIFAR-10 directory (else data.dir, $NOISEGEOM_DATA, data/cifar-10-batches-bin)");
   sub->add_flag("--quiet", o->quiet, "no progress lines");
+  add_budget_option(*sub);
   return {sub, [o] {
             const TrainResult r = train(*o);
             if (r.status == "diverged") {
               fmt::print(stderr, "noisegeom: error: {}\n", r.message);
               return kExitDiverged;
             }
-            return r.status == "interrupted" ? kExitInterrupted : 0;
+            const bool interrupted = r.status == "interrupted";
+            if (!interrupted && r.status != "budget_spent") return 0;
+            // Said even when quiet: the exit status alone does not tell where the run stands.
+            if (o->quiet) fmt::print(stderr, "noisegeom train: {} -> {}\n", r.message, r.run_dir);
+            return interrupted ? kExitInterrupted : kExitBudgetSpent;
           }};
 }
 

@@ -8,6 +8,7 @@
 
 #include "src/cli/commands.h"
 #include "src/cli/options.h"
+#include "src/core/stop.h"
 #include "src/io/rundir.h"
 #include "src/study/figures.h"
 
@@ -39,7 +40,17 @@ int run(ReproduceArgs& a) {
     for (auto& j : r.spectra) apply_spectrum_overrides(j, spectrum_sets);
     for (auto& j : r.escapes) apply_escape_overrides(j, escape_sets);
   }
+  const StopOnSignals stop_on_signals;
   const FigureOutcome out = reproduce_figure(fig, runs, a.settings);
+  if (out.exit_code == kExitBudgetSpent || out.exit_code == kExitInterrupted) {
+    fmt::print(
+        "noisegeom reproduce {} --scale {}: {} after {}; finished work is kept and the same "
+        "command continues (exit status {})\n",
+        fig.name, a.settings.scale, stop_description(), format_duration(seconds_since(t0)),
+        out.exit_code);
+    for (const auto& line : out.report) fmt::print("  {}\n", line);
+    return out.exit_code;
+  }
   if (out.exit_code != 0) return out.exit_code;
   fmt::print("noisegeom reproduce {} --scale {}: {} in {:.1f}s\n", fig.name, a.settings.scale,
              out.png, seconds_since(t0));
@@ -61,7 +72,9 @@ Command add_reproduce_command(CLI::App& app) {
       "OUT/figures/FIGURE.png with experiments/plot_FIGURE.py (matplotlib), which reads only the "
       "run directories' CSV and JSON files. Resumable: a finished training run, a spectrum with "
       "the same settings, a learning-rate search and finished escape runs are reused; an "
-      "interrupted training run is resumed.\n\nFigures:" +
+      "interrupted training run is resumed. With --budget, or on Ctrl-C, the running training or "
+      "escape sweep checkpoints (a spectrum finishes first) and the command exits with status "
+      "75 (130 for Ctrl-C); the same command continues.\n\nFigures:" +
       figures_text));
   auto a = std::make_shared<ReproduceArgs>();
   sub->add_option("FIGURE", a->figure, "the figure to reproduce")->required();
@@ -77,6 +90,7 @@ Command add_reproduce_command(CLI::App& app) {
       ->type_name("KEY=VALUE")
       ->allow_extra_args(false);
   add_context_options(*sub, a->settings.ctx);
+  add_budget_option(*sub);
   return {sub, [a] { return run(*a); }};
 }
 

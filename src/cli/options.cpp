@@ -10,6 +10,7 @@
 
 #include "src/core/dtypes.h"
 #include "src/core/error.h"
+#include "src/core/stop.h"
 
 namespace ng {
 namespace {
@@ -196,6 +197,16 @@ void add_context_options(CLI::App& app, StudyContext& ctx) {
                  "CIFAR-10 directory (else the config's data.dir, $NOISEGEOM_DATA, "
                  "data/cifar-10-batches-bin)");
   app.add_flag("--quiet", ctx.quiet, "no progress lines");
+}
+
+void add_budget_option(CLI::App& app) {
+  app.add_option_function<std::string>(
+         "--budget",
+         [](const std::string& s) { set_time_budget(parse_duration(s, "--budget"), s); },
+         fmt::format("wall time after which the running job checkpoints and the command exits "
+                     "with status {}; the same command continues it",
+                     kExitBudgetSpent))
+      ->type_name("DURATION (90s, 7m, 1h30m)");
 }
 
 void apply_spectrum_overrides(SpectrumRequest& r, const std::vector<std::string>& items) {

@@ -19,6 +19,10 @@ void add_escape_options(CLI::App& app, EscapeRequest& r);
 // --data-dir and --quiet of the commands that analyse a run.
 void add_context_options(CLI::App& app, StudyContext& ctx);
 
+// --budget DURATION of the long commands: the process's time budget (src/core/stop.h), counted
+// from when the arguments are parsed.
+void add_budget_option(CLI::App& app);
+
 // `option=value` items (reproduce's --set spectrum.k=10 becomes "k=10") parsed by the same
 // definitions onto a request; an unknown option or bad value throws CLI::ParseError or ng::Error.
 void apply_spectrum_overrides(SpectrumRequest& r, const std::vector<std::string>& items);

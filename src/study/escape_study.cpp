@@ -16,6 +16,7 @@
 
 #include "data/sha256.h"
 #include "src/core/error.h"
+#include "src/core/stop.h"
 #include "src/curvature/params.h"
 #include "src/io/files.h"
 #include "src/io/rundir.h"
@@ -425,6 +426,7 @@ EscapeOutcome run_escape_study(const std::string& run_dir, const EscapeRequest& 
   int64_t done = 0;
   const auto t_sweep = Clock::now();
   EscapeHooks hooks;
+  hooks.should_stop = should_stop;  // reproduce's --budget and Ctrl-C: finished runs are kept
   hooks.on_run_done = [&](const RunResult& res) {
     ++done;
     const double el = seconds_since(t_sweep);
@@ -438,6 +440,11 @@ EscapeOutcome run_escape_study(const std::string& run_dir, const EscapeRequest& 
       run_escape_sweep(dir, in.factory, in.theta_star, in.U, run.data, e, hooks);
   if (res.reused > 0)
     say("{}: reused {} finished run(s), computed {}", opt, res.reused, res.computed);
+  if (static_cast<int64_t>(res.runs.size()) < e.runs) {  // stopped: no record until complete
+    say("{}: {} with {}/{} runs finished; the same request computes the rest", opt,
+        stop_description(), res.runs.size(), e.runs);
+    return {dir, json(), res.reused, res.computed};
+  }
 
   const json record =
       sweep_record(r, request, e, res, lr_search, sp, run_dir, seconds_since(t_start));

@@ -12,6 +12,7 @@
 
 #include "src/core/config.h"
 #include "src/core/error.h"
+#include "src/core/stop.h"
 #include "src/io/json.h"
 #include "src/io/rundir.h"
 #include "src/study/figure_recipes.h"
@@ -159,6 +160,7 @@ int ensure_trained(const std::string& exp, const std::string& run_dir,
     return kExitDiverged;
   }
   if (r.status == "interrupted") return kExitInterrupted;
+  if (r.status == "budget_spent") return kExitBudgetSpent;
   if (r.status == "max_steps" && needs_minimum)
     fmt::print(stderr, "noisegeom reproduce: warning: {}: {}; its spectrum is not at a minimum\n",
                run_dir, r.message);
@@ -347,17 +349,31 @@ FigureOutcome reproduce_figure(const Figure& fig, const std::vector<FigureRun>& 
       fmt::print(stderr, "noisegeom reproduce: {} ({}) [{}/{}] {}: {}\n", fig.name, s.scale, i + 1,
                  runs.size(), runs[i].dir(s.out), what);
   };
+  // --budget or a signal: what is finished stays, the report says what that is, and the same
+  // command continues. Jobs that cannot stop midway (spectra) are only not started.
+  auto stopped = [&] {
+    const StopReason why = stop_requested();
+    if (why == StopReason::None) return false;
+    out.exit_code = why == StopReason::Budget ? kExitBudgetSpent : kExitInterrupted;
+    out.report = report.lines();
+    return true;
+  };
   for (size_t i = 0; i < runs.size(); ++i) {
     const FigureRun& r = runs[i];
     const std::string run_dir = r.dir(s.out);
+    if (stopped()) return out;
     progress(i, "training");
     auto t = Clock::now();
     std::string note;
     out.exit_code = ensure_trained(project_file("experiments/" + r.experiment + ".yaml"), run_dir,
                                    run_overrides(r, s), s, r.needs_minimum, &note);
-    if (out.exit_code != 0) return out;
+    if (out.exit_code != 0) {
+      out.report = report.lines();
+      return out;
+    }
     report.add(r.experiment, "train", seconds_since(t), note);
     for (const auto& j : r.spectra) {
+      if (stopped()) return out;
       progress(i, "spectrum " + j.name);
       t = Clock::now();
       const bool reused = ensure_spectrum(run_dir, j, s.ctx, true).reused;
@@ -365,11 +381,14 @@ FigureOutcome reproduce_figure(const Figure& fig, const std::vector<FigureRun>& 
                  reused ? "reused" : "computed");
     }
     for (const auto& j : r.escapes) {
+      if (stopped()) return out;
       progress(i, "escape " + j.sweep_name());
       t = Clock::now();
       const EscapeOutcome e = run_escape_study(run_dir, j, s.ctx);
       report.add(r.experiment, "escape " + j.sweep_name(), seconds_since(t),
-                 fmt::format("{} runs computed, {} reused", e.computed, e.reused));
+                 fmt::format("{} runs computed, {} reused{}", e.computed, e.reused,
+                             e.record.is_null() ? " (stopped)" : ""));
+      if (e.record.is_null() && stopped()) return out;
     }
   }
   const fs::path figures_dir = fs::path(s.out) / "figures";

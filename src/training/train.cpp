@@ -12,10 +12,8 @@
 #include <torch/version.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <chrono>
 #include <cmath>
-#include <csignal>
 #include <filesystem>
 #include <optional>
 
@@ -24,11 +22,14 @@
 #include "src/core/config.h"
 #include "src/core/dtypes.h"
 #include "src/core/error.h"
+#include "src/core/memory.h"
 #include "src/core/random.h"
+#include "src/core/stop.h"
 #include "src/io/files.h"
 #include "src/io/json.h"
 #include "src/io/rundir.h"
 #include "src/training/loss.h"
+#include "src/training/progress.h"
 #include "src/training/schedule.h"
 #include "src/training/sgd.h"
 
@@ -36,11 +37,6 @@ namespace fs = std::filesystem;
 
 namespace ng {
 namespace {
-
-std::atomic<int> g_stop_signal{0};
-void on_signal(int sig) {
-  g_stop_signal = sig;
-}
 
 std::vector<std::pair<std::string, at::Tensor>> named_params(NetImpl& model) {
   std::vector<std::pair<std::string, at::Tensor>> out;
@@ -152,11 +148,13 @@ class Trainer {
   void build_model();
   void open_run_directory();
   void write_manifest(const std::string& status, const std::string& message, double wall);
+  void check_memory();
   void record(const Eval& e);
   void trace();
-  std::string eta_text(const Eval& e);
   bool stop_now();  // sets status_ and message_ when the run ends before the next update
   void update();
+  void checkpoint();
+  void loop();
   TrainResult finish();
   double wall() const {
     return start_.wall_before +
@@ -187,6 +185,7 @@ class Trainer {
   std::vector<at::Tensor> params_;
   std::optional<CsvLog> log_, trace_;
   std::optional<BatchOrder> batches_;
+  std::optional<TrainProgress> progress_;  // none when quiet
   bool tty_ = false;
 
   // The loop's state.
@@ -197,8 +196,9 @@ class Trainer {
   std::chrono::steady_clock::time_point t_rate_;
   int64_t rate_step_ = 0;
   double rate_ = 0;
-  std::vector<std::pair<int64_t, double>> recent_;  // (step, log loss) of the last evaluations
   std::string status_, message_;
+  // What the loop is doing, for an out-of-memory message: the config key that sizes it.
+  const char* memory_key_ = "train.batch_size";
 };
 
 Trainer::Trainer(const TrainOptions& opt)
@@ -248,6 +248,7 @@ void Trainer::open_run_directory() {
   if (loss_kind_ == LossKind::CrossEntropy && !data_.labels.defined())
     fail("{}: train.loss: cross_entropy needs class labels (data.source is {})", cfg_.origin(),
          cfg_.s("data.source"));
+  check_memory();
   x_ = data_.x.to(device_, dtype_);
   y_ = data_.targets.to(device_, dtype_);
   labels_ = data_.labels.defined() ? data_.labels.to(device_) : at::Tensor();
@@ -267,6 +268,19 @@ void Trainer::open_run_directory() {
     trace_.emplace(run_dir_->path(run_files::kTrace), trace_header(*model_),
                    opt_.resume ? start_.step : -1);
   batches_.emplace(n_, batch_, seed_, device_);
+}
+
+// The samples and the gradients must fit beside the model (already on the device); a training
+// step's activations are caught when they do not fit (run()).
+void Trainer::check_memory() {
+  if (!device_.is_cuda()) return;
+  const int64_t element = int64_t(c10::elementSize(dtype_));
+  const int64_t bytes = (data_.x.numel() + data_.targets.numel() + p_) * element +
+                        (data_.labels.defined() ? n_ * 8 : 0);
+  require_free_memory(
+      bytes, device_,
+      fmt::format("{}: the {} training samples and the gradients", cfg_.origin(), n_),
+      "use fewer samples (data.max_samples) or device: cpu");
 }
 
 void Trainer::write_manifest(const std::string& status, const std::string& message, double wall) {
@@ -316,16 +330,9 @@ void Trainer::record(const Eval& e) {
                         double(step_) / per_epoch_, e.loss,
                         e.accuracy < 0 ? std::string() : fmt::format("{:.6f}", e.accuracy), bl,
                         schedule_.at(step_), wall(), rate_));
-  if (opt_.quiet) return;
-  const std::string eta = eta_text(e);
-  const std::string acc = e.accuracy < 0 ? "" : fmt::format(" acc {:.1f}%", 100 * e.accuracy);
-  fmt::print(stderr, "{}step {}/{} epoch {:.1f} loss {:.3e}{} {:.0f} steps/s {}{}",
-             tty_ ? "\r" : "", step_, max_steps_, double(step_) / per_epoch_, e.loss, acc, rate_,
-             eta, tty_ ? "\x1b[K" : "\n");
+  if (progress_) progress_->evaluation(step_, e.loss, e.accuracy);
 }
 
-// ETA to the target from the log-linear decrease of the loss over the last evaluations (SGD's
-// loss is noisy from one evaluation to the next), else to the step cap.
 // One row of trace.csv: the step, its learning rate, the full training loss (one pass over the
 // samples: the model is small) and every parameter entry, all at theta_step.
 void Trainer::trace() {
@@ -336,22 +343,6 @@ void Trainer::trace() {
     for (int64_t k = 0; k < v.numel(); ++k) row += "," + g17(v.data_ptr<double>()[k]);
   }
   trace_->row(row);
-}
-
-std::string Trainer::eta_text(const Eval& e) {
-  recent_.emplace_back(step_, e.loss > 0 ? std::log(e.loss) : NAN);
-  if (recent_.size() > 6) recent_.erase(recent_.begin());
-  if (!(rate_ > 0)) return "ETA ?";
-  const auto& [s0, l0] = recent_.front();
-  const double slope = step_ > s0 && std::isfinite(l0) && e.loss > 0
-                           ? (l0 - std::log(e.loss)) / double(step_ - s0)
-                           : 0;
-  const double to_cap = (max_steps_ - step_) / rate_;
-  if (slope > 0 && e.loss > target_) {
-    const double steps_needed = (std::log(e.loss) - std::log(target_)) / slope;
-    return "ETA " + format_duration(std::min(to_cap, steps_needed / rate_));
-  }
-  return "ETA <=" + format_duration(to_cap);
 }
 
 bool Trainer::stop_now() {
@@ -375,12 +366,15 @@ bool Trainer::stop_now() {
                            target_);
     return true;
   }
-  if (g_stop_signal) {
-    status_ = "interrupted";
-    message_ = fmt::format("interrupted by signal {} at step {}; continue with --resume",
-                           g_stop_signal.load(), step_);
-    save_checkpoint(run_dir_->path(run_files::kCheckpoint), *model_, step_, start_.initial_loss,
-                    wall());
+  const StopReason stop = stop_requested();
+  if (stop != StopReason::None) {
+    status_ = stop == StopReason::Budget ? "budget_spent" : "interrupted";
+    // As at every checkpoint, parameters gone non-finite since the last evaluation are not saved.
+    const bool finite = all_finite(*model_);
+    if (finite) checkpoint();
+    message_ = fmt::format("{} at step {} of {}; {}, the same command with --resume continues",
+                           stop_description(), step_, max_steps_,
+                           finite ? "checkpoint saved" : "the last finite checkpoint kept");
     return true;
   }
   return false;
@@ -392,33 +386,61 @@ void Trainer::update() {
       sgd_gradient(*model_, params_, x_, y_, labels_, batches_->at(step_), loss_kind_);
   sgd_step(params_, schedule_.at(step_));
   ++step_;
+  if (progress_) progress_->add_batch_loss(loss);
   if (trace_ && (step_ % trace_every_ == 0 || step_ >= max_steps_)) trace();
   if (step_ % eval_every_ == 0 || step_ >= max_steps_) {
     batch_loss_sum_ += loss.item<double>();
     ++batch_loss_count_;
+    memory_key_ = "train.eval_batch";
     ev_ = evaluate_now();
+    memory_key_ = "train.batch_size";
     record(ev_);
   }
   // Only finite parameters become a checkpoint, so a diverged run keeps the last good one.
   if (step_ % ckpt_every_ == 0 && all_finite(*model_)) {
-    save_checkpoint(run_dir_->path(run_files::kCheckpoint), *model_, step_, start_.initial_loss,
-                    wall());
+    checkpoint();
     write_manifest("running", "", wall());
   }
+  if (progress_) progress_->tick(step_);
+}
+
+void Trainer::checkpoint() {
+  save_checkpoint(run_dir_->path(run_files::kCheckpoint), *model_, step_, start_.initial_loss,
+                  wall());
+  if (progress_) progress_->checkpoint_saved(step_);
 }
 
 TrainResult Trainer::run() {
-  g_stop_signal = 0;
-  auto old_int = std::signal(SIGINT, on_signal);
-  auto old_term = std::signal(SIGTERM, on_signal);
+  const StopOnSignals stop_on_signals;
   tty_ = !opt_.quiet && isatty(STDERR_FILENO);
   if (!opt_.quiet)
     fmt::print(stderr, "noisegeom train: {} | {} | {} params | {} | {} | {} | batch {}\n", name_,
                model_->describe(), p_, data_.description, device_name_, schedule_.describe(),
                batch_);
-
   step_ = start_.step;
+  if (!opt_.quiet)
+    progress_.emplace(ProgressSettings{max_steps_, per_epoch_, eval_every_, target_, tty_}, step_,
+                      start_.checkpoint.isNone() ? -1 : start_.step);
+  try {
+    loop();
+  } catch (const c10::OutOfMemoryError&) {
+    if (tty_) fmt::print(stderr, "\n");
+    fail(
+        "{}: {} {}: out of {} memory at step {} ({} free now); lower {} (a new run: --set {}=N "
+        "--out DIR); the last checkpoint is kept",
+        cfg_.origin(), memory_key_, cfg_.i(memory_key_), device_name_, step_,
+        format_bytes(free_device_memory_bytes(device_)), memory_key_, memory_key_);
+  }
+  if (tty_) fmt::print(stderr, "\n");
+  return finish();
+}
+
+// The first evaluation, then SGD steps until the run converges, diverges, reaches its step cap or
+// is asked to stop.
+void Trainer::loop() {
+  memory_key_ = "train.eval_batch";
   ev_ = evaluate_now();
+  memory_key_ = "train.batch_size";
   if (std::isnan(start_.initial_loss)) start_.initial_loss = ev_.loss;
   t_rate_ = std::chrono::steady_clock::now();
   rate_step_ = step_;
@@ -429,18 +451,15 @@ TrainResult Trainer::run() {
 
   model_->train();
   while (!stop_now()) update();
-  std::signal(SIGINT, old_int);
-  std::signal(SIGTERM, old_term);
-  if (tty_) fmt::print(stderr, "\n");
-  return finish();
 }
 
 TrainResult Trainer::finish() {
   const double total = wall();
-  if (status_ != "diverged") {
-    if (status_ != "interrupted")
-      save_checkpoint(run_dir_->path(run_files::kCheckpoint), *model_, step_, start_.initial_loss,
-                      total);
+  // A stopped run has its checkpoint (stop_now) but no theta.pt, which analyses take for theta*.
+  const bool stopped = status_ == "interrupted" || status_ == "budget_spent";
+  if (status_ != "diverged" && !stopped) {
+    save_checkpoint(run_dir_->path(run_files::kCheckpoint), *model_, step_, start_.initial_loss,
+                    total);
     save_tensor_dict(run_dir_->path(run_files::kTheta), named_params(*model_));
   }
   write_manifest(status_, message_, total);

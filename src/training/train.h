@@ -30,7 +30,9 @@ struct TrainOptions {
 
 struct TrainResult {
   std::string run_dir;
-  std::string status;  // converged | max_steps | diverged | interrupted
+  // converged | max_steps | diverged | interrupted (a signal) | budget_spent (--budget); the last
+  // two stopped at a checkpoint and write no theta.pt: --resume continues them.
+  std::string status;
   int64_t steps = 0;
   double final_loss = 0;
   double wall_seconds = 0;
