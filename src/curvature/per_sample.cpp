@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <torch/csrc/autograd/autograd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 
@@ -28,32 +29,45 @@ at::Tensor sum_to_param(const at::Tensor& t, const at::Tensor& p) {
   return r.reshape({t.size(0), -1});
 }
 
-// Per-sample gradients (N, numel) of the op's weight and bias from g = dl/d(output).
-void per_sample_grads(const Record& r, const at::Tensor& g, at::Tensor* dw, at::Tensor* db) {
-  const int64_t n = g.size(0);
+// Per-sample gradients (N, m, numel) of the op's weight and bias from x = the op's input (N, ...)
+// and g = dl/d(output) for m cotangent rows at once (N, m, ...): the m rows share one unfolding
+// of the input and one product with m times the rows.
+void per_sample_grads(const Record& r, const at::Tensor& x, const at::Tensor& g, at::Tensor* dw,
+                      at::Tensor* db) {
+  const int64_t n = g.size(0), m = g.size(1);
   switch (r.op) {
     case Op::Linear: {
-      const int64_t out = r.weight.dim() == 2 ? r.weight.size(0) : 1;
-      const at::Tensor g3 = g.reshape({n, -1, out});
-      *dw =
-          at::bmm(g3.transpose(1, 2), r.input.reshape({n, -1, r.weight.size(-1)})).reshape({n, -1});
-      if (r.bias.defined()) *db = g3.sum(1);
+      const int64_t out = r.weight.dim() == 2 ? r.weight.size(0) : 1, in = r.weight.size(-1);
+      const at::Tensor g4 = g.reshape({n, m, -1, out});
+      const at::Tensor gt = g4.permute({0, 1, 3, 2}).reshape({n, m * out, -1});
+      *dw = at::bmm(gt, x.reshape({n, -1, in})).view({n, m, out * in});
+      if (r.bias.defined()) *db = g4.sum(2);
       return;
     }
     case Op::Conv2d: {
-      const at::Tensor unf = at::im2col(r.input, r.kernel, r.dilation, r.padding, r.stride);
-      const at::Tensor g3 = g.reshape({n, g.size(1), -1});
-      *dw = at::bmm(g3, unf.transpose(1, 2)).reshape({n, -1});
-      if (r.bias.defined()) *db = g3.sum(2);
+      const at::Tensor unf = at::im2col(x, r.kernel, r.dilation, r.padding, r.stride);
+      const at::Tensor g3 = g.reshape({n, m * g.size(2), -1});
+      *dw = at::bmm(g3, unf.transpose(1, 2)).view({n, m, -1});
+      if (r.bias.defined()) *db = g3.sum(2).view({n, m, -1});
       return;
     }
     case Op::Add:
-      *dw = sum_to_param(g, r.weight);
+      *dw = sum_to_param(g.flatten(0, 1), r.weight).view({n, m, -1});
       return;
     case Op::Mul:
-      *dw = sum_to_param(g * r.input, r.weight);
+      *dw = sum_to_param((g * x.unsqueeze(1)).flatten(0, 1), r.weight).view({n, m, -1});
       return;
   }
+}
+
+// Samples per piece of per_sample_grads: its buffers (the unfolded input, the weight gradients)
+// stay near 16 MiB, which the allocator reuses; one 256-sample piece of a ResNet convolution
+// would be 300 MB of fresh pages each time, and faulting them in cost more than the products.
+int64_t piece_size(const Record& r, const at::Tensor& g) {
+  int64_t per_sample = g.size(1) * r.weight.numel();
+  if (r.op == Op::Conv2d) per_sample += r.weight.numel() / r.weight.size(0) * g[0][0][0].numel();
+  const int64_t bytes = per_sample * static_cast<int64_t>(g.element_size());
+  return std::max<int64_t>(1, (int64_t{16} << 20) / std::max<int64_t>(bytes, 1));
 }
 
 }  // namespace
@@ -124,51 +138,67 @@ void BatchedGradients::route(const at::Tensor& t, const at::Tensor& per_sample, 
     const auto d = static_cast<size_t>(-2 - k);
     for (size_t j = 0; j < rec_.derived[d].params.size(); ++j)
       if (derived_jac_[d][j].defined())
-        route(rec_.derived[d].params[j], per_sample * derived_jac_[d][j].reshape({1, -1}), out,
+        route(rec_.derived[d].params[j], per_sample * derived_jac_[d][j].reshape({1, 1, -1}), out,
               sums, abs_sums);
     return;
   }
   if (k < 0) return;
   const int64_t numel = layout_.tensors[k].numel();
-  if (per_sample.size(1) != numel)
+  if (per_sample.size(2) != numel)
     fail("internal: per-sample gradient of '{}' has {} entries per sample, the parameter {}",
-         layout_.names[k], per_sample.size(1), numel);
-  out.narrow(1, layout_.offsets[k], numel).add_(per_sample);
+         layout_.names[k], per_sample.size(2), numel);
+  out.narrow(2, layout_.offsets[k], numel).add_(per_sample);
   if (sums) {
-    (*sums)[k] = (*sums)[k] + per_sample.sum(0);
-    (*abs_sums)[k] = (*abs_sums)[k] + per_sample.abs().sum(0);
+    const at::Tensor first = per_sample.select(1, 0);
+    (*sums)[k] = (*sums)[k] + first.sum(0);
+    (*abs_sums)[k] = (*abs_sums)[k] + first.abs().sum(0);
   }
 }
 
 std::string BatchedGradients::accumulate(const at::Tensor& f, const at::Tensor& cot,
-                                         bool retain_graph, at::Tensor& out, bool check) {
+                                         at::Tensor& out, bool check) {
   std::vector<at::Tensor> inputs;
   for (size_t j : used_) inputs.push_back(rec_.records[j].output);
+  const size_t outputs = inputs.size();
   if (check) inputs.insert(inputs.end(), layout_.tensors.begin(), layout_.tensors.end());
-  if (inputs.empty()) return "";
-  const auto g = torch::autograd::grad({f}, inputs, {cot}, retain_graph, /*create_graph=*/false,
-                                       /*allow_unused=*/true);
+  // One backward per cotangent row; the first also takes the batch gradient when checking.
+  const int64_t m = cot.size(1);
+  std::vector<std::vector<at::Tensor>> g(outputs);
+  std::vector<at::Tensor> batch;
+  for (int64_t r = 0; r < m; ++r) {
+    const auto gr = torch::autograd::grad(
+        {f}, r == 0 ? inputs : std::vector<at::Tensor>(inputs.begin(), inputs.begin() + outputs),
+        {cot.select(1, r).contiguous()}, /*retain_graph=*/r + 1 < m, /*create_graph=*/false,
+        /*allow_unused=*/true);
+    for (size_t j = 0; j < outputs; ++j) g[j].push_back(gr[j]);
+    if (r == 0) batch.assign(gr.begin() + static_cast<std::ptrdiff_t>(outputs), gr.end());
+  }
   std::vector<at::Tensor> sums, abs_sums;
   if (check)
     for (const auto& t : layout_.tensors) {
       sums.push_back(at::zeros({t.numel()}, t.options()));
       abs_sums.push_back(at::zeros({t.numel()}, t.options()));
     }
-  for (size_t j = 0; j < used_.size(); ++j) {
-    if (!g[j].defined()) continue;
+  for (size_t j = 0; j < outputs; ++j) {
+    if (!g[j][0].defined()) continue;  // an output that does not reach f
     const Record& r = rec_.records[used_[j]];
-    at::Tensor dw, db;
-    per_sample_grads(r, g[j], &dw, &db);
-    route(r.weight, dw, out, check ? &sums : nullptr, &abs_sums);
-    if (db.defined()) route(r.bias, db, out, check ? &sums : nullptr, &abs_sums);
+    const at::Tensor gj = at::stack(g[j], 1);
+    g[j].clear();
+    const int64_t n = gj.size(0), piece = piece_size(r, gj);
+    for (int64_t s = 0; s < n; s += piece) {
+      const int64_t len = std::min(piece, n - s);
+      at::Tensor dw, db, o = out.narrow(0, s, len);
+      per_sample_grads(r, r.input.narrow(0, s, len), gj.narrow(0, s, len), &dw, &db);
+      route(r.weight, dw, o, check ? &sums : nullptr, &abs_sums);
+      if (db.defined()) route(r.bias, db, o, check ? &sums : nullptr, &abs_sums);
+    }
   }
   if (!check) return "";
   // Sums of N terms in another order: rounding of a few eps per term, measured against the
   // terms' magnitudes. A parameter used outside the recorded ops misses whole terms.
   const double tol = out.scalar_type() == at::kDouble ? 1e-10 : 1e-4;
   for (size_t k = 0; k < layout_.tensors.size(); ++k) {
-    const at::Tensor& batch = g[used_.size() + k];
-    const at::Tensor want = batch.defined() ? batch.reshape(-1) : at::zeros_like(sums[k]);
+    const at::Tensor want = batch[k].defined() ? batch[k].reshape(-1) : at::zeros_like(sums[k]);
     const double err = (sums[k] - want).norm().item<double>();
     const double scale = abs_sums[k].norm().item<double>() + want.norm().item<double>();
     if (!(err <= tol * scale))

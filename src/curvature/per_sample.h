@@ -34,12 +34,12 @@ class BatchedGradients {
   // After record(): why the recorded ops do not give every parameter's gradient ("" when they
   // do), naming the first parameter they miss.
   std::string coverage_problem() const;
-  // out (N, p) += the per-sample gradients of cot_i . f_i (f: record()'s output, cot: (N, C)),
-  // from one backward pass. With `check` the same backward also takes the batch gradient, and
-  // a mismatch with the per-sample sum is returned as text ("" when they agree): a parameter
-  // that some op outside models/layers.h uses as well.
-  std::string accumulate(const at::Tensor& f, const at::Tensor& cot, bool retain_graph,
-                         at::Tensor& out, bool check);
+  // out (N, m, p) += the per-sample gradients of cot_ir . f_i (f: record()'s output, cot:
+  // (N, m, C)), from m backward passes. With `check` the first also takes the batch gradient,
+  // and a mismatch with the per-sample sum is returned as text ("" when they agree): a
+  // parameter that some op outside models/layers.h uses as well. Holds dl/dz of every
+  // recorded output for the m rows at once (m times one batch's activations).
+  std::string accumulate(const at::Tensor& f, const at::Tensor& cot, at::Tensor& out, bool check);
 
  private:
   // Layout index of a parameter, or -1; derived tensors give -2 - (index into derived).
