@@ -12,6 +12,11 @@
 //       run at its theta.pt, timed from operator construction to converged pairs; prints the
 //       eigenvalues and residuals; --dump FILE saves the samples used (x, y) for the Python side
 //       (bench/spectrum_vs_curvlinops.sh compares with curvlinops).
+//   bench_gv rows [--model cnn|resnet] [--depth 8] [--n 1000] [--classes 2] [--matrix G]
+//                 [--loss mse] [--dtype float64|float32] [--batch 256] [--threads 2]
+//                 [--loop-n N] [--data-dir DIR]
+//       per-sample rows of n samples built batched and by the one-sample loop (on the first
+//       loop-n samples, scaled to n: its cost per sample is constant); prints both and the ratio.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
@@ -65,6 +70,29 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
+// n images of the first `classes` classes: real CIFAR-10 when --data-dir (or $NOISEGEOM_DATA)
+// holds it, else Gaussian images labelled 0. Returns what they are, for the report.
+std::string load_images(const std::map<std::string, std::string>& o, int64_t n, int64_t classes,
+                        at::Tensor* x, at::Tensor* y) {
+  std::string dir = get(o, "data-dir", "");
+  if (dir.empty() && std::getenv("NOISEGEOM_DATA")) dir = std::getenv("NOISEGEOM_DATA");
+  if (!dir.empty() && std::filesystem::exists(dir + "/data_batch_1.bin")) {
+    ng::CifarOptions co;
+    co.dir = dir;
+    for (int64_t c = 0; c < classes; ++c) co.classes.push_back(c);
+    co.max_samples = n;
+    const ng::Dataset d = ng::load_cifar10_train(co);
+    *x = d.x;
+    *y = d.targets;
+    return fmt::format("CIFAR-10 classes 0-{}, n = {}", classes - 1, d.size());
+  }
+  at::manual_seed(0);
+  *x = at::randn({n, 3, 32, 32});
+  *y = at::zeros({n, classes});
+  y->select(1, 0).fill_(1);
+  return fmt::format("Gaussian images, n = {}", n);
+}
+
 int ratio(const std::map<std::string, std::string>& o) {
   const std::string model = get(o, "model", "cnn");
   const int64_t depth = std::stoll(get(o, "depth", "20"));
@@ -85,25 +113,7 @@ int ratio(const std::map<std::string, std::string>& o) {
   at::set_num_threads(threads);
 
   at::Tensor x, y;
-  std::string data_text;
-  std::string dir = get(o, "data-dir", "");
-  if (dir.empty() && std::getenv("NOISEGEOM_DATA")) dir = std::getenv("NOISEGEOM_DATA");
-  if (!dir.empty() && std::filesystem::exists(dir + "/data_batch_1.bin")) {
-    ng::CifarOptions co;
-    co.dir = dir;
-    co.classes = {0, 1};
-    co.max_samples = n;
-    const ng::Dataset d = ng::load_cifar10_train(co);
-    x = d.x;
-    y = d.targets;
-    data_text = fmt::format("CIFAR-10 {{0,1}}, n = {}", d.size());
-  } else {
-    at::manual_seed(0);
-    x = at::randn({n, 3, 32, 32});
-    y = at::zeros({n, 2});
-    y.select(1, 0).fill_(1);
-    data_text = fmt::format("Gaussian images, n = {}", n);
-  }
+  const std::string data_text = load_images(o, n, 2, &x, &y);
   n = x.size(0);
   x = x.to(device);
   y = y.to(device);
@@ -218,6 +228,54 @@ int topk(const std::map<std::string, std::string>& o) {
   return 0;
 }
 
+// Per-sample rows of b samples, batched against the one-sample loop. The loop's cost is the
+// same for every sample, so it may run on the first --loop-n samples only and is scaled to b.
+int rows(const std::map<std::string, std::string>& o) {
+  const std::string model = get(o, "model", "cnn");
+  const int64_t b = std::stoll(get(o, "n", "1000"));
+  const int64_t loop_n = std::min<int64_t>(b, std::stoll(get(o, "loop-n", std::to_string(b))));
+  const int64_t classes = std::stoll(get(o, "classes", "2"));
+  const std::string dtype = get(o, "dtype", "float64");
+  const std::string matrix = get(o, "matrix", "G");
+  at::set_num_threads(std::stoi(get(o, "threads", "2")));
+  at::Tensor x, y;
+  const std::string data_text = load_images(o, b, classes, &x, &y);
+  ng::ModelSpec spec;
+  spec.name = model;
+  spec.depth = model == "resnet" ? std::stoll(get(o, "depth", "8")) : 0;
+  spec.num_classes = classes;
+  at::manual_seed(0);
+  ng::Net net = ng::make_model(spec);
+  ng::CurvatureOptions co;
+  co.matrix = ng::matrix_names().parse(matrix, "--matrix");
+  co.loss = ng::loss_names().parse(get(o, "loss", "mse"), "--loss");
+  co.estimator = ng::Estimator::PerSample;
+  co.batch_size = std::stoll(get(o, "batch", "256"));
+  co.dtype = dtype == "float32" ? at::kFloat : at::kDouble;
+  co.probe = false;
+  co.max_row_bytes = int64_t{64} << 30;
+  auto build = [&](ng::RowsMethod method, int64_t count) {
+    co.rows_method = method;
+    const auto t0 = Clock::now();
+    ng::CurvatureOperator op(net, x.narrow(0, 0, count), y.narrow(0, 0, count), co);
+    const double t = since(t0);
+    return std::make_pair(t, op.rows());
+  };
+  const auto [batched_s, batched_rows] = build(ng::RowsMethod::Batched, b);
+  const auto [loop_part_s, loop_rows] = build(ng::RowsMethod::Loop, loop_n);
+  const double loop_s = loop_part_s * static_cast<double>(b) / static_cast<double>(loop_n);
+  const at::Tensor head = batched_rows.narrow(0, 0, loop_rows.size(0));
+  const double diff = ((head - loop_rows).norm() / loop_rows.norm()).item<double>();
+  fmt::print("{} (p = {}), {}, {} rows of {}, {}, batch {}, {} threads\n", net->describe(),
+             ng::count_parameters(*net), data_text, batched_rows.size(0), matrix, dtype,
+             co.batch_size, at::get_num_threads());
+  fmt::print("  batched: {:.3f}s   loop: {:.3f}s{}   ratio loop / batched = {:.1f}\n", batched_s,
+             loop_s, loop_n < b ? fmt::format(" (measured on {} samples, scaled)", loop_n) : "",
+             loop_s / batched_s);
+  fmt::print("  relative difference of the rows (first {} samples): {:.2e}\n", loop_n, diff);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -225,11 +283,13 @@ int main(int argc, char** argv) {
   try {
     if (mode == "ratio") return ratio(options(argc, argv, 2));
     if (mode == "topk") return topk(options(argc, argv, 2));
+    if (mode == "rows") return rows(options(argc, argv, 2));
   } catch (const std::exception& e) {
     std::string msg = e.what();
     fmt::print(stderr, "bench_gv: error: {}\n", msg.substr(0, msg.find('\n')));
     return 1;
   }
-  fmt::print(stderr, "usage: bench_gv ratio|topk [--option value]... (see bench/bench_gv.cpp)\n");
+  fmt::print(stderr,
+             "usage: bench_gv ratio|topk|rows [--option value]... (see bench/bench_gv.cpp)\n");
   return 2;
 }

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "models/families.h"
+#include "models/layers.h"
 #include "src/core/error.h"
 
 namespace ng::models {
@@ -37,7 +38,7 @@ class LinearModel : public NetImpl {
   }
   at::Tensor forward(const at::Tensor& x) override {
     check_vector_batch(x, "linear", d_);
-    return at::matmul(x, weight_.t());
+    return layers::linear(x, weight_);
   }
   std::string describe() const override {
     return fmt::format("linear model f = Wx (d={}, {} outputs)", d_, c_);
@@ -66,7 +67,7 @@ class LinearNet : public NetImpl {
   at::Tensor forward(const at::Tensor& x) override {
     check_vector_batch(x, "linear_net", d_);
     at::Tensor h = x;
-    for (auto& l : layers_) h = l->forward(h);
+    for (auto& l : layers_) h = layers::linear(l, h);
     return h;
   }
   std::string describe() const override {
@@ -91,7 +92,8 @@ class DiagLinear : public NetImpl {
   }
   at::Tensor forward(const at::Tensor& x) override {
     check_vector_batch(x, "diag_linear", d_);
-    return at::matmul(x, (alpha_ * alpha_ - beta_ * beta_).t());
+    return layers::linear(x,
+                          layers::elementwise_of(alpha_ * alpha_ - beta_ * beta_, {alpha_, beta_}));
   }
   std::string describe() const override {
     return fmt::format("diagonal linear network F = alpha^2 - beta^2 (d={}, {} outputs)", d_, c_);
@@ -120,7 +122,7 @@ class TwoLayer : public NetImpl {
   }
   at::Tensor forward(const at::Tensor& x) override {
     check_vector_batch(x, "two_layer", d_);
-    return at::matmul(activate(at::matmul(x, b_.t()), leaky_, slope_), a_).unsqueeze(1);
+    return layers::linear(activate(layers::linear(x, b_), leaky_, slope_), a_).unsqueeze(1);
   }
   std::string describe() const override {
     const std::string outer = train_outer_

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "models/families.h"
+#include "models/layers.h"
 #include "src/core/error.h"
 
 namespace ng::models {
@@ -49,9 +50,10 @@ class FixupBlockImpl : public torch::nn::Module {
   }
 
   at::Tensor forward(const at::Tensor& x) {
-    const at::Tensor xa = x + bias1a_;
-    at::Tensor out = at::relu(conv1_->forward(xa) + bias1b_);
-    out = conv2_->forward(out + bias2a_) * scale_ + bias2b_;
+    const at::Tensor xa = layers::add_param(x, bias1a_);
+    at::Tensor out = at::relu(layers::add_param(layers::conv2d(conv1_, xa), bias1b_));
+    out = layers::conv2d(conv2_, layers::add_param(out, bias2a_));
+    out = layers::add_param(layers::mul_param(out, scale_), bias2b_);
     at::Tensor identity = x;
     if (stride_ != 1) {
       // AvgPool2d(1, stride) of the reference: plain subsampling, applied to x + bias1a.
@@ -94,10 +96,10 @@ class FixupResNet : public NetImpl {
 
   at::Tensor forward(const at::Tensor& x) override {
     check_image_batch(x, "resnet", false);
-    at::Tensor h = at::relu(conv1_->forward(x) + bias1_);
+    at::Tensor h = at::relu(layers::add_param(layers::conv2d(conv1_, x), bias1_));
     for (auto& b : blocks_) h = b->forward(h);
     h = at::adaptive_avg_pool2d(h, {1, 1}).flatten(1);
-    return fc_->forward(h + bias2_);
+    return layers::linear(fc_, layers::add_param(h, bias2_));
   }
 
   std::string describe() const override {

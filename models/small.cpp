@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "models/families.h"
+#include "models/layers.h"
 #include "src/core/error.h"
 
 namespace ng::models {
@@ -32,9 +33,9 @@ class Cnn : public NetImpl {
 
   at::Tensor forward(const at::Tensor& x) override {
     check_image_batch(x, "cnn", true);
-    at::Tensor h = at::max_pool2d(act(conv1_->forward(x)), {2, 2}, {2, 2});
-    h = at::max_pool2d(act(conv2_->forward(h)), {2, 2}, {2, 2});
-    return fc2_->forward(act(fc1_->forward(h.flatten(1))));
+    at::Tensor h = at::max_pool2d(act(layers::conv2d(conv1_, x)), {2, 2}, {2, 2});
+    h = at::max_pool2d(act(layers::conv2d(conv2_, h)), {2, 2}, {2, 2});
+    return layers::linear(fc2_, act(layers::linear(fc1_, h.flatten(1))));
   }
 
   std::string describe() const override {
@@ -86,7 +87,7 @@ class Fnn : public NetImpl {
       h = x.flatten(1);
     }
     for (size_t k = 0; k < layers_.size(); ++k) {
-      h = layers_[k]->forward(h);
+      h = layers::linear(layers_[k], h);
       if (k + 1 < layers_.size()) h = activate(h, leaky_, slope_);
     }
     return h;

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "models/families.h"
+#include "models/layers.h"
 #include "src/core/error.h"
 
 namespace ng::models {
@@ -83,10 +84,10 @@ class Vgg : public NetImpl {
       if (c == kPool)
         h = at::max_pool2d(h, {2, 2}, {2, 2});
       else
-        h = at::relu(convs_[k++]->forward(h));
+        h = at::relu(layers::conv2d(convs_[k++], h));
     }
     h = h.flatten(1);
-    return fc2_->forward(at::relu(fc1_->forward(h)));
+    return layers::linear(fc2_, at::relu(layers::linear(fc1_, h)));
   }
 
   std::string describe() const override {

@@ -27,8 +27,9 @@ constexpr int64_t kN = 37;     // not divisible by the batch size: the last batc
 constexpr int64_t kBatch = 8;  // 4 batches of 8 and one of 5
 
 CurvatureOptions options(MatrixKind m, Estimator e, LossKind l = LossKind::Mse,
-                         JvpMethod j = JvpMethod::Auto) {
+                         JvpMethod j = JvpMethod::Auto, int64_t row_budget = 0) {
   CurvatureOptions o;
+  o.row_budget = row_budget;
   o.matrix = m;
   o.estimator = e;
   o.loss = l;
@@ -66,9 +67,11 @@ struct Case {
   Estimator est;
   JvpMethod jvp;
   const char* label;
+  int64_t row_budget = 0;
 };
 const Case kCases[] = {{Estimator::Exact, JvpMethod::ForwardAD, "exact/forward-AD"},
                        {Estimator::Exact, JvpMethod::ROp, "exact/R-op"},
+                       {Estimator::Exact, JvpMethod::Auto, "exact/rows", int64_t{1} << 30},
                        {Estimator::PerSample, JvpMethod::Auto, "per-sample"}};
 const MatrixKind kMatrices[] = {MatrixKind::G, MatrixKind::Sigma, MatrixKind::Sigma0,
                                 MatrixKind::Hessian};
@@ -82,11 +85,13 @@ void check_all_matrices(const std::string& model, bool cross_entropy) {
     for (const Case& c : kCases) {
       SCOPED_TRACE(model + " " + ng::to_string(m) + " " + c.label +
                    (cross_entropy ? " cross_entropy" : " mse"));
-      CurvatureOperator op(
-          pb.net, pb.x, pb.y,
-          options(m, c.est, cross_entropy ? LossKind::CrossEntropy : LossKind::Mse, c.jvp));
+      CurvatureOperator op(pb.net, pb.x, pb.y,
+                           options(m, c.est, cross_entropy ? LossKind::CrossEntropy : LossKind::Mse,
+                                   c.jvp, c.row_budget));
       EXPECT_NEAR(op.loss(), d.loss, 1e-12 * d.loss);
-      EXPECT_EQ(op.has_rows(), c.est == Estimator::PerSample && m != MatrixKind::Hessian);
+      EXPECT_EQ(op.has_rows(),
+                (c.est == Estimator::PerSample || c.row_budget > 0) && m != MatrixKind::Hessian);
+      EXPECT_EQ(op.storage(), op.has_rows() ? "rows" : "streamed");
       EXPECT_LT(matvec_error(op, dense_of(d, m)), 1e-10);
       if (c.est == Estimator::Exact && m != MatrixKind::Hessian) {
         EXPECT_EQ(op.jvp_method(), c.jvp);
@@ -133,11 +138,12 @@ TEST(CurvatureOperator, LinearRegressionClosedForms) {
   const at::Tensor sigma = (pb.x * r.pow(2).unsqueeze(1)).t().mm(pb.x) / n;
   for (const Case& c : kCases) {
     SCOPED_TRACE(c.label);
-    CurvatureOperator g(pb.net, pb.x, pb.y, options(MatrixKind::G, c.est, LossKind::Mse, c.jvp));
+    CurvatureOperator g(pb.net, pb.x, pb.y,
+                        options(MatrixKind::G, c.est, LossKind::Mse, c.jvp, c.row_budget));
     CurvatureOperator h(pb.net, pb.x, pb.y,
-                        options(MatrixKind::Hessian, c.est, LossKind::Mse, c.jvp));
+                        options(MatrixKind::Hessian, c.est, LossKind::Mse, c.jvp, c.row_budget));
     CurvatureOperator s(pb.net, pb.x, pb.y,
-                        options(MatrixKind::Sigma, c.est, LossKind::Mse, c.jvp));
+                        options(MatrixKind::Sigma, c.est, LossKind::Mse, c.jvp, c.row_budget));
     EXPECT_LT(matvec_error(g, xtx), 1e-12);
     EXPECT_LT(matvec_error(h, xtx), 1e-12);
     EXPECT_LT(matvec_error(s, sigma), 1e-12);
@@ -211,7 +217,7 @@ TEST(CurvatureOperator, Float32AgreesWithFloat64) {
   const DenseMatrices d = dense_matrices(pb, true, false);
   for (const Case& c : kCases) {
     SCOPED_TRACE(c.label);
-    CurvatureOptions o = options(MatrixKind::G, c.est, LossKind::CrossEntropy, c.jvp);
+    CurvatureOptions o = options(MatrixKind::G, c.est, LossKind::CrossEntropy, c.jvp, c.row_budget);
     o.dtype = at::kFloat;
     CurvatureOperator op(pb.net, pb.x, pb.y, o);
     const at::Tensor v = ng::seeded_normal(op.dim(), 5, at::TensorOptions(at::kDouble));

@@ -8,9 +8,12 @@
 #include <torch/nn/module.h>
 
 #include <algorithm>
+#include <mutex>
+#include <set>
 
 #include "src/core/error.h"
 #include "src/core/random.h"
+#include "src/curvature/per_sample.h"
 
 namespace ng {
 
@@ -42,6 +45,14 @@ at::Tensor dot_parts(const std::vector<at::Tensor>& a, const std::vector<at::Ten
   return s;
 }
 
+// One line on stderr, the first time this process has it to say.
+void say_once(const std::string& line) {
+  static std::mutex mu;
+  static std::set<std::string> said;
+  const std::lock_guard<std::mutex> lock(mu);
+  if (said.insert(line).second) fmt::print(stderr, "{}\n", line);
+}
+
 }  // namespace
 
 const NameTable<MatrixKind>& matrix_names() {
@@ -65,6 +76,13 @@ const NameTable<JvpMethod>& jvp_names() {
   static const NameTable<JvpMethod> names(
       "JVP method",
       {{JvpMethod::Auto, "auto"}, {JvpMethod::ForwardAD, "forward"}, {JvpMethod::ROp, "rop"}});
+  return names;
+}
+
+const NameTable<RowsMethod>& rows_method_names() {
+  static const NameTable<RowsMethod> names(
+      "rows method",
+      {{RowsMethod::Auto, "auto"}, {RowsMethod::Batched, "batched"}, {RowsMethod::Loop, "loop"}});
   return names;
 }
 
@@ -107,7 +125,45 @@ CurvatureOperator::CurvatureOperator(Net model, const at::Tensor& x, const at::T
     loss_ = sample_losses(out_, y_, opt_.loss).to(at::kDouble).sum().item<double>() /
             static_cast<double>(n_);
   }
-  if (opt_.estimator == Estimator::PerSample && opt_.matrix != MatrixKind::Hessian) build_rows();
+  if (wants_rows()) build_rows();
+  probe();
+}
+
+CurvatureOperator::CurvatureOperator(const CurvatureOperator& other, MatrixKind matrix)
+    : LinearOperator(),
+      model_(other.model_),
+      opt_(other.opt_),
+      layout_(other.layout_),
+      x_(other.x_),
+      y_(other.y_),
+      out_(other.out_),
+      resid_(other.resid_),
+      prob_(other.prob_),
+      grad_(other.grad_),
+      n_(other.n_),
+      c_(other.c_),
+      loss_(other.loss_),
+      jvp_(other.jvp_) {
+  opt_.matrix = matrix;
+  if (wants_rows()) {
+    rows_method_ = other.rows_method_;
+    rows_note_ = other.rows_note_;
+    if (other.jac_.defined()) {
+      rows_from_jacobian(other.jac_);
+    } else if (other.rows_.defined() && other.opt_.matrix == matrix) {
+      rows_ = other.rows_;  // never written after construction: safe to share
+    } else if (other.rows_.defined() && other.opt_.matrix == MatrixKind::Sigma &&
+               matrix == MatrixKind::Sigma0) {
+      rows_ = other.rows_ - other.rows_.mean(0, true);
+    } else {
+      if (rows_method_ != RowsMethod::Loop) rows_method_ = RowsMethod::Auto;
+      build_rows();
+    }
+  }
+  probe();
+}
+
+void CurvatureOperator::probe() {
   if (opt_.probe)
     check_operator(*this,
                    fmt::format("curvature operator {} ({}, {})", to_string(opt_.matrix),
@@ -143,18 +199,23 @@ int64_t CurvatureOperator::factor_rows() const {
   return opt_.matrix == MatrixKind::G ? c_ : 1;
 }
 
-at::Tensor CurvatureOperator::factor(int64_t i) const {
-  if (opt_.matrix != MatrixKind::G) return resid_[i].unsqueeze(0);
-  if (opt_.loss == LossKind::Mse) return at::eye(c_, options());
+at::Tensor CurvatureOperator::factors(int64_t start, int64_t count) const {
+  if (opt_.matrix != MatrixKind::G) return resid_.narrow(0, start, count).unsqueeze(1);
+  if (opt_.loss == LossKind::Mse) return at::eye(c_, options()).expand({count, c_, c_});
   // diag(p) - p p^T = A^T A with A = diag(sqrt p) (I - 1 p^T), because sum(p) = 1.
-  const at::Tensor p = prob_[i];
-  const at::Tensor s = p.sqrt();
-  return at::diag(s) - at::outer(s, p);
+  const at::Tensor p = prob_.narrow(0, start, count);
+  const at::Tensor sp = p.sqrt();
+  return at::diag_embed(sp) - sp.unsqueeze(2) * p.unsqueeze(1);
 }
 
 double CurvatureOperator::quadratic_form(const at::Tensor& v, JvpMethod method) {
   if (opt_.matrix == MatrixKind::Hessian)
     fail("curvature: quadratic_form needs a Gauss-Newton form (G, Sigma, Sigma0), not H");
+  // With rows, |B v|^2 / n is the same form (Sigma0's rows are centred) at no pass.
+  if (rows_.defined() && method == JvpMethod::Auto) {
+    const at::Tensor vv = v.to(options());
+    return at::mv(rows_, vv).pow(2).sum().item<double>() / static_cast<double>(n_);
+  }
   const at::Tensor jv = jacobian_vector(v, method);
   double q = (jv * weight(jv, 0, n_)).sum().item<double>() / static_cast<double>(n_);
   if (opt_.matrix == MatrixKind::Sigma0) {
@@ -175,35 +236,120 @@ at::Tensor CurvatureOperator::weight(const at::Tensor& jv, int64_t start, int64_
   return r * (r * jv).sum(1, true);
 }
 
-void CurvatureOperator::build_rows() {
-  const int64_t m = factor_rows();
-  const int64_t count = n_ * m;
-  const double bytes = static_cast<double>(count) * static_cast<double>(layout_.size) *
+bool CurvatureOperator::wants_rows() const {
+  if (opt_.matrix == MatrixKind::Hessian) return false;
+  const double bytes = static_cast<double>(n_ * factor_rows()) * static_cast<double>(layout_.size) *
                        static_cast<double>(c10::elementSize(opt_.dtype));
+  if (opt_.estimator == Estimator::Exact)
+    return opt_.row_budget > 0 && bytes <= static_cast<double>(opt_.row_budget);
   if (bytes > static_cast<double>(opt_.max_row_bytes))
     fail(
         "curvature: per-sample rows for {} need {:.2f} GiB ({} rows x p = {}), over the limit of "
         "{:.2f} GiB; use fewer samples or the exact estimator",
-        to_string(opt_.matrix), bytes / (1 << 30), count, layout_.size,
+        to_string(opt_.matrix), bytes / (1 << 30), n_ * factor_rows(), layout_.size,
         static_cast<double>(opt_.max_row_bytes) / (1 << 30));
-  rows_ = at::zeros({count, layout_.size}, options());
+  return true;
+}
+
+// Peak memory: the rows (n m p), plus for cross-entropy G one chunk's raw Jacobians (chunk C p)
+// or, with keep_jacobian, all of them (n C p); plus one chunk's activations and, per layer in
+// turn, ~16 MiB of unfolded inputs and per-sample gradients (src/curvature/per_sample.cpp).
+void CurvatureOperator::build_rows() {
+  const int64_t m = factor_rows(), p = layout_.size;
+  const bool g = opt_.matrix == MatrixKind::G;
+  // On a CPU, batches of 32: batch-sized buffers of a ResNet or the CNN (tens to hundreds of MB
+  // at 256) come as fresh pages on every allocation, and faulting them in cost more than the
+  // arithmetic (bench_gv rows, float64, 2 threads: the CNN's 1,000 samples in 5.8 s at 32 and
+  // 23 s at 256). A GPU takes the whole batch.
+  const int64_t chunk =
+      opt_.device.is_cpu() ? std::min<int64_t>(opt_.batch_size, 32) : opt_.batch_size;
+  at::Tensor rows = at::zeros({n_, m, p}, options());
+  at::Tensor jac, scratch;
+  if (g && opt_.loss == LossKind::Mse)
+    jac = rows;  // M_i = I
+  else if (g && opt_.keep_jacobian)
+    jac = at::zeros({n_, c_, p}, options());
+  else if (g)
+    scratch = at::empty({std::min(chunk, n_), c_, p}, options());
+  if (opt_.rows_method == RowsMethod::Loop) rows_method_ = RowsMethod::Loop;
   c10::AutoGradMode grad_on(true);
-  // One forward per sample and one backward per factor row. A backward with a one-hot cotangent
-  // through a whole-batch graph would cost the whole batch each time, and LibTorch's C++ API has
-  // no vmap for per-sample gradients, so single-sample passes are the cheapest generic form.
-  for (int64_t i = 0; i < n_; ++i) {
-    const at::Tensor f = forward(i, 1);
-    const at::Tensor mi = factor(i);
+  for (int64_t s = 0; s < n_; s += chunk) {
+    const int64_t count = std::min(chunk, n_ - s);
+    if (!g) {
+      vjp_rows(s, count, factors(s, count), rows.narrow(0, s, count));
+      continue;
+    }
+    // The raw Jacobians (cotangents e_r), then M_i J_i.
+    at::Tensor js = jac.defined() ? jac.narrow(0, s, count) : scratch.narrow(0, 0, count).zero_();
+    vjp_rows(s, count, at::eye(c_, options()).expand({count, c_, c_}), js);
+    if (opt_.loss != LossKind::Mse) rows.narrow(0, s, count).copy_(at::bmm(factors(s, count), js));
+  }
+  rows_ = rows.view({n_ * m, p});
+  jac_ = jac;
+  // Sigma0 over b samples is (1/b) sum (g_i - mean g)(g_i - mean g)^T: centred rows.
+  if (opt_.matrix == MatrixKind::Sigma0) rows_ -= rows_.mean(0, true);
+}
+
+void CurvatureOperator::rows_from_jacobian(const at::Tensor& jac) {
+  jac_ = jac;
+  const int64_t p = layout_.size;
+  if (opt_.matrix == MatrixKind::G) {
+    rows_ = opt_.loss == LossKind::Mse ? jac.view({n_ * c_, p})
+                                       : at::bmm(factors(0, n_), jac).view({n_ * c_, p});
+    return;
+  }
+  rows_ = at::bmm(resid_.unsqueeze(1), jac).view({n_, p});
+  if (opt_.matrix == MatrixKind::Sigma0) rows_ -= rows_.mean(0, true);
+}
+
+void CurvatureOperator::vjp_rows(int64_t start, int64_t count, const at::Tensor& cot,
+                                 at::Tensor out) {
+  if (rows_method_ != RowsMethod::Loop) {
+    const std::string problem = vjp_rows_batched(start, count, cot, out);
+    if (problem.empty()) {
+      rows_method_ = RowsMethod::Batched;
+      return;
+    }
+    if (opt_.rows_method == RowsMethod::Batched)
+      fail("curvature: rows method batched: {} ({})", problem, model_->describe());
+    rows_note_ = problem;
+    say_once(fmt::format("noisegeom: per-sample rows one sample at a time for {}: {}",
+                         model_->describe(), problem));
+    rows_method_ = RowsMethod::Loop;
+    out.zero_();
+  }
+  vjp_rows_loop(start, count, cot, out);
+}
+
+std::string CurvatureOperator::vjp_rows_batched(int64_t start, int64_t count, const at::Tensor& cot,
+                                                at::Tensor& out) {
+  BatchedGradients bg(layout_);
+  const at::Tensor f = bg.record([&] { return forward(start, count); });
+  // The first batch decides: every parameter reached, and the sums agree with the batch
+  // gradient (taken in the same backward).
+  const bool first = rows_method_ == RowsMethod::Auto;
+  if (first) {
+    std::string why = bg.coverage_problem();
+    if (!why.empty()) return why;
+  }
+  return bg.accumulate(f, cot, out, first);
+}
+
+void CurvatureOperator::vjp_rows_loop(int64_t start, int64_t count, const at::Tensor& cot,
+                                      at::Tensor& out) {
+  // One forward per sample and one backward per row: LibTorch's C++ API has no vmap, and a
+  // one-hot cotangent through a whole-batch graph would cost the whole batch each time.
+  const int64_t m = cot.size(1);
+  for (int64_t i = 0; i < count; ++i) {
+    const at::Tensor f = forward(start + i, 1);
     for (int64_t r = 0; r < m; ++r) {
-      const auto g = grad({f}, layout_.tensors, {mi[r].unsqueeze(0)},
+      const auto g = grad({f}, layout_.tensors, {cot[i][r].unsqueeze(0)},
                           /*retain_graph=*/r + 1 < m, /*create_graph=*/false,
                           /*allow_unused=*/true);
-      at::Tensor row = rows_[i * m + r];
+      at::Tensor row = out[i][r];
       layout_.add_into(row, g);
     }
   }
-  // Sigma0 over b samples is (1/b) sum (g_i - mean g)(g_i - mean g)^T: centred rows.
-  if (opt_.matrix == MatrixKind::Sigma0) rows_ -= rows_.mean(0, true);
 }
 
 at::Tensor CurvatureOperator::batch_jv_forward_ad(int64_t start, int64_t count,

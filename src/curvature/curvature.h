@@ -21,6 +21,19 @@
 //              matrix B B^T / b has the same nonzero eigenvalues (see src/eigen). Sigma0's rows are
 //              the centred per-sample gradients. The Hessian has no rows and is applied as in
 //              `exact`.
+//   exact with rows: when CurvatureOptions::row_budget holds the rows of all n samples, the
+//              exact estimator builds them too and its products are B^T (B v) / n: the same
+//              matrix, exactly (Sigma0's centred rows give Sigma - grad L grad L^T over the same
+//              n samples), so the Gram solver and exact metrics serve it. storage() tells which.
+//
+// Rows are built batched where the model's parameters all pass through models/layers.h (one
+// forward per batch and one backward per factor row, src/curvature/per_sample.h), else one
+// sample at a time (one forward and one backward per factor row each), said once on stderr.
+// G's rows come from the raw Jacobians J_i (cotangents e_r, then M_i J_i by a batched matmul);
+// for mse M_i = I, so the rows are J itself, and an operator made from a G operator by the
+// second constructor forms Sigma's rows r_i^T J_i and Sigma0's from that J without a pass.
+// Cross entropy's M_i J_i cannot give r_i^T J_i back, so there J is kept only when asked
+// (keep_jacobian: n C p more numbers alongside the rows).
 //
 // The constructor moves the model to the requested device and dtype and puts it in eval mode
 // (the caller's module is changed), caches the outputs, and runs check_operator unless told not
@@ -56,6 +69,12 @@ enum class JvpMethod { Auto, ForwardAD, ROp };
 // "auto", "forward", "rop".
 const NameTable<JvpMethod>& jvp_names();
 
+// How per-sample rows are built: Batched (models/layers.h ops, whole batches), Loop (one sample
+// at a time), Auto (Batched where it covers every parameter, else Loop, said once on stderr).
+enum class RowsMethod { Auto, Batched, Loop };
+// "auto", "batched", "loop".
+const NameTable<RowsMethod>& rows_method_names();
+
 // The tables' names, for messages and test traces (LossKind's table is loss_names()).
 inline std::string to_string(LossKind k) {
   return loss_names().name(k);
@@ -69,6 +88,9 @@ inline std::string to_string(Estimator k) {
 inline std::string to_string(JvpMethod k) {
   return jvp_names().name(k);
 }
+inline std::string to_string(RowsMethod k) {
+  return rows_method_names().name(k);
+}
 
 struct CurvatureOptions {
   LossKind loss = LossKind::Mse;
@@ -79,7 +101,14 @@ struct CurvatureOptions {
   at::ScalarType dtype = at::kFloat;
   c10::Device device = c10::Device(c10::kCPU);
   int64_t max_row_bytes = int64_t{8} << 30;  // per-sample rows larger than this are an error
-  bool probe = true;                         // run check_operator in the constructor
+  // Exact estimator (not H): build the rows of all n samples when they take at most this many
+  // bytes (n m p elements, m = C for G, 1 for Sigma and Sigma0); 0: never.
+  int64_t row_budget = 0;
+  RowsMethod rows_method = RowsMethod::Auto;
+  // Cross-entropy G with rows: keep the raw Jacobians (another n C p numbers) so that Sigma and
+  // Sigma0 operators made from this one need no pass. Mse G keeps them at no cost anyway.
+  bool keep_jacobian = false;
+  bool probe = true;  // run check_operator in the constructor
   uint64_t probe_seed = 0;
 };
 
@@ -90,6 +119,11 @@ class CurvatureOperator : public LinearOperator {
   // samples given (b = n): pick the subset with random_subset().
   CurvatureOperator(Net model, const at::Tensor& x, const at::Tensor& targets,
                     const CurvatureOptions& options);
+
+  // Same model, samples, options and outputs as `other`, another matrix. Rows come from other's
+  // raw Jacobians where it holds them (no pass over the data), from its Sigma rows for Sigma0,
+  // else they are built; the Jacobians stay alive while any operator made from them does.
+  CurvatureOperator(const CurvatureOperator& other, MatrixKind matrix);
 
   int64_t dim() const override { return layout_.size; }
   at::TensorOptions options() const override;
@@ -102,9 +136,17 @@ class CurvatureOperator : public LinearOperator {
   const at::Tensor& gradient();
   // The method exact products use now (Auto resolves after the first product).
   JvpMethod jvp_method() const { return jvp_; }
-  // Rows B with A = B^T B / num_samples() (per-sample estimator, G/Sigma/Sigma0 only).
+  // Rows B with A = B^T B / num_samples() (per-sample estimator, or exact within row_budget;
+  // G/Sigma/Sigma0 only).
   bool has_rows() const { return rows_.defined(); }
   const at::Tensor& rows() const;
+  // "rows" (products from B) or "streamed" (products by passes over the samples).
+  std::string storage() const { return rows_.defined() ? "rows" : "streamed"; }
+  // How the rows were built, Batched or Loop (Auto: no rows built here); why not Batched.
+  RowsMethod rows_method() const { return rows_method_; }
+  const std::string& rows_note() const { return rows_note_; }
+  // Raw per-sample Jacobians (n, C, p) held for operators made from this one.
+  bool has_jacobian() const { return jac_.defined(); }
   // (n, C): row i is J_i v, by the given method (Auto: the operator's). For tests and metrics.
   at::Tensor jacobian_vector(const at::Tensor& v, JvpMethod method = JvpMethod::Auto);
   // v^T A v from one Jacobian-vector product (half an exact product): (1/n) sum_i
@@ -120,8 +162,8 @@ class CurvatureOperator : public LinearOperator {
   at::Tensor forward(int64_t start, int64_t count);
   at::Tensor batch_loss_sum(const at::Tensor& f, int64_t start, int64_t count) const;
   at::Tensor weight(const at::Tensor& jv, int64_t start, int64_t count) const;
-  at::Tensor factor(int64_t i) const;  // M_i (rows x C)
-  int64_t factor_rows() const;
+  at::Tensor factors(int64_t start, int64_t count) const;  // M_i stacked: (count, m, C)
+  int64_t factor_rows() const;                             // m
   // J v for samples [start, start + count); *f gets the outputs with their backward graph.
   at::Tensor batch_jv(int64_t start, int64_t count, const std::vector<at::Tensor>& vparts,
                       JvpMethod method, at::Tensor* f);
@@ -131,7 +173,15 @@ class CurvatureOperator : public LinearOperator {
                           at::Tensor* f);
   at::Tensor apply_gauss_newton(const at::Tensor& v);
   at::Tensor apply_hessian(const at::Tensor& v);
+  bool wants_rows() const;  // per-sample (rows too large: an error), or exact within budget
   void build_rows();
+  void rows_from_jacobian(const at::Tensor& jac);
+  // out (count, m, p) += cot_ir^T J_i for samples [start, start + count), cot (count, m, C).
+  void vjp_rows(int64_t start, int64_t count, const at::Tensor& cot, at::Tensor out);
+  std::string vjp_rows_batched(int64_t start, int64_t count, const at::Tensor& cot,
+                               at::Tensor& out);
+  void vjp_rows_loop(int64_t start, int64_t count, const at::Tensor& cot, at::Tensor& out);
+  void probe();
 
   Net model_;
   CurvatureOptions opt_;
@@ -141,7 +191,10 @@ class CurvatureOperator : public LinearOperator {
   at::Tensor resid_;  // (n, C) dl_i/df_i
   at::Tensor prob_;   // (n, C) softmax outputs (cross entropy)
   at::Tensor rows_;   // per-sample rows
-  at::Tensor grad_;   // grad L, lazily
+  at::Tensor jac_;    // (n, C, p) raw Jacobians when held (mse G: rows_'s storage)
+  RowsMethod rows_method_ = RowsMethod::Auto;
+  std::string rows_note_;
+  at::Tensor grad_;  // grad L, lazily
   int64_t n_ = 0, c_ = 0;
   double loss_ = 0;
   JvpMethod jvp_ = JvpMethod::Auto;
