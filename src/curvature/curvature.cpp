@@ -259,8 +259,8 @@ void CurvatureOperator::build_rows() {
   const bool g = opt_.matrix == MatrixKind::G;
   // On a CPU, batches of 32: batch-sized buffers of a ResNet or the CNN (tens to hundreds of MB
   // at 256) come as fresh pages on every allocation, and faulting them in cost more than the
-  // arithmetic (bench_gv rows, float64, 2 threads: the CNN's 1,000 samples in 5.8 s at 32 and
-  // 23 s at 256). A GPU takes the whole batch.
+  // arithmetic (bench_gv rows, the CNN's 1,000 samples, float64, 2 threads on a loaded 2-core
+  // machine: 5.8 s at 32, 23 s at 256). A GPU takes the whole batch.
   const int64_t chunk =
       opt_.device.is_cpu() ? std::min<int64_t>(opt_.batch_size, 32) : opt_.batch_size;
   at::Tensor rows = at::zeros({n_, m, p}, options());

@@ -27,8 +27,9 @@
 //              n samples), so the Gram solver and exact metrics serve it. storage() tells which.
 //
 // Rows are built batched where the model's parameters all pass through models/layers.h (one
-// forward per batch and one backward per factor row, src/curvature/per_sample.h), else one
-// sample at a time (one forward and one backward per factor row each), said once on stderr.
+// forward per chunk of samples and one backward per factor row, src/curvature/per_sample.h;
+// chunks of min(batch_size, 32) on a CPU, batch_size on a GPU), else one sample at a time (one
+// forward and one backward per factor row each), said once on stderr.
 // G's rows come from the raw Jacobians J_i (cotangents e_r, then M_i J_i by a batched matmul);
 // for mse M_i = I, so the rows are J itself, and an operator made from a G operator by the
 // second constructor forms Sigma's rows r_i^T J_i and Sigma0's from that J without a pass.
