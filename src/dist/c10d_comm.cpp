@@ -3,6 +3,7 @@
 // CUDA tensors. LibTorch 1.13 (Debian) and 2.x (the CUDA wheel) differ here: in 2.x the groups are
 // c10d::Backend subclasses, the device factories take a lazy-init flag and NCCL comes with the
 // wheel; the calls below are the subset both accept, and the version checks are all in this file.
+#include <ATen/ATen.h>
 #include <torch/version.h>
 
 #include <cstdlib>
@@ -76,7 +77,12 @@ class C10dComm : public Comm {
       gloo_ = c10::make_intrusive<c10d::ProcessGroupGloo>(
           c10::make_intrusive<c10d::PrefixStore>("gloo", store), e.dist.rank, e.dist.world, opts);
 #if NG_DIST_NCCL
-      if (c10::cuda::device_count() > 0) {
+      // NCCL wants a GPU of its own per rank (LOCAL_RANK on its machine). The ranks agree on it:
+      // one rank on NCCL and another staging through Gloo would wait for each other forever.
+      at::Tensor ready =
+          at::full({1}, e.dist.local_rank < c10::cuda::device_count() ? 1 : 0, at::kInt);
+      all_reduce_sum(ready);
+      if (ready.item<int>() == e.dist.world) {
         c10::cuda::set_device(static_cast<c10::DeviceIndex>(e.dist.local_rank));
         nccl_ = c10::make_intrusive<c10d::ProcessGroupNCCL>(
             c10::make_intrusive<c10d::PrefixStore>("nccl", store), e.dist.rank, e.dist.world);
