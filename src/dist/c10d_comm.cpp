@@ -5,9 +5,9 @@
 // wheel; the calls below are the subset both accept, and the version checks are all in this file.
 // Without a CUDA build at hand, check it against the wheel's headers ($T: site-packages/torch,
 // $N: site-packages/nvidia; Gloo's headers from libgloo-dev):
-//   g++ -std=c++17 -fsyntax-only -DUSE_C10D_GLOO -DUSE_DISTRIBUTED -DUSE_C10D_NCCL -DUSE_CUDA -I. \
-//     -isystem $T/include -isystem $T/include/torch/csrc/api/include -isystem $N/nccl/include \
-//     -isystem $N/cu13/include src/dist/c10d_comm.cpp
+//   g++ -std=c++17 -fsyntax-only -DUSE_C10D_GLOO -DUSE_DISTRIBUTED -DUSE_C10D_NCCL -DUSE_CUDA -I.
+//     -isystem $T/include -isystem $T/include/torch/csrc/api/include -isystem $N/nccl/include
+//     -isystem $N/cu13/include src/dist/c10d_comm.cpp   (one line)
 #include <ATen/ATen.h>
 #include <torch/version.h>
 
