@@ -12,7 +12,7 @@ cuda=0
 [ "${1:-}" = "--cuda" ] && cuda=1
 
 pkgs=(cmake ninja-build g++ git pkg-config ccache libtorch-dev libspectra-dev libyaml-cpp-dev libfmt-dev
-      libgtest-dev libgmock-dev libeigen3-dev nlohmann-json3-dev
+      libgtest-dev libgmock-dev libeigen3-dev nlohmann-json3-dev libgloo-dev
       libcli11-dev libssl-dev libopenblas-dev python3-torch python3-matplotlib
       python3-numpy python3-venv)
 missing=()

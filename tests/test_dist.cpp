@@ -1,0 +1,354 @@
+// Several processes on c10d: the launcher environment and its errors, shards, and two real
+// processes on Gloo over localhost (this binary run twice in a hidden worker mode) whose
+// collectives and sharded curvature operators must reproduce one process's exact results.
+#include <ATen/ATen.h>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "models/model.h"
+#include "src/curvature/curvature.h"
+#include "src/dist/dist.h"
+#include "src/dist/sharded_operator.h"
+#include "src/eigen/eigensolver.h"
+#include "tests/testing.h"
+
+extern char** environ;
+
+namespace {
+
+ng::EnvReader env_of(const std::map<std::string, std::string>& vars) {
+  return [vars](const char* name) -> const char* {
+    const auto it = vars.find(name);
+    return it == vars.end() ? nullptr : it->second.c_str();
+  };
+}
+
+std::string env_error(const std::map<std::string, std::string>& vars) {
+  return ngtest::error_of([&] { ng::parse_dist_env(env_of(vars)); });
+}
+
+// A TCP port on 127.0.0.1 that was free a moment ago.
+int free_port() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  socklen_t len = sizeof a;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+    ADD_FAILURE() << "no free port: " << std::strerror(errno);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+TEST(DistEnv, OneProcessWithoutTheVariables) {
+  const ng::DistEnv e = ng::parse_dist_env(env_of({}));
+  EXPECT_FALSE(e.dist.active());
+  EXPECT_EQ(e.dist.rank, 0);
+  EXPECT_TRUE(ng::parse_dist_env(env_of({{"WORLD_SIZE", "1"}, {"RANK", "0"}})).master_addr.empty());
+  const ng::DistEnv two = ng::parse_dist_env(env_of({{"WORLD_SIZE", "4"},
+                                                     {"RANK", "3"},
+                                                     {"LOCAL_RANK", "1"},
+                                                     {"MASTER_ADDR", "node7"},
+                                                     {"MASTER_PORT", "29512"}}));
+  EXPECT_EQ(two.dist.world, 4);
+  EXPECT_EQ(two.dist.rank, 3);
+  EXPECT_EQ(two.dist.local_rank, 1);
+  EXPECT_EQ(two.master_addr, "node7");
+  EXPECT_EQ(two.master_port, 29512);
+}
+
+TEST(DistEnv, InconsistentVariablesAreNamed) {
+  const std::map<std::string, std::string> ok = {
+      {"WORLD_SIZE", "2"}, {"RANK", "1"}, {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", "29500"}};
+  auto with = [&](const std::string& k, const std::string& v) {
+    auto m = ok;
+    if (v.empty())
+      m.erase(k);
+    else
+      m[k] = v;
+    return m;
+  };
+  EXPECT_EQ(env_error(ok), "");
+  EXPECT_NE(env_error(with("RANK", "2")).find("RANK=2 is not below WORLD_SIZE=2"),
+            std::string::npos);
+  EXPECT_NE(env_error(with("RANK", "")).find("RANK is not set"), std::string::npos);
+  EXPECT_NE(env_error(with("RANK", "-1")).find("RANK=-1"), std::string::npos);
+  EXPECT_NE(env_error(with("WORLD_SIZE", "two")).find("WORLD_SIZE=two"), std::string::npos);
+  EXPECT_NE(env_error(with("WORLD_SIZE", "0")).find("WORLD_SIZE=0"), std::string::npos);
+  EXPECT_NE(env_error(with("MASTER_ADDR", "")).find("MASTER_ADDR is not set"), std::string::npos);
+  EXPECT_NE(env_error(with("MASTER_PORT", "")).find("MASTER_PORT is not set"), std::string::npos);
+  EXPECT_NE(env_error(with("MASTER_PORT", "70000")).find("MASTER_PORT=70000"), std::string::npos);
+  EXPECT_EQ(ngtest::count_lines(env_error(with("RANK", "2"))), 0);
+}
+
+TEST(DistShard, ContiguousFirstRanksTakeTheRemainder) {
+  for (int world : {1, 2, 3, 7})
+    for (int64_t n : {0, 1, 2, 10, 21, 50000}) {
+      int64_t next = 0;
+      for (int r = 0; r < world; ++r) {
+        const ng::Range s = ng::shard(n, r, world);
+        EXPECT_EQ(s.begin, next) << n << " over " << world;
+        EXPECT_EQ(s.size(), n / world + (r < n % world ? 1 : 0)) << n << " over " << world;
+        next = s.end;
+      }
+      EXPECT_EQ(next, n);
+    }
+  EXPECT_EQ(ng::shard(10, 2, 3).begin, 7);
+  EXPECT_NE(ngtest::error_of([] { ng::shard(10, 3, 3); }), "");
+}
+
+TEST(DistOneProcess, CollectivesAreTheIdentity) {
+  ASSERT_FALSE(ng::dist().active());
+  at::Tensor t = at::arange(6, at::kDouble);
+  ng::all_reduce_sum(t);
+  ng::broadcast(t, 0);
+  ng::barrier();
+  EXPECT_TRUE(at::equal(t, at::arange(6, at::kDouble)));
+  EXPECT_EQ(ng::all_gather_strings("only"), std::vector<std::string>{"only"});
+  EXPECT_EQ(ng::shard(9).size(), 9);
+  EXPECT_NE(ngtest::error_of([&] { ng::broadcast(t, 1); }), "");
+}
+
+TEST(DistOneProcess, UnreachableMasterIsAnErrorNotAHang) {
+  const int port = free_port();
+  const auto start = std::chrono::steady_clock::now();
+  const std::string msg = ngtest::error_of([&] {
+    ng::init_from_env(env_of({{"WORLD_SIZE", "2"},
+                              {"RANK", "1"},
+                              {"MASTER_ADDR", "127.0.0.1"},
+                              {"MASTER_PORT", std::to_string(port)}}),
+                      std::chrono::seconds(2));
+  });
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(60));
+  EXPECT_NE(msg.find("MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port)),
+            std::string::npos)
+      << msg;
+  EXPECT_EQ(ngtest::count_lines(msg), 0) << msg;
+  EXPECT_FALSE(ng::dist().active());
+}
+
+// ---- the sharded operator against one process's exact operator ----
+
+struct Problem {
+  ng::Net net;
+  at::Tensor x, y;
+};
+
+// A small fnn from the registry in float64 with n samples (an odd n: unequal shards).
+Problem problem(ng::LossKind loss, int64_t n) {
+  at::manual_seed(5);
+  ng::ModelSpec s;
+  s.name = "fnn";
+  s.input_dim = 6;
+  s.hidden = {8};
+  s.num_classes = 3;
+  Problem p;
+  p.net = ng::make_model(s);
+  p.x = at::randn({n, 6}, at::kDouble);
+  p.y = loss == ng::LossKind::CrossEntropy
+            ? at::one_hot(at::randint(0, 3, {n}, at::kLong), 3).to(at::kDouble)
+            : at::randn({n, 3}, at::kDouble);
+  return p;
+}
+
+double rel(const at::Tensor& a, const at::Tensor& b) {
+  return (a - b).norm().item<double>() / b.norm().item<double>();
+}
+
+// Compares, for every loss, matrix and estimator, the operator over all samples (one process) with
+// the sharded one (all ranks of dist()); returns the number of eigenvalues compared.
+constexpr int kCompared = 2 * 7 * 4;  // losses x (matrix, estimator) cases x eigenvalues
+int compare_sharded_with_exact() {
+  int compared = 0;
+  using ng::MatrixKind;
+  const std::vector<std::pair<MatrixKind, ng::Estimator>> cases = {
+      {MatrixKind::G, ng::Estimator::Exact},         {MatrixKind::Sigma, ng::Estimator::Exact},
+      {MatrixKind::Sigma0, ng::Estimator::Exact},    {MatrixKind::Hessian, ng::Estimator::Exact},
+      {MatrixKind::G, ng::Estimator::PerSample},     {MatrixKind::Sigma, ng::Estimator::PerSample},
+      {MatrixKind::Sigma0, ng::Estimator::PerSample}};
+  for (ng::LossKind loss : {ng::LossKind::CrossEntropy, ng::LossKind::Mse})
+    for (const auto& [m, estimator] : cases) {
+      SCOPED_TRACE(ng::to_string(loss) + " " + ng::to_string(m) + " " + ng::to_string(estimator));
+      const Problem p = problem(loss, 37);
+      ng::CurvatureOptions o;
+      o.loss = loss;
+      o.matrix = m;
+      o.estimator = estimator;
+      o.dtype = at::kDouble;
+      o.batch_size = 8;  // several batches per shard, a short last one
+      ng::CurvatureOperator exact(p.net, p.x, p.y, o);
+      ng::ShardedOperator sharded(p.net, p.x, p.y, o);
+      EXPECT_NEAR(sharded.loss(), exact.loss(), 1e-13 * exact.loss());
+      EXPECT_LT(rel(sharded.gradient(), exact.gradient()), 1e-12);
+      const at::Tensor v = ng::seeded_normal(exact.dim(), 9, exact.options());
+      EXPECT_LT(rel(sharded.apply(v), exact.apply(v)), 1e-12);
+
+      ng::EigenOptions eo;
+      eo.k = 4;
+      eo.seed = 3;
+      const ng::Eigenpairs want = ng::lanczos_top_k(exact, eo);
+      const ng::Eigenpairs got = ng::lanczos_top_k(sharded, eo);
+      EXPECT_GT(want.values[0], 1e-6);
+      std::string mine;
+      for (int64_t i = 0; i < eo.k; ++i) {
+        EXPECT_NEAR(got.values[i], want.values[i], 1e-10 * want.values[0]) << "pair " << i;
+        mine += fmt::format("{:.17g} ", got.values[i]);
+        ++compared;
+      }
+      // Every rank ran the same Lanczos on the same products: the same bits everywhere.
+      const auto all = ng::all_gather_strings(mine);
+      for (const std::string& other : all) EXPECT_EQ(other, mine);
+    }
+  return compared;
+}
+
+TEST(DistOneProcess, ShardedOperatorOfOneRankIsTheExactOperator) {
+  ASSERT_FALSE(ng::dist().active());
+  EXPECT_EQ(compare_sharded_with_exact(), kCompared);
+}
+
+// ---- two processes ----
+
+const char* const kWorkerDir = "NG_DIST_WORKER_DIR";
+
+// The hidden worker mode: DISABLED_ keeps it out of normal runs; TwoProcesses runs this binary
+// with --gtest_also_run_disabled_tests and the launcher's variables.
+TEST(DistWorker, DISABLED_Run) {
+  const char* dir = std::getenv(kWorkerDir);
+  ASSERT_NE(dir, nullptr) << "run by DistTwoProcesses only";
+  const ng::Dist d = ng::init_from_env({}, std::chrono::seconds(60));  // a copy: finalize resets it
+  ASSERT_GE(d.world, 2);
+  const int last = d.world - 1;
+
+  at::Tensor t = at::full({5}, d.rank + 1.0, at::kDouble);
+  ng::all_reduce_sum(t);
+  EXPECT_TRUE(at::equal(t, at::full({5}, d.world * (d.world + 1) / 2.0, at::kDouble)));
+  at::Tensor strided = at::zeros({4, 3}, at::kFloat).t();  // not contiguous
+  strided.fill_(d.rank == 0 ? 0.5 : 2.0);
+  ng::all_reduce_sum(strided);
+  EXPECT_TRUE(at::equal(strided, at::full({3, 4}, 0.5 + 2.0 * last, at::kFloat)));
+  at::Tensor b = d.rank == last ? at::arange(6, at::kLong) : at::zeros({6}, at::kLong);
+  ng::broadcast(b, last);
+  EXPECT_TRUE(at::equal(b, at::arange(6, at::kLong)));
+  // Rank 0's string is empty, the others' differ in length.
+  auto text = [](int r) {
+    return r == 0 ? std::string() : fmt::format("rank {}{}", r, std::string(r, '+'));
+  };
+  std::vector<std::string> want;
+  for (int r = 0; r < d.world; ++r) want.push_back(text(r));
+  EXPECT_EQ(ng::all_gather_strings(text(d.rank)), want);
+  EXPECT_EQ(ng::shard(21).begin, ng::shard(21, d.rank, d.world).begin);
+  EXPECT_EQ(ng::shard(21).end, ng::shard(21, d.rank, d.world).end);
+  ng::barrier();
+
+  const int compared = compare_sharded_with_exact();
+  // Rank 1 leaves the disconnection to the exit, as a program that returns from main does.
+  if (d.rank == 0) ng::finalize_dist();
+  if (!::testing::Test::HasFailure())
+    ngtest::write_file(fmt::format("{}/rank{}.done", dir, d.rank), std::to_string(compared));
+}
+
+// The environment of a worker: this process's, with the launcher's variables replaced.
+std::vector<std::string> worker_env(int rank, int port, const std::string& dir) {
+  std::vector<std::string> env;
+  const std::vector<std::string> ours = {
+      "RANK=",        "WORLD_SIZE=",  "LOCAL_RANK=",
+      "MASTER_ADDR=", "MASTER_PORT=", std::string(kWorkerDir) + "="};
+  for (char** e = environ; *e; ++e) {
+    const std::string kv = *e;
+    bool replaced = false;
+    for (const std::string& o : ours) replaced = replaced || kv.rfind(o, 0) == 0;
+    if (!replaced) env.push_back(kv);
+  }
+  for (const std::string& kv :
+       {"RANK=" + std::to_string(rank), std::string("WORLD_SIZE=2"),
+        "LOCAL_RANK=" + std::to_string(rank), std::string("MASTER_ADDR=127.0.0.1"),
+        "MASTER_PORT=" + std::to_string(port), std::string(kWorkerDir) + "=" + dir,
+        std::string("OMP_NUM_THREADS=1")})
+    env.push_back(kv);
+  return env;
+}
+
+pid_t spawn_worker(int rank, int port, const std::string& dir) {
+  // Everything exec needs is built before fork: the child of a threaded process may only make
+  // async-signal-safe calls.
+  const std::vector<std::string> env = worker_env(rank, port, dir);
+  std::vector<char*> envp;
+  for (const std::string& kv : env) envp.push_back(const_cast<char*>(kv.c_str()));
+  envp.push_back(nullptr);
+  const std::string log = fmt::format("{}/rank{}.log", dir, rank);
+  const char* argv[] = {"test_dist", "--gtest_filter=DistWorker.DISABLED_Run",
+                        "--gtest_also_run_disabled_tests", nullptr};
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd >= 0) {
+      dup2(fd, 1);
+      dup2(fd, 2);
+    }
+    execve("/proc/self/exe", const_cast<char* const*>(argv), envp.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+TEST(DistTwoProcesses, GlooOnLocalhostMatchesOneProcess) {
+  const std::string dir = ngtest::temp_dir("dist");
+  const int port = free_port();
+  std::vector<pid_t> pids = {spawn_worker(0, port, dir), spawn_worker(1, port, dir)};
+  std::vector<int> status(2, -1);
+  // A worker that fails leaves its peer waiting in a collective: kill the peer at once. Both
+  // are killed at the deadline, so a hang fails the test instead of the suite's timeout.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(240);
+  int running = 2;
+  while (running > 0) {
+    for (size_t i = 0; i < pids.size(); ++i) {
+      if (status[i] != -1) continue;
+      int st = 0;
+      if (waitpid(pids[i], &st, WNOHANG) == pids[i]) {
+        status[i] = st;
+        --running;
+        if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0) && status[1 - i] == -1)
+          kill(pids[1 - i], SIGKILL);
+      }
+    }
+    if (running > 0 && std::chrono::steady_clock::now() > deadline) {
+      for (size_t i = 0; i < pids.size(); ++i)
+        if (status[i] == -1) kill(pids[i], SIGKILL);
+      ADD_FAILURE() << "the workers did not finish within 240 s";
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  for (size_t i = 0; i < pids.size(); ++i) {
+    if (status[i] == -1) waitpid(pids[i], &status[i], 0);
+    const std::string log = fmt::format("{}/rank{}.log", dir, i);
+    EXPECT_TRUE(WIFEXITED(status[i]) && WEXITSTATUS(status[i]) == 0)
+        << "rank " << i << " failed; its output:\n"
+        << (std::filesystem::exists(log) ? ngtest::read_file(log) : "(none)");
+    const std::string done = fmt::format("{}/rank{}.done", dir, i);
+    ASSERT_TRUE(std::filesystem::exists(done))
+        << "rank " << i << " did not finish its checks; its output:\n"
+        << (std::filesystem::exists(log) ? ngtest::read_file(log) : "(none)");
+    EXPECT_EQ(ngtest::read_file(done), std::to_string(kCompared));
+  }
+}
+
+}  // namespace
