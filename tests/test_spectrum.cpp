@@ -180,29 +180,53 @@ TEST(Spectrum, PerSampleAndExactAgreeOnTheSameSamples) {
   const std::string per_dir = spectrum(run, "per", common);
   const auto per = ngtest::read_csv(per_dir + "/eigenvalues.csv");
   const std::string per_samples = ngtest::read_file(per_dir + "/samples.csv");
+  // Streamed (no rows: the budget is 0), and within the row budget (the Gram route).
   const std::string ex_dir = spectrum(run, "exact", [&](ng::SpectrumOptions& o) {
     common(o);
     o.estimator = ng::Estimator::Exact;
     o.probes = 100;
+    o.row_budget = 0;
+  });
+  const std::string rows_dir = spectrum(run, "exact-rows", [&](ng::SpectrumOptions& o) {
+    common(o);
+    o.estimator = ng::Estimator::Exact;
   });
   const auto ex = ngtest::read_csv(ex_dir + "/eigenvalues.csv");
+  const auto exr = ngtest::read_csv(rows_dir + "/eigenvalues.csv");
   EXPECT_EQ(ngtest::read_file(ex_dir + "/samples.csv"), per_samples);
   EXPECT_EQ(ngtest::count_lines(per_samples), 17);
   for (const char* m : {"G", "Sigma"}) {
-    const auto a = column(per, "eigenvalue", m), b = column(ex, "eigenvalue", m);
+    const auto a = column(per, "eigenvalue", m), b = column(ex, "eigenvalue", m),
+               c = column(exr, "eigenvalue", m);
     ASSERT_EQ(a.size(), 5u);
     ASSERT_EQ(b.size(), 5u);
+    ASSERT_EQ(c.size(), 5u);
     for (int j = 0; j < 5; ++j) EXPECT_LT(rel(b[j], a[j]), 1e-8) << m << " " << j;
+    for (int j = 0; j < 5; ++j) EXPECT_LT(rel(c[j], a[j]), 1e-10) << m << " " << j;
     for (double r : column(ex, "residual", m)) EXPECT_LT(r, 1e-6) << m;
   }
   EXPECT_EQ(summary_string(ex_dir, "solver"), "lanczos");
+  EXPECT_EQ(summary_string(ex_dir, "storage"), "streamed");
   EXPECT_EQ(summary_string(ex_dir, "metrics_method"), "hutchinson");
+  EXPECT_EQ(summary_string(rows_dir, "solver"), "gram");
+  EXPECT_EQ(summary_string(rows_dir, "storage"), "rows");
+  EXPECT_EQ(summary_string(rows_dir, "metrics_method"), "gram");
   // mu: exact from the Gram blocks vs a Hutchinson estimate with its standard error.
   const double mu_exact = summary_number(per_dir, "mu"), mu_est = summary_number(ex_dir, "mu"),
                se = summary_number(ex_dir, "mu_se");
   EXPECT_GT(se, 0);
   EXPECT_LT(std::fabs(mu_est - mu_exact), 5 * se + 1e-9) << mu_exact << " " << mu_est << " " << se;
   EXPECT_EQ(summary_number(per_dir, "mu_se"), 0);
+  // Within the budget every metric is the per-sample one over the same samples, exactly.
+  for (const char* key : {"mu", "srk_G", "srk_G2", "frobenius_G", "trace_G"})
+    EXPECT_LT(rel(summary_number(rows_dir, key), summary_number(per_dir, key)), 1e-10) << key;
+  EXPECT_EQ(summary_number(rows_dir, "mu_se"), 0);
+  const auto alpha_per = ngtest::read_csv(per_dir + "/alignment.csv");
+  const auto alpha_rows = ngtest::read_csv(rows_dir + "/alignment.csv");
+  ASSERT_EQ(alpha_per.size(), alpha_rows.size());
+  for (size_t j = 0; j < alpha_per.size(); ++j)
+    EXPECT_LT(rel(std::stod(alpha_rows[j].at("alpha")), std::stod(alpha_per[j].at("alpha"))), 1e-10)
+        << j;
   EXPECT_LT(rel(summary_number(ex_dir, "loss"), summary_number(per_dir, "loss")), 1e-12);
 }
 
@@ -318,7 +342,8 @@ TEST(Spectrum, BadInputGivesOneLineErrorsAndNoOutput) {
       {run, "--matrices G,Foo", "--matrices"},
       {run, "--dtype float16", "--dtype"},
       {run, "--estimator dense", "--estimator"},
-      {run, "--solver gram --estimator exact", "--solver"},
+      {run, "--solver gram --estimator exact --row-budget 0", "--solver gram"},
+      {run, "--row-budget 12parsecs", "--row-budget"},
       {run, "--theta zero", "--theta"},
       {run, "--k -2", "--k"},
       {run, "--tol abc", "--tol"},

@@ -10,6 +10,7 @@
 
 #include "src/core/dtypes.h"
 #include "src/core/error.h"
+#include "src/core/memory.h"
 #include "src/core/stop.h"
 
 namespace ng {
@@ -88,8 +89,8 @@ void add_spectrum_options(CLI::App& app, SpectrumRequest& r) {
                  "for exact")
       ->capture_default_str();
   add_choice(app, "--solver", o.solver, kSpectrumSolvers,
-             "gram (the per-sample rows' Gram matrix) or lanczos; auto: gram when the rows "
-             "number at most 4096");
+             "gram (the rows' Gram matrix, dense) or lanczos; auto: gram when there are rows "
+             "(per-sample, or exact within --row-budget) and at most 4096 of them");
   add_enum(app, "--dtype", o.dtype, dtype_names(),
            "float64: residuals < 1e-6; float32: residuals < 1e-3");
   add_choice(app, "--theta", o.theta, kSpectrumThetas,
@@ -104,8 +105,19 @@ void add_spectrum_options(CLI::App& app, SpectrumRequest& r) {
       ->capture_default_str();
   app.add_option("--maxit", o.maxit, "Lanczos restarts")->capture_default_str();
   app.add_option("--probes", o.probes,
-                 "Hutchinson probes for mu, srk and |G|_F when no per-sample rows exist")
+                 "Hutchinson probes for mu, srk and |G|_F when no rows exist (exact estimator "
+                 "over --row-budget)")
       ->capture_default_str();
+  app.add_option_function<std::string>(
+         "--row-budget",
+         [&o](const std::string& v) {
+           o.row_budget = v == "auto" ? -1 : v == "0" ? 0 : parse_bytes(v, "--row-budget");
+         },
+         "memory the exact estimator may give its per-sample rows over all samples (then "
+         "products, the Gram solver and mu, srk, |G|_F are exact from them), e.g. 6G; 0: never; "
+         "auto: a quarter of the RAM, half the free GPU memory")
+      ->type_name("SIZE")
+      ->default_str("auto");
   add_choice(app, "--residuals", o.residuals, kSpectrumResiduals,
              "Lanczos residuals |Au - lambda u|/|lambda|: explicit (one product per pair) or "
              "krylov (from the Lanczos relation, as eigsh reports them; top pair checked)");

@@ -16,6 +16,7 @@
 
 #include "src/core/dtypes.h"
 #include "src/core/error.h"
+#include "src/core/memory.h"
 #include "src/core/random.h"
 #include "src/curvature/curvature.h"
 #include "src/curvature/linear_operator.h"
@@ -103,8 +104,11 @@ MatrixSpectrum solve(CurvatureOperator& op, MatrixKind m, const SpectrumOptions&
   eo.residuals = opt.residuals;
   const std::string solver = opt.solver == "auto" ? choose_solver(op, eo) : opt.solver;
   if (solver == "gram" && !op.has_rows())
-    fail("--solver gram: {} has no per-sample rows with the {} estimator; use --solver lanczos",
-         name, estimator_names().name(opt.estimator));
+    fail(
+        "--solver gram: {} has no per-sample rows ({} estimator, {} samples: over --row-budget "
+        "{:.2f} GiB); raise --row-budget or use --solver lanczos",
+        name, estimator_names().name(opt.estimator), op.num_samples(),
+        static_cast<double>(opt.row_budget) / (1 << 30));
   if (!quiet) fmt::print(stderr, "noisegeom spectrum: {} top-{} by {} ...\n", name, opt.k, solver);
   Eigenpairs e;
   if (solver == "gram") {
@@ -126,7 +130,8 @@ MatrixSpectrum solve(CurvatureOperator& op, MatrixKind m, const SpectrumOptions&
                "matvecs {} | {:.1f}s\n",
                name, e.values.front(), e.max_residual(), e.matvecs, e.seconds);
   if (!keep_vectors) e.vectors = at::Tensor();
-  return {m, std::move(e)};
+  return {m, std::move(e), op.storage(),
+          op.has_rows() ? rows_method_names().name(op.rows_method()) : std::string()};
 }
 
 // The samples the operators use, checked against what the matrices' ranks allow.
@@ -193,6 +198,18 @@ void place_theta(LoadedRun& run, const SpectrumOptions& opt, SpectrumResult& r) 
 
 }  // namespace
 
+int64_t default_row_budget(const c10::Device& device) {
+  constexpr int64_t kUnknown = int64_t{4} << 30;  // when the machine does not say
+  const int64_t have =
+      device.is_cuda() ? free_device_memory_bytes(device) / 2 : physical_memory_bytes() / 4;
+  return have > 0 ? have : kUnknown;
+}
+
+int64_t exact_row_bytes(int64_t n, int64_t c, int64_t p, at::ScalarType dtype, bool cross_entropy) {
+  const int64_t rows = n * c + n + (cross_entropy ? n * c : 0);
+  return rows * p * static_cast<int64_t>(c10::elementSize(dtype));
+}
+
 double residual_limit(at::ScalarType dtype) {
   return dtype == at::kFloat ? 1e-3 : 1e-6;
 }
@@ -207,8 +224,9 @@ void validate_spectrum_options(const SpectrumOptions& opt) {
       fail("--matrices: '{}' is listed twice", matrix_names().name(opt.matrices[j]));
   if (opt.samples < 0) fail("--samples: expected a positive number, got {}", opt.samples);
   check_choice(opt.solver, kSpectrumSolvers, "--solver");
-  if (opt.solver == "gram" && opt.estimator == Estimator::Exact)
-    fail("--solver gram: needs the per-sample estimator (the exact one has no rows)");
+  if (opt.row_budget < -1) fail("--row-budget: expected a size in bytes, 0 or auto");
+  if (opt.solver == "gram" && opt.estimator == Estimator::Exact && opt.row_budget == 0)
+    fail("--solver gram: the exact estimator has no rows with --row-budget 0");
   if (opt.solver == "gram" && has(opt.matrices, MatrixKind::Hessian))
     fail("--solver gram: H has no per-sample rows; use --solver lanczos or leave --solver out");
   if (opt.dtype != at::kFloat && opt.dtype != at::kDouble)
@@ -247,22 +265,49 @@ SpectrumResult compute_spectrum(LoadedRun& run, const SpectrumOptions& options, 
   co.dtype = opt.dtype;
   co.device = run.torch_device();
   co.probe_seed = opt.seed;
+  if (opt.row_budget < 0) opt.row_budget = default_row_budget(co.device);
+  r.row_budget = opt.row_budget;
+  const bool ce = co.loss == LossKind::CrossEntropy;
+  if (opt.estimator == Estimator::Exact) {
+    co.row_budget = opt.row_budget;
+    // Sigma's rows come from G's raw Jacobians (no second pass) when they fit beside the rows.
+    co.keep_jacobian =
+        ce && exact_row_bytes(opt.samples, r.outputs, r.p, opt.dtype, true) <= opt.row_budget;
+  } else {
+    co.keep_jacobian = ce;
+  }
   std::vector<std::unique_ptr<CurvatureOperator>> ops;
+  auto report = [&](CurvatureOperator& op, MatrixKind m, Clock::time_point t) {
+    if (quiet) return;
+    std::string storage = "streamed";
+    if (op.has_rows())
+      storage =
+          fmt::format("{} rows, {:.2f} GiB, {}", op.rows().size(0),
+                      static_cast<double>(op.rows().numel() * op.rows().element_size()) / (1 << 30),
+                      rows_method_names().name(op.rows_method()));
+    else if (opt.estimator == Estimator::Exact && m != MatrixKind::Hessian)
+      storage += fmt::format(": rows over --row-budget {:.2f} GiB",
+                             static_cast<double>(opt.row_budget) / (1 << 30));
+    fmt::print(stderr,
+               "noisegeom spectrum: {} operator ({}, {} samples, {}, {}) | matvecs {} | {:.1f}s\n",
+               matrix_names().name(m), estimator_names().name(opt.estimator), opt.samples,
+               dtype_names().name(opt.dtype), storage, op.matvecs(), seconds_since(t));
+  };
   auto make_op = [&](MatrixKind m) -> CurvatureOperator& {
     const auto t = Clock::now();
     CurvatureOptions o = co;
     o.matrix = m;
     ops.push_back(std::make_unique<CurvatureOperator>(run.model, s.x, s.y, o));
-    CurvatureOperator& op = *ops.back();
-    if (!quiet)
-      fmt::print(stderr,
-                 "noisegeom spectrum: {} operator ({}, {} samples, {}{}) | matvecs {} | "
-                 "{:.1f}s\n",
-                 matrix_names().name(m), estimator_names().name(opt.estimator), opt.samples,
-                 dtype_names().name(opt.dtype),
-                 op.has_rows() ? fmt::format(", {} rows", op.rows().size(0)) : std::string(),
-                 op.matvecs(), seconds_since(t));
-    return op;
+    report(*ops.back(), m, t);
+    return *ops.back();
+  };
+  // Sigma and Sigma0 on G's samples: from G's rows or Jacobians where it holds them.
+  auto derive_op = [&](const CurvatureOperator& from, MatrixKind m) -> CurvatureOperator& {
+    if (!from.has_rows() || m == MatrixKind::Hessian) return make_op(m);
+    const auto t = Clock::now();
+    ops.push_back(std::make_unique<CurvatureOperator>(from, m));
+    report(*ops.back(), m, t);
+    return *ops.back();
   };
 
   if (!quiet)
@@ -270,7 +315,7 @@ SpectrumResult compute_spectrum(LoadedRun& run, const SpectrumOptions& options, 
                run.dir, r.p, opt.theta, opt.samples, r.n_train, opt.k);
   CurvatureOperator& gop = make_op(MatrixKind::G);
   r.spectra.push_back(solve(gop, MatrixKind::G, opt, quiet, true));
-  CurvatureOperator& sop = make_op(MatrixKind::Sigma);
+  CurvatureOperator& sop = derive_op(gop, MatrixKind::Sigma);
   const auto ta = Clock::now();
   r.alignment = compute_alignment(gop, sop, r.spectra[0].pairs, {opt.probes, opt.seed});
   if (!quiet)
@@ -278,7 +323,7 @@ SpectrumResult compute_spectrum(LoadedRun& run, const SpectrumOptions& options, 
                r.alignment.method, r.alignment.mu.value, seconds_since(ta));
   for (MatrixKind m : opt.matrices) {
     if (m == MatrixKind::G) continue;
-    CurvatureOperator& op = m == MatrixKind::Sigma ? sop : make_op(m);
+    CurvatureOperator& op = m == MatrixKind::Sigma ? sop : derive_op(sop, m);
     r.spectra.push_back(solve(op, m, opt, quiet, false));
   }
   for (const auto& op : ops) r.matvecs += op->matvecs();

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 
 #include <cstdint>
 #include <string>
@@ -36,7 +37,22 @@ struct SpectrumOptions {
   int64_t maxit = 1000;                // Lanczos restarts
   std::string residuals = "explicit";  // Lanczos residuals: explicit | krylov (EigenOptions)
   int64_t probes = 100;                // Hutchinson probes (exact estimator: mu, srk, |G|_F)
+  // Bytes of per-sample rows the exact estimator may hold for all its samples (then its products,
+  // the Gram solver and the metrics use them, exactly); 0: never (streamed products);
+  // -1: default_row_budget() of the run's device. Not part of a spectrum's identity: both ways
+  // give the same matrix.
+  int64_t row_budget = -1;
 };
+
+// The default row budget: a quarter of the physical memory on the CPU (6 GiB of this project's
+// 24 GiB machine), half of the free device memory on a GPU (40 GiB of an idle 80 GiB H100);
+// 4 GiB where the machine does not say.
+int64_t default_row_budget(const c10::Device& device);
+
+// Bytes of the rows the exact estimator would build for n samples with C outputs and p
+// parameters in `dtype`: G's n C rows, Sigma's n, and for cross entropy the raw Jacobians (n C)
+// that Sigma's rows are formed from.
+int64_t exact_row_bytes(int64_t n, int64_t c, int64_t p, at::ScalarType dtype, bool cross_entropy);
 
 // The choices of the string-valued options, for checks and --help.
 extern const std::vector<std::string> kSpectrumSolvers, kSpectrumThetas, kSpectrumResiduals;
@@ -46,7 +62,9 @@ double residual_limit(at::ScalarType dtype);
 
 struct MatrixSpectrum {
   MatrixKind matrix;
-  Eigenpairs pairs;  // vectors kept for G only (p x k each: too large to hold for every matrix)
+  Eigenpairs pairs;     // vectors kept for G only (p x k each: too large to hold for every matrix)
+  std::string storage;  // the operator's: "rows" or "streamed"
+  std::string rows_method;  // how its rows were built: "batched", "loop" ("" when streamed)
 };
 
 struct SpectrumResult {
@@ -58,8 +76,9 @@ struct SpectrumResult {
   std::vector<MatrixSpectrum> spectra;  // G first, then the other requested matrices
   std::vector<std::string> parameter_names;
   std::vector<int64_t> parameter_numels;
-  Alignment alignment;  // lambda, alpha, g, mu, srk, |G|_F along G's eigenvectors
-  int64_t matvecs = 0;  // all operator products, the operators' probes included
+  Alignment alignment;     // lambda, alpha, g, mu, srk, |G|_F along G's eigenvectors
+  int64_t row_budget = 0;  // as resolved (bytes)
+  int64_t matvecs = 0;     // all operator products, the operators' probes included
   double seconds = 0;
   double max_residual = 0;
   std::string device;

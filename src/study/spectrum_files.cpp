@@ -48,7 +48,8 @@ json solver_counters(const SpectrumResult& r) {
   json out = json::object();
   for (const auto& s : r.spectra) {
     const Eigenpairs& e = s.pairs;
-    json j = {{"solver", e.solver}, {"residuals", e.residual_method}};
+    json j = {{"solver", e.solver}, {"residuals", e.residual_method}, {"storage", s.storage}};
+    if (!s.rows_method.empty()) j["rows_method"] = s.rows_method;
     if (std::isfinite(e.explicit_check)) j["explicit_residual_check"] = e.explicit_check;
     j["matvecs"] = e.matvecs;
     j["iterations"] = e.iterations;
@@ -93,6 +94,8 @@ json summary_json(const SpectrumResult& r, const json& request, const std::strin
               {"k", o.k},
               {"matrices", fmt::format("{}", fmt::join(matrices, ","))},
               {"solver", r.g().solver},
+              {"storage", r.spectra.front().storage},
+              {"row_budget", r.row_budget},
               {"dtype", dtype_names().name(o.dtype)},
               {"device", r.device},
               {"seed", o.seed},
