@@ -34,9 +34,11 @@
 #include "data/dataset.h"
 #include "models/model.h"
 #include "src/core/error.h"
+#include "src/core/memory.h"
 #include "src/curvature/curvature.h"
 #include "src/eigen/eigensolver.h"
 #include "src/io/files.h"
+#include "src/spectrum/spectrum.h"
 #include "src/training/loss.h"
 #include "src/training/sgd.h"
 #include "src/training/train.h"
@@ -199,14 +201,20 @@ int topk(const std::map<std::string, std::string>& o) {
   co.estimator = ng::Estimator::Exact;
   co.batch_size = batch;
   co.dtype = dtype == "float64" ? at::kDouble : at::kFloat;
+  // As `noisegeom spectrum --estimator exact`: rows within the budget (default: a quarter of the
+  // RAM), streamed products otherwise; --row-budget 0 gives the streamed path.
+  const std::string budget = get(o, "row-budget", "auto");
+  co.row_budget = budget == "auto" ? ng::default_row_budget(co.device)
+                  : budget == "0"  ? 0
+                                   : ng::parse_bytes(budget, "--row-budget");
   ng::CurvatureOperator op(run.model, run.data.x.narrow(0, 0, n), run.data.targets.narrow(0, 0, n),
                            co);
   ng::EigenOptions eo;
   eo.k = k;
   eo.tol = tol;
-  eo.solver = "lanczos";
+  eo.solver = get(o, "solver", "auto");
   eo.residuals = get(o, "residuals", "explicit");
-  const ng::Eigenpairs e = ng::lanczos_top_k(op, eo);
+  const ng::Eigenpairs e = ng::top_eigenpairs(op, eo);
   const double total = since(t0);
   // The exact inputs and targets, so that the Python side computes the same matrix.
   const std::string dump = get(o, "dump", "");
@@ -214,8 +222,9 @@ int topk(const std::map<std::string, std::string>& o) {
     ng::save_tensor_dict(
         dump, {{"x", run.data.x.narrow(0, 0, n)}, {"y", run.data.targets.narrow(0, 0, n)}});
   // The solver's own residual check is part of e.seconds; report the Lanczos part apart.
-  fmt::print("ours: p = {}, n = {}, k = {}, {} threads, {}, {} residuals\n", op.dim(), n, k,
-             threads, dtype, eo.residuals);
+  fmt::print("ours: p = {}, n = {}, k = {}, {} threads, {}, {} residuals, {} ({}), solver {}\n",
+             op.dim(), n, k, threads, dtype, eo.residuals, op.storage(),
+             op.has_rows() ? ng::rows_method_names().name(op.rows_method()) : "", e.solver);
   fmt::print("ours_seconds={:.3f} matvecs={} lanczos_seconds={:.3f}\n", total, e.matvecs,
              e.seconds);
   std::string vals, res;

@@ -37,7 +37,7 @@ struct EigenOptions {
   int64_t maxit = 1000;         // Lanczos restarts
   double tol = 1e-10;           // Spectra's: |residual| < tol max(|lambda|, eps^(2/3))
   uint64_t seed = 0;            // Lanczos start vector
-  int64_t gram_limit = 4096;    // auto picks gram when the rows number at most this
+  int64_t gram_limit = 4096;    // auto never picks gram above this many rows
   // Lanczos residuals: "explicit" applies the operator to every returned u; "krylov" takes
   // |A u - lambda u| = |f| |e_m^T y| from the Lanczos relation A V = V T + f e_m^T (no products,
   // as ARPACK/eigsh report convergence) and checks the top pair explicitly (one product).
@@ -49,8 +49,8 @@ Eigenpairs lanczos_top_k(LinearOperator& op, const EigenOptions& opt);
 // Per-sample operators only: eigenpairs of K = B B^T / b in float64 (Eigen), u = B^T w /
 // |B^T w|. Throws ng::Error when k exceeds the numerical rank of the rows.
 Eigenpairs gram_top_k(CurvatureOperator& op, int64_t k);
-// "gram" when the operator has rows, at most gram_limit of them, and k is below their number;
-// else "lanczos".
+// "gram" when the operator has at most gram_limit rows and either at most 8 ncv of them (the
+// Gram matrix costs m^2 p, Lanczos ~6 ncv m p) or too few for a Lanczos basis; else "lanczos".
 std::string choose_solver(const CurvatureOperator& op, const EigenOptions& opt);
 // opt.solver, with "auto" resolved by choose_solver.
 Eigenpairs top_eigenpairs(CurvatureOperator& op, const EigenOptions& opt);
