@@ -26,7 +26,9 @@ bench_python() {
   fi
   local constraints
   constraints=$(mktemp)
-  "$py" -c 'import torch; print("torch==" + torch.__version__)' > "$constraints"
+  # Without the local label (2.11.0, not 2.11.0+cu130): the index has no "+cu130" to match, and
+  # the torch already importable satisfies the plain version.
+  "$py" -c 'import torch; print("torch==" + torch.__version__.split("+")[0])' > "$constraints"
   local missing=()
   local pkg mod
   for pkg in "$@"; do

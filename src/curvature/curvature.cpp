@@ -182,6 +182,22 @@ const at::Tensor& CurvatureOperator::rows() const {
   return rows_;
 }
 
+const at::Tensor& CurvatureOperator::gram_matrix() {
+  if (gram_.defined()) return gram_;
+  const at::Tensor& b = rows();
+  const int64_t m = b.size(0), p = b.size(1);
+  // Accumulated in float64 over column blocks, so that the float64 copy of float32 rows never
+  // exceeds ~256 MiB on the device.
+  const int64_t block = std::max<int64_t>(1, (int64_t{32} << 20) / std::max<int64_t>(m, 1));
+  gram_ = at::zeros({m, m}, b.options().dtype(at::kDouble));
+  for (int64_t s = 0; s < p; s += block) {
+    const at::Tensor bl = b.narrow(1, s, std::min(block, p - s)).to(at::kDouble);
+    gram_.addmm_(bl, bl.t());
+  }
+  gram_ /= static_cast<double>(n_);
+  return gram_;
+}
+
 at::Tensor CurvatureOperator::forward(int64_t start, int64_t count) {
   at::Tensor f = model_->forward(x_.narrow(0, start, count));
   if (f.dim() != 2 || f.size(0) != count || f.size(1) != c_)

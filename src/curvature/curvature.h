@@ -141,6 +141,9 @@ class CurvatureOperator : public LinearOperator {
   // G/Sigma/Sigma0 only).
   bool has_rows() const { return rows_.defined(); }
   const at::Tensor& rows() const;
+  // K = B B^T / num_samples() in float64 on the device (rows x rows), formed once and kept: the
+  // Gram solver and the exact metrics (tr A^2 = |K|_F^2) share it. Needs rows.
+  const at::Tensor& gram_matrix();
   // "rows" (products from B) or "streamed" (products by passes over the samples).
   std::string storage() const { return rows_.defined() ? "rows" : "streamed"; }
   // How the rows were built, Batched or Loop (Auto: no rows built here); why not Batched.
@@ -192,6 +195,7 @@ class CurvatureOperator : public LinearOperator {
   at::Tensor resid_;  // (n, C) dl_i/df_i
   at::Tensor prob_;   // (n, C) softmax outputs (cross entropy)
   at::Tensor rows_;   // per-sample rows
+  at::Tensor gram_;   // gram_matrix(), once asked for
   at::Tensor jac_;    // (n, C, p) raw Jacobians when held (mse G: rows_'s storage)
   RowsMethod rows_method_ = RowsMethod::Auto;
   std::string rows_note_;

@@ -97,6 +97,15 @@ Estimate scaled(Estimate e, double s) {
 std::vector<double> quadratic_forms(LinearOperator& a, const at::Tensor& vectors) {
   std::vector<double> out;
   const at::TensorOptions o = a.options();
+  auto* c = dynamic_cast<CurvatureOperator*>(&a);
+  if (c && c->has_rows()) {
+    // u^T A u = |B u|^2 / b for all rows of `vectors` in one matrix product.
+    const at::Tensor bu = at::mm(c->rows(), vectors.to(o.device(), o.dtype().toScalarType()).t());
+    const at::Tensor q =
+        bu.to(at::kDouble).pow(2).sum(0).cpu() / static_cast<double>(c->num_samples());
+    for (int64_t j = 0; j < q.size(0); ++j) out.push_back(q[j].item<double>());
+    return out;
+  }
   for (int64_t j = 0; j < vectors.size(0); ++j) {
     const at::Tensor u = vectors[j].to(o.device(), o.dtype().toScalarType());
     out.push_back(at::dot(u, a.apply(u)).item<double>());
@@ -166,7 +175,9 @@ Alignment compute_alignment(CurvatureOperator& g, CurvatureOperator& sigma, cons
       r.trace_sigma_g = {
           sigma_zero ? 0.0 : (pg * gram_of_columns(bs)).sum().item<double>() / (b * b), 0, 0};
     } else {
-      r.frob_g_sq = {frob_sq_of_product(bg, bg) / (b * b), 0, 0};
+      // |B_G B_G^T|_F^2 / b^2 = |K|_F^2: the Gram matrix the Gram solver formed, or forms now
+      // once for whoever asks next.
+      r.frob_g_sq = {g.gram_matrix().pow(2).sum().item<double>(), 0, 0};
       r.trace_sigma_g = {sigma_zero ? 0.0 : frob_sq_of_product(bg, bs) / (b * b), 0, 0};
     }
     r.trace_g = {frob_sq(bg) / b, 0, 0};

@@ -46,7 +46,8 @@ struct Alignment {
   std::string method;      // "gram" (exact) | "hutchinson"
 };
 
-// u_k^T A u_k for the rows of `vectors` (k, p): one product each.
+// u_k^T A u_k for the rows of `vectors` (k, p): one product each, or one matrix product for all
+// when A is a curvature operator with rows (|B U^T|^2 / b).
 std::vector<double> quadratic_forms(LinearOperator& a, const at::Tensor& vectors);
 
 // Exact from the rows (A = B^T B / b: tr A = |B|_F^2 / b, tr A^2 = |B B^T|_F^2 / b^2 =

@@ -102,7 +102,13 @@ MatrixSpectrum solve(CurvatureOperator& op, MatrixKind m, const SpectrumOptions&
   eo.tol = opt.tol;
   eo.seed = opt.seed;
   eo.residuals = opt.residuals;
-  const std::string solver = opt.solver == "auto" ? choose_solver(op, eo) : opt.solver;
+  // G's exact metrics need K = B B^T / b whenever there are fewer rows than parameters
+  // (tr G^2 = |K|_F^2): once K is formed for them, the Gram solver costs only its eigh.
+  const bool k_needed = m == MatrixKind::G && op.has_rows() && op.rows().size(0) <= op.dim() &&
+                        op.rows().size(0) <= eo.gram_limit;
+  const std::string solver = opt.solver != "auto" ? opt.solver
+                             : k_needed           ? "gram"
+                                                  : choose_solver(op, eo);
   if (solver == "gram" && !op.has_rows())
     fail(
         "--solver gram: {} has no per-sample rows ({} estimator, {} samples: over --row-budget "
