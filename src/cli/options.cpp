@@ -90,7 +90,7 @@ void add_spectrum_options(CLI::App& app, SpectrumRequest& r) {
       ->capture_default_str();
   add_choice(app, "--solver", o.solver, kSpectrumSolvers,
              "gram (the rows' Gram matrix, dense) or lanczos; auto: gram when there are rows "
-             "(per-sample, or exact within --row-budget) and at most 8 ncv of them (328 for "
+             "(per-sample, or exact within --row-budget) and at most 32 ncv of them (1312 for "
              "k = 20), or too few for a Lanczos basis; else Lanczos (on the rows when they exist)");
   add_enum(app, "--dtype", o.dtype, dtype_names(),
            "float64: residuals < 1e-6; float32: residuals < 1e-3");
