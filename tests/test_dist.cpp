@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -25,6 +26,8 @@
 #include "src/dist/dist.h"
 #include "src/dist/sharded_operator.h"
 #include "src/eigen/eigensolver.h"
+#include "src/io/files.h"
+#include "src/io/json.h"
 #include "tests/testing.h"
 
 extern char** environ;
@@ -265,8 +268,8 @@ TEST(DistWorker, DISABLED_Run) {
     ngtest::write_file(fmt::format("{}/rank{}.done", dir, d.rank), std::to_string(compared));
 }
 
-// The environment of a worker: this process's, with the launcher's variables replaced.
-std::vector<std::string> worker_env(int rank, int port, const std::string& dir) {
+// The environment of a rank: this process's, with the launcher's variables replaced.
+std::vector<std::string> rank_env(int rank, int world, int port, const std::string& dir) {
   std::vector<std::string> env;
   const std::vector<std::string> ours = {
       "RANK=",        "WORLD_SIZE=",  "LOCAL_RANK=",
@@ -278,7 +281,7 @@ std::vector<std::string> worker_env(int rank, int port, const std::string& dir) 
     if (!replaced) env.push_back(kv);
   }
   for (const std::string& kv :
-       {"RANK=" + std::to_string(rank), std::string("WORLD_SIZE=2"),
+       {"RANK=" + std::to_string(rank), "WORLD_SIZE=" + std::to_string(world),
         "LOCAL_RANK=" + std::to_string(rank), std::string("MASTER_ADDR=127.0.0.1"),
         "MASTER_PORT=" + std::to_string(port), std::string(kWorkerDir) + "=" + dir,
         std::string("OMP_NUM_THREADS=1")})
@@ -286,16 +289,18 @@ std::vector<std::string> worker_env(int rank, int port, const std::string& dir) 
   return env;
 }
 
-pid_t spawn_worker(int rank, int port, const std::string& dir) {
+// Starts `program` with `args` as rank `rank` of `world`, its output in `log`.
+pid_t spawn_rank(const std::string& program, const std::vector<std::string>& args, int rank,
+                 int world, int port, const std::string& dir, const std::string& log) {
   // Everything exec needs is built before fork: the child of a threaded process may only make
   // async-signal-safe calls.
-  const std::vector<std::string> env = worker_env(rank, port, dir);
-  std::vector<char*> envp;
+  const std::vector<std::string> env = rank_env(rank, world, port, dir);
+  std::vector<char*> envp, argv;
   for (const std::string& kv : env) envp.push_back(const_cast<char*>(kv.c_str()));
   envp.push_back(nullptr);
-  const std::string log = fmt::format("{}/rank{}.log", dir, rank);
-  const char* argv[] = {"test_dist", "--gtest_filter=DistWorker.DISABLED_Run",
-                        "--gtest_also_run_disabled_tests", nullptr};
+  argv.push_back(const_cast<char*>(program.c_str()));
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
   const pid_t pid = fork();
   if (pid == 0) {
     const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -303,52 +308,149 @@ pid_t spawn_worker(int rank, int port, const std::string& dir) {
       dup2(fd, 1);
       dup2(fd, 2);
     }
-    execve("/proc/self/exe", const_cast<char* const*>(argv), envp.data());
+    execve(program.c_str(), argv.data(), envp.data());
     _exit(127);
   }
   return pid;
 }
 
-TEST(DistTwoProcesses, GlooOnLocalhostMatchesOneProcess) {
-  const std::string dir = ngtest::temp_dir("dist");
+// Runs `program args` as ranks 0..world-1 of one job on localhost and returns their wait
+// statuses (rank r's output in dir/rank<r>.log). A rank that fails leaves its peers waiting in a
+// collective: they are killed at once; all are killed at `limit`, so a hang fails the test
+// instead of the suite's timeout.
+std::vector<int> run_ranks(const std::string& program, const std::vector<std::string>& args,
+                           int world, const std::string& dir, std::chrono::seconds limit) {
   const int port = free_port();
-  std::vector<pid_t> pids = {spawn_worker(0, port, dir), spawn_worker(1, port, dir)};
-  std::vector<int> status(2, -1);
-  // A worker that fails leaves its peer waiting in a collective: kill the peer at once. Both
-  // are killed at the deadline, so a hang fails the test instead of the suite's timeout.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(240);
-  int running = 2;
-  while (running > 0) {
+  std::vector<pid_t> pids;
+  for (int r = 0; r < world; ++r)
+    pids.push_back(
+        spawn_rank(program, args, r, world, port, dir, fmt::format("{}/rank{}.log", dir, r)));
+  std::vector<int> status(pids.size(), -1);
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  auto kill_running = [&] {
+    for (size_t i = 0; i < pids.size(); ++i)
+      if (status[i] == -1) kill(pids[i], SIGKILL);
+  };
+  for (size_t running = pids.size(); running > 0;) {
     for (size_t i = 0; i < pids.size(); ++i) {
-      if (status[i] != -1) continue;
       int st = 0;
-      if (waitpid(pids[i], &st, WNOHANG) == pids[i]) {
-        status[i] = st;
-        --running;
-        if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0) && status[1 - i] == -1)
-          kill(pids[1 - i], SIGKILL);
-      }
+      if (status[i] != -1 || waitpid(pids[i], &st, WNOHANG) != pids[i]) continue;
+      status[i] = st;
+      --running;
+      if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) kill_running();
     }
     if (running > 0 && std::chrono::steady_clock::now() > deadline) {
-      for (size_t i = 0; i < pids.size(); ++i)
-        if (status[i] == -1) kill(pids[i], SIGKILL);
-      ADD_FAILURE() << "the workers did not finish within 240 s";
+      kill_running();
+      ADD_FAILURE() << "the ranks did not finish within " << limit.count() << " s";
       break;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  for (size_t i = 0; i < pids.size(); ++i) {
+  for (size_t i = 0; i < pids.size(); ++i)
     if (status[i] == -1) waitpid(pids[i], &status[i], 0);
-    const std::string log = fmt::format("{}/rank{}.log", dir, i);
-    EXPECT_TRUE(WIFEXITED(status[i]) && WEXITSTATUS(status[i]) == 0)
-        << "rank " << i << " failed; its output:\n"
-        << (std::filesystem::exists(log) ? ngtest::read_file(log) : "(none)");
+  return status;
+}
+
+std::string log_of(const std::string& dir, int rank) {
+  const std::string log = fmt::format("{}/rank{}.log", dir, rank);
+  return std::filesystem::exists(log) ? ngtest::read_file(log) : "(none)";
+}
+
+bool succeeded(int status) {
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+TEST(DistTwoProcesses, GlooOnLocalhostMatchesOneProcess) {
+  const std::string dir = ngtest::temp_dir("dist");
+  const std::vector<int> status =
+      run_ranks("/proc/self/exe",
+                {"--gtest_filter=DistWorker.DISABLED_Run", "--gtest_also_run_disabled_tests"}, 2,
+                dir, std::chrono::seconds(240));
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_TRUE(succeeded(status[i])) << "rank " << i << " failed; its output:\n" << log_of(dir, i);
     const std::string done = fmt::format("{}/rank{}.done", dir, i);
     ASSERT_TRUE(std::filesystem::exists(done))
         << "rank " << i << " did not finish its checks; its output:\n"
-        << (std::filesystem::exists(log) ? ngtest::read_file(log) : "(none)");
+        << log_of(dir, i);
     EXPECT_EQ(ngtest::read_file(done), std::to_string(kCompared));
   }
+}
+
+// ---- the commands under a launcher: two ranks against one process ----
+
+// `noisegeom args` as `world` ranks (world 1: one process, under the same one-thread
+// environment, so that both sides do the same arithmetic).
+struct Job {
+  std::string dir;
+  std::vector<int> status;
+  std::string out(int rank) const { return log_of(dir, rank); }
+};
+
+Job noisegeom(const std::vector<std::string>& args, int world) {
+  Job j{ngtest::temp_dir("dist-job"), {}};
+  j.status = run_ranks(NG_BINARY, args, world, j.dir, std::chrono::seconds(120));
+  for (int r = 0; r < world; ++r)
+    EXPECT_TRUE(succeeded(j.status[r])) << "rank " << r << " of " << world << ":\n" << j.out(r);
+  return j;
+}
+
+std::vector<std::string> operator+(std::vector<std::string> a, const std::vector<std::string>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+// A small fnn on Gaussian data in float64.
+const std::string& tiny_config() {
+  static const std::string path = [] {
+    const std::string p = ngtest::temp_dir("dist-cfg") + "/tiny.yaml";
+    ngtest::write_file(p,
+                       "seed: 3\ndevice: cpu\ndtype: float64\nthreads: 1\n"
+                       "model: {name: fnn, hidden: [8]}\n"
+                       "data: {source: gaussian, d: 6, n: 40, outputs: 2}\n"
+                       "train: {lr: 0.05, batch_size: 10, max_steps: 300, eval_every: 100, "
+                       "checkpoint_every: 100, target_loss: 0}\n");
+    return p;
+  }();
+  return path;
+}
+
+// The tiny model trained by one process: the reference, and the run the analyses start from.
+std::string one_process_run(const std::string& tag) {
+  const std::string out = ngtest::temp_dir(tag) + "/run";
+  noisegeom({"train", tiny_config(), "--out", out, "--quiet"}, 1);
+  return out;
+}
+
+TEST(DistCommands, ExactSpectrumOnTwoRanksIsOneProcesss) {
+  const std::string run = one_process_run("dist-spec");
+  const std::vector<std::string> args = {"spectrum",    run,      "--k",     "4",
+                                         "--estimator", "exact",  "--dtype", "float64",
+                                         "--matrices",  "G,Sigma"};
+  noisegeom(args + std::vector<std::string>{"--name", "one"}, 1);
+  const Job j = noisegeom(args + std::vector<std::string>{"--name", "two"}, 2);
+  EXPECT_NE(j.out(0).find("by lanczos over 2 ranks"), std::string::npos) << j.out(0);
+  EXPECT_EQ(j.out(1), "");
+  const auto want = ngtest::read_csv(run + "/spectra/one/eigenvalues.csv");
+  const auto got = ngtest::read_csv(run + "/spectra/two/eigenvalues.csv");
+  ASSERT_EQ(got.size(), want.size());
+  ASSERT_EQ(want.size(), 8u);  // G and Sigma, 4 each
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(got[i].at("matrix"), want[i].at("matrix"));
+    const double w = std::stod(want[i].at("eigenvalue")), g = std::stod(got[i].at("eigenvalue"));
+    const double top = std::stod(want[i / 4 * 4].at("eigenvalue"));
+    EXPECT_NEAR(g, w, 1e-10 * top) << want[i].at("matrix") << " " << want[i].at("index");
+  }
+  const ng::json one = ng::read_json(run + "/spectra/one/summary.json");
+  const ng::json two = ng::read_json(run + "/spectra/two/summary.json");
+  EXPECT_EQ(one["world_size"], 1);
+  EXPECT_EQ(one["sharded"], false);
+  EXPECT_EQ(two["world_size"], 2);
+  EXPECT_EQ(two["sharded"], true);
+  EXPECT_NEAR(two["loss"].get<double>(), one["loss"].get<double>(),
+              1e-12 * one["loss"].get<double>());
+  // Asked again, rank 0 finds it and every rank reuses it.
+  const Job again = noisegeom(args + std::vector<std::string>{"--name", "two"}, 2);
+  EXPECT_NE(again.out(0).find("reused"), std::string::npos) << again.out(0);
 }
 
 }  // namespace

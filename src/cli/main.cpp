@@ -1,5 +1,10 @@
 // noisegeom's entry point: the subcommands on one CLI11 app, and the exit codes: 0 done, 1 bad
-// input (one line naming the file or field), 2 usage, 3 diverged, 130 interrupted.
+// input (one line naming the file or field), 2 usage, 3 diverged, 130 interrupted. Under a
+// launcher (WORLD_SIZE > 1) the ranks connect first and only rank 0 prints, but every rank's
+// errors reach the terminal, prefixed with its rank.
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <string>
@@ -8,6 +13,38 @@
 #include "src/cli/commands.h"
 #include "src/cli/options.h"
 #include "src/core/error.h"
+#include "src/dist/dist.h"
+
+namespace {
+
+int error_fd = STDERR_FILENO;  // where errors go: the terminal's stderr even on a silenced rank
+
+// The other ranks compute what rank 0 reports: their progress and results would only repeat it.
+void silence_output() {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const int keep = dup(STDERR_FILENO), null = open("/dev/null", O_WRONLY);
+  if (keep < 0 || null < 0) return;
+  error_fd = keep;
+  dup2(null, STDOUT_FILENO);
+  dup2(null, STDERR_FILENO);
+  close(null);
+}
+
+int report_error(std::string msg) {
+  // LibTorch errors carry a C++ backtrace after the first line; users need the first line.
+  msg = msg.substr(0, msg.find('\n'));
+  const ng::Dist& d = ng::dist();
+  const std::string line =
+      "noisegeom: error: " + (d.active() ? "rank " + std::to_string(d.rank) + ": " : "") + msg +
+      "\n";
+  std::fflush(stderr);
+  const ssize_t written = write(error_fd, line.data(), line.size());
+  (void)written;  // nowhere left to report a failure to
+  return 1;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app(
@@ -34,20 +71,15 @@ int main(int argc, char** argv) {
     } catch (const CLI::ParseError& e) {
       return ng::report_parse_error(command(), e);
     }
+    // One process (no WORLD_SIZE) connects nothing and prints as always.
+    if (!ng::init_from_env().is_root()) silence_output();
     for (const auto& c : commands)
       if (c.app->parsed()) return c.run();
     return 2;
   } catch (const CLI::ParseError& e) {
     // reproduce parses its jobs' overrides with the analyses' own option definitions.
     return ng::report_parse_error(command(), e);
-  } catch (const ng::Error& e) {
-    std::fprintf(stderr, "noisegeom: error: %s\n", e.what());
-    return 1;
   } catch (const std::exception& e) {
-    // LibTorch errors carry a C++ backtrace after the first line; users need the first line.
-    std::string msg = e.what();
-    msg = msg.substr(0, msg.find('\n'));
-    std::fprintf(stderr, "noisegeom: error: %s\n", msg.c_str());
-    return 1;
+    return report_error(e.what());
   }
 }

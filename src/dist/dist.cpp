@@ -129,6 +129,26 @@ std::vector<std::string> all_gather_strings(const std::string& mine) {
   return out;
 }
 
+std::string decided_by_root(const std::function<std::string()>& decide) {
+  if (!dist().active()) return decide();
+  // The first byte says whether the rest is the answer or rank 0's error message.
+  std::string mine;
+  if (dist().is_root()) {
+    try {
+      mine = "+" + decide();
+    } catch (const Error& e) {
+      mine = std::string("!") + e.what();
+    }
+  }
+  const std::string root = all_gather_strings(mine).front();
+  if (root.empty()) fail("rank {}: rank 0 sent no decision", dist().rank);
+  if (root[0] == '!') {
+    if (dist().is_root()) throw Error(root.substr(1));
+    fail("{} (rank 0)", root.substr(1));
+  }
+  return root.substr(1);
+}
+
 Range shard(int64_t n, int rank, int world) {
   if (world < 1 || rank < 0 || rank >= world || n < 0)
     fail("shard: rank {} of {} processes over {} items is not a valid split", rank, world, n);

@@ -59,6 +59,11 @@ void barrier();
 // Every rank's string, in rank order, on every rank (small payloads: results, messages).
 std::vector<std::string> all_gather_strings(const std::string& mine);
 
+// Runs `decide` on rank 0 only and returns its string on every rank: the choices that depend on
+// rank 0's files (what to reuse, what is still to do). An ng::Error thrown by `decide` is thrown
+// on every rank, so that the others fail at once instead of waiting in the next collective.
+std::string decided_by_root(const std::function<std::string()>& decide);
+
 // A contiguous range of items [begin, end).
 struct Range {
   int64_t begin = 0, end = 0;

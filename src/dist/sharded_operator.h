@@ -1,6 +1,7 @@
 // A curvature operator over n samples spread over the ranks of dist(): each rank holds the
 // CurvatureOperator of its shard (shard(n)) and every product is one all-reduce, so a spectrum of
-// 50,000 images splits over GPUs and machines while every rank sees the exact operator of all n.
+// 50,000 images splits over GPUs and machines while every rank sees the exact operator of all n;
+// and the alignment metrics over such operators.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -12,6 +13,8 @@
 #include "src/curvature/curvature.h"
 #include "src/curvature/linear_operator.h"
 #include "src/dist/dist.h"
+#include "src/eigen/eigensolver.h"
+#include "src/metrics/alignment.h"
 
 namespace ng {
 
@@ -45,5 +48,11 @@ class ShardedOperator : public LinearOperator {
   at::Tensor grad_;
   double loss_ = 0;
 };
+
+// compute_alignment's numbers for sharded G and Sigma: alpha_k exactly (one product per
+// eigenvector), the traces by Hutchinson (two products per probe, the same probes as
+// compute_alignment draws). The rows that would make them exact never meet in one process.
+Alignment sharded_alignment(ShardedOperator& g, ShardedOperator& sigma, const Eigenpairs& eig,
+                            const AlignmentOptions& opt);
 
 }  // namespace ng

@@ -21,6 +21,8 @@
 #include "src/curvature/curvature.h"
 #include "src/curvature/linear_operator.h"
 #include "src/curvature/params.h"
+#include "src/dist/dist.h"
+#include "src/dist/sharded_operator.h"
 #include "src/eigen/eigensolver.h"
 #include "src/io/rundir.h"
 #include "src/metrics/alignment.h"
@@ -41,7 +43,7 @@ using Clock = std::chrono::steady_clock;
 // Long Lanczos runs print where they are, so that a user can tell slow from stuck.
 class ProgressOperator : public LinearOperator {
  public:
-  ProgressOperator(CurvatureOperator& inner, std::string what, bool quiet)
+  ProgressOperator(LinearOperator& inner, std::string what, bool quiet)
       : inner_(inner), what_(std::move(what)), quiet_(quiet), t0_(Clock::now()), last_(t0_) {}
   int64_t dim() const override { return inner_.dim(); }
   at::TensorOptions options() const override { return inner_.options(); }
@@ -58,7 +60,7 @@ class ProgressOperator : public LinearOperator {
   }
 
  private:
-  CurvatureOperator& inner_;
+  LinearOperator& inner_;
   std::string what_;
   bool quiet_;
   Clock::time_point t0_, last_;
@@ -92,9 +94,7 @@ int64_t rank_bound(MatrixKind m, int64_t b, int64_t c, int64_t p, std::string* w
   }
 }
 
-MatrixSpectrum solve(CurvatureOperator& op, MatrixKind m, const SpectrumOptions& opt, bool quiet,
-                     bool keep_vectors) {
-  const std::string& name = matrix_names().name(m);
+EigenOptions eigen_options(const SpectrumOptions& opt) {
   EigenOptions eo;
   eo.k = opt.k;
   eo.ncv = opt.ncv;
@@ -102,6 +102,37 @@ MatrixSpectrum solve(CurvatureOperator& op, MatrixKind m, const SpectrumOptions&
   eo.tol = opt.tol;
   eo.seed = opt.seed;
   eo.residuals = opt.residuals;
+  return eo;
+}
+
+Eigenpairs lanczos_with_progress(LinearOperator& op, const std::string& name,
+                                 const SpectrumOptions& opt, bool quiet) {
+  ProgressOperator prog(op, name, quiet);
+  return lanczos_top_k(prog, eigen_options(opt));
+}
+
+// The residual check and the closing line, whichever solver ran.
+void check_pairs(Eigenpairs& e, const std::string& name, const SpectrumOptions& opt,
+                 const std::string& solver, bool quiet, bool keep_vectors) {
+  const double limit = residual_limit(opt.dtype);
+  if (!(e.max_residual() < limit))
+    fail(
+        "{}: max residual {:.3g} of the top-{} eigenpairs is not below {:.0e} ({}, {}); lower "
+        "--tol{}",
+        name, e.max_residual(), opt.k, limit, dtype_names().name(opt.dtype), solver,
+        opt.dtype == at::kFloat ? " or use --dtype float64" : "");
+  if (!quiet)
+    fmt::print(stderr,
+               "noisegeom spectrum: {} done | lambda_1 {:.6g} | max residual {:.2e} | "
+               "matvecs {} | {:.1f}s\n",
+               name, e.values.front(), e.max_residual(), e.matvecs, e.seconds);
+  if (!keep_vectors) e.vectors = at::Tensor();
+}
+
+MatrixSpectrum solve(CurvatureOperator& op, MatrixKind m, const SpectrumOptions& opt, bool quiet,
+                     bool keep_vectors) {
+  const std::string& name = matrix_names().name(m);
+  const EigenOptions eo = eigen_options(opt);
   // G's exact metrics need K = B B^T / b whenever there are fewer rows than parameters
   // (tr G^2 = |K|_F^2): once K is formed for them, the Gram solver costs only its eigh.
   const bool k_needed = m == MatrixKind::G && op.has_rows() && op.rows().size(0) <= op.dim() &&
@@ -116,26 +147,9 @@ MatrixSpectrum solve(CurvatureOperator& op, MatrixKind m, const SpectrumOptions&
         name, estimator_names().name(opt.estimator), op.num_samples(),
         static_cast<double>(opt.row_budget) / (1 << 30));
   if (!quiet) fmt::print(stderr, "noisegeom spectrum: {} top-{} by {} ...\n", name, opt.k, solver);
-  Eigenpairs e;
-  if (solver == "gram") {
-    e = gram_top_k(op, opt.k);
-  } else {
-    ProgressOperator prog(op, name, quiet);
-    e = lanczos_top_k(prog, eo);
-  }
-  const double limit = residual_limit(opt.dtype);
-  if (!(e.max_residual() < limit))
-    fail(
-        "{}: max residual {:.3g} of the top-{} eigenpairs is not below {:.0e} ({}, {}); lower "
-        "--tol{}",
-        name, e.max_residual(), opt.k, limit, dtype_names().name(opt.dtype), solver,
-        opt.dtype == at::kFloat ? " or use --dtype float64" : "");
-  if (!quiet)
-    fmt::print(stderr,
-               "noisegeom spectrum: {} done | lambda_1 {:.6g} | max residual {:.2e} | "
-               "matvecs {} | {:.1f}s\n",
-               name, e.values.front(), e.max_residual(), e.matvecs, e.seconds);
-  if (!keep_vectors) e.vectors = at::Tensor();
+  Eigenpairs e =
+      solver == "gram" ? gram_top_k(op, opt.k) : lanczos_with_progress(op, name, opt, quiet);
+  check_pairs(e, name, opt, solver, quiet, keep_vectors);
   return {m, std::move(e), op.storage(),
           op.has_rows() ? rows_method_names().name(op.rows_method()) : std::string()};
 }
@@ -200,6 +214,69 @@ void place_theta(LoadedRun& run, const SpectrumOptions& opt, SpectrumResult& r) 
   const at::Tensor v = seeded_normal(r.p, opt.seed, at::TensorOptions().dtype(at::kDouble));
   const auto parts = layout.split(v);
   for (size_t j = 0; j < parts.size(); ++j) layout.tensors[j].copy_(parts[j]);
+}
+
+// Several ranks with the exact estimator: every operator is sharded over the ranks, and every rank
+// runs the same Lanczos (same seed, same all-reduced products), so all hold the same eigenpairs.
+// The rows and the Gram solver need every sample's rows in one process: they stay the one-process
+// route.
+void sharded_spectra(LoadedRun& run, const Samples& s, CurvatureOptions co,
+                     const SpectrumOptions& opt, bool quiet, SpectrumResult& r) {
+  const int world = dist().world;
+  if (opt.solver == "gram")
+    fail(
+        "--solver gram: the Gram solver needs every sample's rows in one process; with "
+        "WORLD_SIZE={} the exact estimator runs Lanczos on sharded products (use --solver "
+        "lanczos or auto, or run one process)",
+        world);
+  const bool ce = co.loss == LossKind::CrossEntropy;
+  if (!quiet && opt.row_budget > 0 &&
+      exact_row_bytes(opt.samples, r.outputs, r.p, opt.dtype, ce) <= opt.row_budget)
+    fmt::print(stderr,
+               "noisegeom spectrum: the rows fit --row-budget, but rows and the Gram solver are "
+               "the one-process route: {} ranks stream the products of their shards\n",
+               world);
+  co.row_budget = 0;
+  co.keep_jacobian = false;
+  r.world_size = world;
+  r.sharded = true;
+  std::vector<std::unique_ptr<ShardedOperator>> ops;
+  auto make = [&](MatrixKind m) -> ShardedOperator& {
+    const auto t = Clock::now();
+    CurvatureOptions o = co;
+    o.matrix = m;
+    ops.push_back(std::make_unique<ShardedOperator>(run.model, s.x, s.y, o));
+    if (!quiet)
+      fmt::print(stderr,
+                 "noisegeom spectrum: {} operator (exact, {} samples over {} ranks, {}, sharded) "
+                 "| {:.1f}s\n",
+                 matrix_names().name(m), opt.samples, world, dtype_names().name(opt.dtype),
+                 seconds_since(t));
+    return *ops.back();
+  };
+  auto solve_sharded = [&](ShardedOperator& op, MatrixKind m, bool keep_vectors) {
+    const std::string& name = matrix_names().name(m);
+    if (!quiet)
+      fmt::print(stderr, "noisegeom spectrum: {} top-{} by lanczos over {} ranks ...\n", name,
+                 opt.k, world);
+    Eigenpairs e = lanczos_with_progress(op, name, opt, quiet);
+    check_pairs(e, name, opt, "lanczos", quiet, keep_vectors);
+    return MatrixSpectrum{m, std::move(e), "sharded", ""};
+  };
+  ShardedOperator& g = make(MatrixKind::G);
+  r.spectra.push_back(solve_sharded(g, MatrixKind::G, true));
+  ShardedOperator& sigma = make(MatrixKind::Sigma);
+  const auto ta = Clock::now();
+  r.alignment = sharded_alignment(g, sigma, r.spectra[0].pairs, {opt.probes, opt.seed});
+  if (!quiet)
+    fmt::print(stderr,
+               "noisegeom spectrum: alignment (hutchinson, sharded) | mu {:.4g} | {:.1f}s\n",
+               r.alignment.mu.value, seconds_since(ta));
+  for (MatrixKind m : opt.matrices) {
+    if (m == MatrixKind::G) continue;
+    r.spectra.push_back(solve_sharded(m == MatrixKind::Sigma ? sigma : make(m), m, false));
+  }
+  for (const auto& op : ops) r.matvecs += op->matvecs();
 }
 
 }  // namespace
@@ -319,20 +396,26 @@ SpectrumResult compute_spectrum(LoadedRun& run, const SpectrumOptions& options, 
   if (!quiet)
     fmt::print(stderr, "noisegeom spectrum: {} | p = {} | theta {} | {} of {} samples | k = {}\n",
                run.dir, r.p, opt.theta, opt.samples, r.n_train, opt.k);
-  CurvatureOperator& gop = make_op(MatrixKind::G);
-  r.spectra.push_back(solve(gop, MatrixKind::G, opt, quiet, true));
-  CurvatureOperator& sop = derive_op(gop, MatrixKind::Sigma);
-  const auto ta = Clock::now();
-  r.alignment = compute_alignment(gop, sop, r.spectra[0].pairs, {opt.probes, opt.seed});
-  if (!quiet)
-    fmt::print(stderr, "noisegeom spectrum: alignment ({}) | mu {:.4g} | {:.1f}s\n",
-               r.alignment.method, r.alignment.mu.value, seconds_since(ta));
-  for (MatrixKind m : opt.matrices) {
-    if (m == MatrixKind::G) continue;
-    CurvatureOperator& op = m == MatrixKind::Sigma ? sop : derive_op(sop, m);
-    r.spectra.push_back(solve(op, m, opt, quiet, false));
+  if (dist().active() && opt.estimator == Estimator::Exact) {
+    sharded_spectra(run, s, co, opt, quiet, r);
+  } else {
+    // One process, or the per-sample estimator, which every rank runs alike (it is cheap).
+    r.world_size = dist().world;
+    CurvatureOperator& gop = make_op(MatrixKind::G);
+    r.spectra.push_back(solve(gop, MatrixKind::G, opt, quiet, true));
+    CurvatureOperator& sop = derive_op(gop, MatrixKind::Sigma);
+    const auto ta = Clock::now();
+    r.alignment = compute_alignment(gop, sop, r.spectra[0].pairs, {opt.probes, opt.seed});
+    if (!quiet)
+      fmt::print(stderr, "noisegeom spectrum: alignment ({}) | mu {:.4g} | {:.1f}s\n",
+                 r.alignment.method, r.alignment.mu.value, seconds_since(ta));
+    for (MatrixKind m : opt.matrices) {
+      if (m == MatrixKind::G) continue;
+      CurvatureOperator& op = m == MatrixKind::Sigma ? sop : derive_op(sop, m);
+      r.spectra.push_back(solve(op, m, opt, quiet, false));
+    }
+    for (const auto& op : ops) r.matvecs += op->matvecs();
   }
-  for (const auto& op : ops) r.matvecs += op->matvecs();
   for (const auto& sp : r.spectra)
     r.max_residual = std::max(r.max_residual, sp.pairs.max_residual());
   r.options = opt;

@@ -82,6 +82,8 @@ struct SpectrumResult {
   double seconds = 0;
   double max_residual = 0;
   std::string device;
+  int world_size = 1;    // processes that ran it (the launcher's WORLD_SIZE)
+  bool sharded = false;  // exact products split over those processes (else each ran it all)
   const Eigenpairs& g() const { return spectra.front().pairs; }
 };
 

@@ -98,6 +98,8 @@ json summary_json(const SpectrumResult& r, const json& request, const std::strin
               {"row_budget", r.row_budget},
               {"dtype", dtype_names().name(o.dtype)},
               {"device", r.device},
+              {"world_size", r.world_size},
+              {"sharded", r.sharded},
               {"seed", o.seed},
               {"matvecs", r.matvecs},
               {"seconds", r.seconds},
