@@ -453,4 +453,30 @@ TEST(DistCommands, ExactSpectrumOnTwoRanksIsOneProcesss) {
   EXPECT_NE(again.out(0).find("reused"), std::string::npos) << again.out(0);
 }
 
+TEST(DistCommands, EscapeSweepOnTwoRanksWritesOneProcesssFiles) {
+  const std::string run = one_process_run("dist-esc");
+  noisegeom({"spectrum", run, "--k", "2", "--dtype", "float64", "--quiet"}, 1);
+  const std::vector<std::string> args = {"escape",  run,  "--optimizer", "sgd", "--runs", "5",
+                                         "--steps", "20", "--log-every", "5",   "--lr",   "0.1",
+                                         "--batch", "8"};
+  noisegeom(args + std::vector<std::string>{"--name", "one"}, 1);
+  const Job j = noisegeom(args + std::vector<std::string>{"--name", "two"}, 2);
+  EXPECT_EQ(j.out(1), "");
+  const std::string a = run + "/escapes/one/", b = run + "/escapes/two/";
+  auto same_files = [&] {
+    for (const std::string f : {"run_0000.csv", "run_0001.csv", "run_0002.csv", "run_0003.csv",
+                                "run_0004.csv", "summary.csv", "trajectories.csv"})
+      EXPECT_EQ(ngtest::read_file(b + f), ngtest::read_file(a + f)) << f;
+  };
+  same_files();
+  // Rank 0's directory says what is left: two runs lost are computed again, the same.
+  std::filesystem::remove(b + "run_0001.csv");
+  std::filesystem::remove(b + "run_0004.csv");
+  std::filesystem::remove(b + "result.json");
+  const Job resumed = noisegeom(args + std::vector<std::string>{"--name", "two"}, 2);
+  EXPECT_NE(resumed.out(0).find("reused 3 finished run(s), computed 2"), std::string::npos)
+      << resumed.out(0);
+  same_files();
+}
+
 }  // namespace

@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -23,7 +24,9 @@
 #include "src/core/error.h"
 #include "src/core/random.h"
 #include "src/curvature/curvature.h"
+#include "src/dist/dist.h"
 #include "src/escape/engine.h"
+#include "src/escape/sweep_ranks.h"
 #include "src/io/files.h"
 #include "src/io/json.h"
 #include "src/io/rundir.h"
@@ -719,6 +722,12 @@ std::string summary_csv(const std::vector<int64_t>& ks, const std::vector<RunRes
   return summary;
 }
 
+void collect_other_ranks_runs(const escape_detail::Engine& engine,
+                              const std::function<std::string(int64_t)>& run_path,
+                              const std::vector<sweep_ranks::RunText>& all,
+                              const EscapeHooks& hooks, std::vector<RunResult>& by_run,
+                              std::vector<char>& have, EscapeResult& res);
+
 }  // namespace
 
 EscapeResult run_escape_sweep(const std::string& dir, const ModelFactory& factory,
@@ -729,42 +738,58 @@ EscapeResult run_escape_sweep(const std::string& dir, const ModelFactory& factor
   const EscapeOptions opt = with_runs(options);
   escape_detail::Engine engine(factory, theta_star, U, data, opt);
   const fs::path root(dir);
-  check_sweep_settings((root / sweep_files::kSettings).string(), engine.settings());
-
+  // Under a launcher (src/dist), rank 0's directory says what is left, the ranks split it, and
+  // every finished run's text reaches rank 0, which alone writes files. One process: as before.
+  const bool writer = dist().is_root();
+  sweep_ranks::require_same_settings(engine.settings().dump());
   auto run_path = [&](int64_t r) { return (root / sweep_files::run_file(r)).string(); };
+  const std::vector<int64_t> todo = sweep_ranks::runs_from_text(decided_by_root([&] {
+    check_sweep_settings((root / sweep_files::kSettings).string(), engine.settings());
+    std::vector<int64_t> left;
+    for (int64_t r = 0; r < opt.runs; ++r)
+      if (!fs::exists(run_path(r))) left.push_back(r);
+    return sweep_ranks::runs_text(left);
+  }));
   EscapeResult res;
   std::vector<RunResult> by_run(opt.runs);
   std::vector<char> have(opt.runs, 0);
-  std::vector<int64_t> todo;
-  for (int64_t r = 0; r < opt.runs; ++r) {
-    const std::string path = run_path(r);
-    if (fs::exists(path)) {
-      by_run[r] = engine.summarize(r, engine.parse_csv(path, r));
-      by_run[r].reused = true;
-      have[r] = 1;
-      ++res.reused;
-    } else {
-      todo.push_back(r);
+  std::vector<sweep_ranks::RunText> texts;  // for the other ranks
+  for (int64_t r = 0, j = 0; r < opt.runs && writer; ++r) {
+    if (j < static_cast<int64_t>(todo.size()) && todo[j] == r) {
+      ++j;
+      continue;
     }
+    by_run[r] = engine.summarize(r, engine.parse_csv(run_path(r), r));
+    by_run[r].reused = true;
+    have[r] = 1;
+    ++res.reused;
+    if (dist().active()) texts.push_back({r, true, read_file(run_path(r))});
   }
   EscapeHooks inner;
   inner.should_stop = hooks.should_stop;
   inner.on_point = hooks.on_point;
   inner.on_run_done = [&](const RunResult& r) {
     // Written before anyone hears of the run, so a reported run is always on disk.
-    write_file_atomic(run_path(r.run), engine.to_csv(r));
+    const std::string text = engine.to_csv(r);
+    if (writer) write_file_atomic(run_path(r.run), text);
+    if (dist().active()) texts.push_back({r.run, false, text});
     if (hooks.on_run_done) hooks.on_run_done(r);
   };
-  for (auto& r : engine.execute(todo, inner)) {
+  for (auto& r : engine.execute(sweep_ranks::share(todo), inner)) {
     const int64_t k = r.run;
     by_run[k] = std::move(r);
     have[k] = 1;
     ++res.computed;
   }
+  // After a stop too: the runs the other ranks finished are written for the resume.
+  if (dist().active())
+    collect_other_ranks_runs(engine, run_path, sweep_ranks::gather(texts), hooks, by_run, have,
+                             res);
 
   for (int64_t r = 0; r < opt.runs; ++r)
     if (have[r]) res.runs.push_back(std::move(by_run[r]));
-  write_file_atomic((root / sweep_files::kSummary).string(), summary_csv(opt.ks, res.runs));
+  if (writer)
+    write_file_atomic((root / sweep_files::kSummary).string(), summary_csv(opt.ks, res.runs));
   res.loss_star = engine.loss_star();
   res.threshold = engine.threshold();
   res.energy_lambda1 = engine.energy_lambda1();
@@ -773,5 +798,37 @@ EscapeResult run_escape_sweep(const std::string& dir, const ModelFactory& factor
   res.seconds = seconds_since(t0);
   return res;
 }
+
+namespace {
+
+// The runs other ranks hold, read the way a resumed sweep reads its files: rank 0 writes them
+// (and reports the computed ones), the other ranks parse them from a private scratch copy.
+void collect_other_ranks_runs(const escape_detail::Engine& engine,
+                              const std::function<std::string(int64_t)>& run_path,
+                              const std::vector<sweep_ranks::RunText>& all,
+                              const EscapeHooks& hooks, std::vector<RunResult>& by_run,
+                              std::vector<char>& have, EscapeResult& res) {
+  const bool writer = dist().is_root();
+  const fs::path scratch =
+      writer ? fs::path()
+             : fs::temp_directory_path() / fmt::format("noisegeom-rank{}-{}", dist().rank,
+                                                       static_cast<int64_t>(::getpid()));
+  for (const sweep_ranks::RunText& t : all) {
+    if (t.run < 0 || t.run >= static_cast<int64_t>(have.size()))
+      fail("escape sweep: run {} from another rank is not in this sweep", t.run);
+    if (have[t.run]) continue;
+    const std::string path =
+        writer ? run_path(t.run) : (scratch / sweep_files::run_file(t.run)).string();
+    write_file_atomic(path, t.text);
+    by_run[t.run] = engine.summarize(t.run, engine.parse_csv(path, t.run));
+    by_run[t.run].reused = t.reused;
+    have[t.run] = 1;
+    ++(t.reused ? res.reused : res.computed);
+    if (writer && hooks.on_run_done) hooks.on_run_done(by_run[t.run]);
+  }
+  if (!writer) remove_tree(scratch.string());
+}
+
+}  // namespace
 
 }  // namespace ng

@@ -19,6 +19,7 @@
 #include "src/core/memory.h"
 #include "src/core/stop.h"
 #include "src/curvature/params.h"
+#include "src/dist/dist.h"
 #include "src/io/files.h"
 #include "src/io/rundir.h"
 #include "src/study/escape_files.h"
@@ -437,7 +438,7 @@ EscapeOutcome run_escape_study(const std::string& run_dir, const EscapeRequest& 
   say("{}: {} run(s) x {} steps, lr {:.6g}, {}, ks {}, -> {}", opt, e.runs, e.steps, e.lr,
       sgd ? fmt::format("batch {}", e.batch) : "full batch",
       fmt::format("{}", fmt::join(e.ks, ",")), dir);
-  fs::create_directories(dir);
+  if (dist().is_root()) fs::create_directories(dir);  // under a launcher rank 0 writes
   int64_t done = 0;
   const auto t_sweep = Clock::now();
   EscapeHooks hooks;
@@ -463,7 +464,8 @@ EscapeOutcome run_escape_study(const std::string& run_dir, const EscapeRequest& 
 
   const json record =
       sweep_record(r, request, e, res, lr_search, sp, run_dir, seconds_since(t_start));
-  write_escape_record(dir, record, trajectories_csv(opt, e.lr, e.ks, res.runs, e.energy));
+  if (dist().is_root())
+    write_escape_record(dir, record, trajectories_csv(opt, e.lr, e.ks, res.runs, e.energy));
   const double med = record["median_escape_step"].is_number()
                          ? record["median_escape_step"].get<double>()
                          : std::nan("");

@@ -1,0 +1,32 @@
+// An escape sweep over several ranks (src/dist): which runs each rank computes, and the run files'
+// texts travelling to every rank, so that rank 0 writes the files a single process writes without
+// a filesystem shared between machines. One process: every helper is the identity.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace ng::sweep_ranks {
+
+// This rank's runs of `todo`: every world-th one, starting at its rank (runs that stop at their
+// escape are short, so interleaving balances the ranks better than contiguous blocks).
+std::vector<int64_t> share(const std::vector<int64_t>& todo);
+
+// "3 7 12" and back: the list of runs rank 0 found still to do.
+std::string runs_text(const std::vector<int64_t>& runs);
+std::vector<int64_t> runs_from_text(const std::string& text);
+
+// Fails on every rank, naming the first differing field, unless every rank made the same
+// settings (a rank whose lr search or data differs would compute other runs than it claims).
+void require_same_settings(const std::string& settings_json);
+
+struct RunText {
+  int64_t run = 0;
+  bool reused = false;  // a file rank 0 already had, rather than a run computed now
+  std::string text;     // the run file's bytes
+};
+// Every rank's run texts on every rank, in rank order.
+std::vector<RunText> gather(const std::vector<RunText>& mine);
+
+}  // namespace ng::sweep_ranks
