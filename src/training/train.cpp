@@ -25,9 +25,11 @@
 #include "src/core/memory.h"
 #include "src/core/random.h"
 #include "src/core/stop.h"
+#include "src/dist/dist.h"
 #include "src/io/files.h"
 #include "src/io/json.h"
 #include "src/io/rundir.h"
+#include "src/training/data_parallel.h"
 #include "src/training/loss.h"
 #include "src/training/progress.h"
 #include "src/training/schedule.h"
@@ -205,9 +207,14 @@ Trainer::Trainer(const TrainOptions& opt)
     : opt_(opt), cfg_(Config::load(opt.config_path, opt.overrides)) {
   name_ = run_name(cfg_, opt.config_path);
   root_ = opt.out_dir.empty() ? (fs::path("runs") / name_).string() : opt.out_dir;
-  start_ = start_point(opt, cfg_, name_, root_);
+  // Under a launcher, rank 0's run directory says where the run starts, for every rank.
+  decided_by_root([&] {
+    start_ = start_point(opt, cfg_, name_, root_);
+    return std::string();
+  });
   cfg_.set("name=" + name_);
   build_model();
+  share_start(*model_, start_.step, start_.initial_loss, start_.wall_before);
   // Only now, with config, data and model known to be good, does the run directory appear.
   open_run_directory();
 }
@@ -239,7 +246,7 @@ void Trainer::build_model() {
 }
 
 void Trainer::open_run_directory() {
-  run_dir_.emplace(root_);
+  run_dir_.emplace(run_directory_of_rank(root_));
   if (!opt_.resume) {
     write_file_atomic(run_dir_->path(run_files::kConfig), cfg_.to_yaml());
     write_file_atomic(run_dir_->path(run_files::kSamples), samples_csv(data_));
@@ -366,7 +373,7 @@ bool Trainer::stop_now() {
                            target_);
     return true;
   }
-  const StopReason stop = stop_requested();
+  const StopReason stop = agreed_stop(stop_requested());
   if (stop != StopReason::None) {
     status_ = stop == StopReason::Budget ? "budget_spent" : "interrupted";
     // As at every checkpoint, parameters gone non-finite since the last evaluation are not saved.
@@ -383,7 +390,7 @@ bool Trainer::stop_now() {
 // One SGD step, then the evaluation and the checkpoint when due.
 void Trainer::update() {
   const at::Tensor loss =
-      sgd_gradient(*model_, params_, x_, y_, labels_, batches_->at(step_), loss_kind_);
+      data_parallel_gradient(*model_, params_, x_, y_, labels_, batches_->at(step_), loss_kind_);
   sgd_step(params_, schedule_.at(step_));
   ++step_;
   if (progress_) progress_->add_batch_loss(loss);
@@ -573,7 +580,11 @@ c10::Device LoadedRun::torch_device() const {
 }
 
 c10::Device torch_device(const std::string& resolved) {
-  return c10::Device(resolved == device_names().name(DeviceChoice::Cuda) ? c10::kCUDA : c10::kCPU);
+  if (resolved != device_names().name(DeviceChoice::Cuda)) return c10::Device(c10::kCPU);
+  // Under a launcher each rank takes its machine's GPU number LOCAL_RANK.
+  if (dist().active())
+    return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(dist().local_rank));
+  return c10::Device(c10::kCUDA);
 }
 
 std::string run_name(const Config& cfg, const std::string& config_path) {

@@ -1,0 +1,37 @@
+// Data-parallel training over the ranks of src/dist: every rank takes a contiguous share of the
+// same global batch, and the gradients are summed so that every rank takes the step one process
+// would take (to rounding); the start point and the decision to stop are rank 0's and shared.
+// One process: every function is what training has always done, bit for bit.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "models/model.h"
+#include "src/core/stop.h"
+#include "src/training/loss.h"
+
+namespace ng {
+
+// sgd_gradient of the global batch `idx`: this rank's part of it, then one all-reduce of the
+// gradients and the loss, each part weighted by its share of the batch (batch_loss is a mean).
+// Throws ng::Error when the batch has fewer samples than there are ranks.
+at::Tensor data_parallel_gradient(NetImpl& model, const std::vector<at::Tensor>& params,
+                                  const at::Tensor& x, const at::Tensor& y,
+                                  const at::Tensor& labels, const at::Tensor& idx, LossKind loss);
+
+// The strongest stop any rank was asked for (a signal before a budget), on every rank: ranks
+// that stopped at different steps would wait for each other's next step forever.
+StopReason agreed_stop(StopReason mine);
+
+// Rank 0's parameters and start counters on every rank (a fresh draw or a resumed checkpoint).
+void share_start(NetImpl& model, int64_t& step, double& initial_loss, double& wall_before);
+
+// Where a rank other than 0 writes what a run directory would hold: a private directory under
+// the system's temp dir, removed at exit. Rank 0 (and one process) writes `root`.
+std::string run_directory_of_rank(const std::string& root);
+
+}  // namespace ng
