@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "models/model.h"
+#include "src/core/stop.h"
 #include "src/curvature/curvature.h"
 #include "src/dist/dist.h"
 #include "src/dist/sharded_operator.h"
@@ -316,10 +317,12 @@ pid_t spawn_rank(const std::string& program, const std::vector<std::string>& arg
 
 // Runs `program args` as ranks 0..world-1 of one job on localhost and returns their wait
 // statuses (rank r's output in dir/rank<r>.log). A rank that fails leaves its peers waiting in a
-// collective: they are killed at once; all are killed at `limit`, so a hang fails the test
+// collective: they are killed at once (unless the test wants their errors); all are killed at
+// `limit`, so a hang fails the test
 // instead of the suite's timeout.
 std::vector<int> run_ranks(const std::string& program, const std::vector<std::string>& args,
-                           int world, const std::string& dir, std::chrono::seconds limit) {
+                           int world, const std::string& dir, std::chrono::seconds limit,
+                           bool kill_on_failure = true) {
   const int port = free_port();
   std::vector<pid_t> pids;
   for (int r = 0; r < world; ++r)
@@ -337,7 +340,7 @@ std::vector<int> run_ranks(const std::string& program, const std::vector<std::st
       if (status[i] != -1 || waitpid(pids[i], &st, WNOHANG) != pids[i]) continue;
       status[i] = st;
       --running;
-      if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) kill_running();
+      if (kill_on_failure && !(WIFEXITED(st) && WEXITSTATUS(st) == 0)) kill_running();
     }
     if (running > 0 && std::chrono::steady_clock::now() > deadline) {
       kill_running();
@@ -386,11 +389,13 @@ struct Job {
   std::string out(int rank) const { return log_of(dir, rank); }
 };
 
-Job noisegeom(const std::vector<std::string>& args, int world) {
+Job noisegeom(const std::vector<std::string>& args, int world, int want_exit = 0) {
   Job j{ngtest::temp_dir("dist-job"), {}};
-  j.status = run_ranks(NG_BINARY, args, world, j.dir, std::chrono::seconds(120));
+  j.status = run_ranks(NG_BINARY, args, world, j.dir, std::chrono::seconds(120), want_exit == 0);
   for (int r = 0; r < world; ++r)
-    EXPECT_TRUE(succeeded(j.status[r])) << "rank " << r << " of " << world << ":\n" << j.out(r);
+    EXPECT_TRUE(WIFEXITED(j.status[r]) && WEXITSTATUS(j.status[r]) == want_exit)
+        << "rank " << r << " of " << world << ":\n"
+        << j.out(r);
   return j;
 }
 
@@ -399,19 +404,16 @@ std::vector<std::string> operator+(std::vector<std::string> a, const std::vector
   return a;
 }
 
-// A small fnn on Gaussian data in float64.
-const std::string& tiny_config() {
-  static const std::string path = [] {
-    const std::string p = ngtest::temp_dir("dist-cfg") + "/tiny.yaml";
-    ngtest::write_file(p,
-                       "seed: 3\ndevice: cpu\ndtype: float64\nthreads: 1\n"
-                       "model: {name: fnn, hidden: [8]}\n"
-                       "data: {source: gaussian, d: 6, n: 40, outputs: 2}\n"
-                       "train: {lr: 0.05, batch_size: 10, max_steps: 300, eval_every: 100, "
-                       "checkpoint_every: 100, target_loss: 0}\n");
-    return p;
-  }();
-  return path;
+// A small fnn on Gaussian data in float64, trained for `steps`; returns the config file.
+std::string tiny_config(int64_t steps = 300) {
+  const std::string p = ngtest::temp_dir("dist-cfg") + "/tiny.yaml";
+  ngtest::write_file(p, fmt::format("seed: 3\ndevice: cpu\ndtype: float64\nthreads: 1\n"
+                                    "model: {{name: fnn, hidden: [8]}}\n"
+                                    "data: {{source: gaussian, d: 6, n: 40, outputs: 2}}\n"
+                                    "train: {{lr: 0.05, batch_size: 10, max_steps: {}, "
+                                    "eval_every: 100, checkpoint_every: 100, target_loss: 0}}\n",
+                                    steps));
+  return p;
 }
 
 // The tiny model trained by one process: the reference, and the run the analyses start from.
@@ -428,28 +430,52 @@ std::map<std::string, at::Tensor> theta_of(const std::string& run) {
   return out;
 }
 
+// max over tensors of max |b - a| / max |a|; 1 when the names differ.
+double max_relative_difference(const std::map<std::string, at::Tensor>& a,
+                               const std::map<std::string, at::Tensor>& b) {
+  double worst = a.size() == b.size() ? 0 : 1;
+  for (const auto& [name, t] : a)
+    worst = std::max(
+        worst, b.count(name) ? ((b.at(name) - t).abs().max() / t.abs().max()).item<double>() : 1.0);
+  return worst;
+}
+
 // The same global batches in the same order, each split over the ranks and the gradients summed:
 // theta after 300 steps agrees with one process's to rounding. The sums run in another order
 // (two half-batch means, weighted, then added), so the bits differ; 300 steps of a contracting
 // SGD on a smooth loss keep that at a few ulps of the parameters, and 1e-12 relative leaves
 // room while any real difference (a missing or doubled sample, a wrong weight) is orders larger.
 TEST(DistCommands, TrainingOnTwoRanksGivesOneProcesssTheta) {
-  const std::string one = one_process_run("dist-train1");
+  const std::string cfg = tiny_config();
+  const std::string one = ngtest::temp_dir("dist-train1") + "/run";
+  noisegeom({"train", cfg, "--out", one, "--quiet"}, 1);
   const std::string two = ngtest::temp_dir("dist-train2") + "/run";
-  const Job j = noisegeom({"train", tiny_config(), "--out", two}, 2);
+  const Job j = noisegeom({"train", cfg, "--out", two}, 2);
   EXPECT_NE(j.out(0).find("noisegeom train: max_steps"), std::string::npos) << j.out(0);
   EXPECT_EQ(j.out(1), "");  // rank 1 computes and stays silent
-  const auto a = theta_of(one), b = theta_of(two);
-  ASSERT_EQ(a.size(), b.size());
-  double worst = 0;
-  for (const auto& [name, t] : a) {
-    ASSERT_EQ(b.count(name), 1u) << name;
-    worst = std::max(worst, ((b.at(name) - t).abs().max() / t.abs().max()).item<double>());
-  }
-  EXPECT_LT(worst, 1e-12);
+  EXPECT_LT(max_relative_difference(theta_of(one), theta_of(two)), 1e-12);
   EXPECT_GT(ngtest::read_file(two + "/train_log.csv").size(), 0u);
   EXPECT_EQ(ngtest::read_csv(two + "/train_log.csv").size(),
             ngtest::read_csv(one + "/train_log.csv").size());
+}
+
+// A spent budget stops every rank at the same step (else they would wait for each other's next
+// step); --resume continues from rank 0's checkpoint and ends at one process's theta.
+TEST(DistCommands, TrainingStoppedAndResumedOnTwoRanksEndsAtOneProcesssTheta) {
+  const std::string cfg = tiny_config(1500);
+  const std::string one = ngtest::temp_dir("dist-long1") + "/run";
+  noisegeom({"train", cfg, "--out", one, "--quiet"}, 1);
+  const std::string two = ngtest::temp_dir("dist-long2") + "/run";
+  // Two ranks on this machine take well over 2 s for 1,500 steps (two all-reduces per step).
+  const Job cut =
+      noisegeom({"train", cfg, "--out", two, "--budget", "2s"}, 2, ng::kExitBudgetSpent);
+  const ng::json m = ng::read_json(two + "/manifest.json");
+  EXPECT_EQ(m["status"], "budget_spent");
+  EXPECT_LT(m["steps"].get<int64_t>(), 1500);
+  EXPECT_NE(cut.out(0).find("spent at step"), std::string::npos) << cut.out(0);
+  noisegeom({"train", cfg, "--out", two, "--resume", "--quiet"}, 2);
+  EXPECT_EQ(ng::read_json(two + "/manifest.json")["resumed_from_step"], m["steps"]);
+  EXPECT_LT(max_relative_difference(theta_of(one), theta_of(two)), 1e-12);
 }
 
 TEST(DistCommands, ExactSpectrumOnTwoRanksIsOneProcesss) {
@@ -482,6 +508,17 @@ TEST(DistCommands, ExactSpectrumOnTwoRanksIsOneProcesss) {
   // Asked again, rank 0 finds it and every rank reuses it.
   const Job again = noisegeom(args + std::vector<std::string>{"--name", "two"}, 2);
   EXPECT_NE(again.out(0).find("reused"), std::string::npos) << again.out(0);
+  // Other settings under that name: rank 0's refusal reaches every rank at once, not as a hang.
+  const auto t0 = std::chrono::steady_clock::now();
+  const Job refused =
+      noisegeom(args + std::vector<std::string>{"--name", "two", "--probes", "50"}, 2, 1);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(60));
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_NE(refused.out(r).find(fmt::format("noisegeom: error: rank {}: ", r)), std::string::npos)
+        << refused.out(r);
+    EXPECT_NE(refused.out(r).find("probes differs"), std::string::npos) << refused.out(r);
+    EXPECT_EQ(ngtest::count_lines(refused.out(r)), 1) << refused.out(r);
+  }
 }
 
 TEST(DistCommands, EscapeSweepOnTwoRanksWritesOneProcesssFiles) {

@@ -59,6 +59,13 @@ StopReason agreed_stop(StopReason mine) {
   return StopReason::None;
 }
 
+std::string agreed_stop_description(StopReason agreed) {
+  const std::string mine = stop_description();
+  if (!mine.empty() || agreed == StopReason::None) return mine;
+  return agreed == StopReason::Signal ? "another rank was interrupted"
+                                      : "another rank's time budget was spent";
+}
+
 void share_start(NetImpl& model, int64_t& step, double& initial_loss, double& wall_before) {
   if (!dist().active()) return;
   at::NoGradGuard no_grad;

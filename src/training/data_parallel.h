@@ -26,6 +26,8 @@ at::Tensor data_parallel_gradient(NetImpl& model, const std::vector<at::Tensor>&
 // The strongest stop any rank was asked for (a signal before a budget), on every rank: ranks
 // that stopped at different steps would wait for each other's next step forever.
 StopReason agreed_stop(StopReason mine);
+// stop_description() of this rank, or of the stop `agreed` that another rank was asked for.
+std::string agreed_stop_description(StopReason agreed);
 
 // Rank 0's parameters and start counters on every rank (a fresh draw or a resumed checkpoint).
 void share_start(NetImpl& model, int64_t& step, double& initial_loss, double& wall_before);

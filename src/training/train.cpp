@@ -380,7 +380,7 @@ bool Trainer::stop_now() {
     const bool finite = all_finite(*model_);
     if (finite) checkpoint();
     message_ = fmt::format("{} at step {} of {}; {}, the same command with --resume continues",
-                           stop_description(), step_, max_steps_,
+                           agreed_stop_description(stop), step_, max_steps_,
                            finite ? "checkpoint saved" : "the last finite checkpoint kept");
     return true;
   }
@@ -582,8 +582,11 @@ c10::Device LoadedRun::torch_device() const {
 c10::Device torch_device(const std::string& resolved) {
   if (resolved != device_names().name(DeviceChoice::Cuda)) return c10::Device(c10::kCPU);
   // Under a launcher each rank takes its machine's GPU number LOCAL_RANK.
+  // (Ranks beyond the GPUs share them round-robin: a test of several ranks on one GPU.)
   if (dist().active())
-    return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(dist().local_rank));
+    return c10::Device(c10::kCUDA,
+                       static_cast<c10::DeviceIndex>(
+                           dist().local_rank % std::max<int64_t>(1, torch::cuda::device_count())));
   return c10::Device(c10::kCUDA);
 }
 
