@@ -76,6 +76,14 @@ TEST(DistEnv, OneProcessWithoutTheVariables) {
   EXPECT_EQ(two.dist.local_rank, 1);
   EXPECT_EQ(two.master_addr, "node7");
   EXPECT_EQ(two.master_port, 29512);
+  EXPECT_FALSE(two.agent_store);
+  // torchrun's own store: rank 0 joins it instead of listening.
+  EXPECT_TRUE(ng::parse_dist_env(env_of({{"WORLD_SIZE", "2"},
+                                         {"RANK", "0"},
+                                         {"MASTER_ADDR", "localhost"},
+                                         {"MASTER_PORT", "29500"},
+                                         {"TORCHELASTIC_USE_AGENT_STORE", "True"}}))
+                  .agent_store);
 }
 
 TEST(DistEnv, InconsistentVariablesAreNamed) {

@@ -9,6 +9,7 @@
 //     -isystem $T/include -isystem $T/include/torch/csrc/api/include -isystem $N/nccl/include
 //     -isystem $N/cu13/include src/dist/c10d_comm.cpp   (one line)
 #include <ATen/ATen.h>
+#include <fmt/format.h>
 #include <torch/version.h>
 
 #include <cstdlib>
@@ -44,7 +45,7 @@ double seconds(std::chrono::milliseconds t) {
 c10::intrusive_ptr<c10d::Store> rendezvous(const DistEnv& e, std::chrono::milliseconds timeout) {
   c10d::TCPStoreOptions o;
   o.port = static_cast<std::uint16_t>(e.master_port);
-  o.isServer = e.dist.rank == 0;
+  o.isServer = e.dist.rank == 0 && !e.agent_store;
   o.numWorkers = static_cast<std::size_t>(e.dist.world);
   o.waitWorkers = true;
   o.timeout = timeout;
@@ -53,8 +54,8 @@ c10::intrusive_ptr<c10d::Store> rendezvous(const DistEnv& e, std::chrono::millis
   } catch (const std::exception& err) {
     if (o.isServer)
       fail(
-          "rank 0 could not listen on MASTER_PORT={} or not all WORLD_SIZE={} ranks joined "
-          "within {:g} s: {}",
+          "rank 0 could not listen on MASTER_PORT={} (another job on that port?) or not all "
+          "WORLD_SIZE={} ranks joined within {:g} s: {}",
           e.master_port, e.dist.world, seconds(timeout), first_line(err.what()));
     fail("rank {} could not reach rank 0 at MASTER_ADDR={} MASTER_PORT={} within {:g} s: {}",
          e.dist.rank, e.master_addr, e.master_port, seconds(timeout), first_line(err.what()));
@@ -70,6 +71,18 @@ std::shared_ptr<::gloo::transport::Device> gloo_device(const DistEnv& e) {
   if (e.master_addr == "localhost" || e.master_addr.rfind("127.", 0) == 0)
     return c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1");
   return c10d::ProcessGroupGloo::createDefaultDevice();
+}
+
+// PyTorch 2's torchrun hosts the store in its own process, in a protocol that LibTorch 1.x's
+// client does not speak (seen as "Stop_waiting response is expected"); it can be told to leave
+// the store to rank 0.
+std::string agent_store_hint(const DistEnv& e) {
+  if (!e.agent_store || TORCH_VERSION_MAJOR >= 2) return "";
+  return fmt::format(
+      " (TORCHELASTIC_USE_AGENT_STORE=True: a PyTorch 2 torchrun's store cannot be joined by "
+      "this LibTorch {}.{} build; start torchrun with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 and "
+      "--standalone or --rdzv-backend c10d)",
+      TORCH_VERSION_MAJOR, TORCH_VERSION_MINOR);
 }
 
 class C10dComm : public Comm {
@@ -96,8 +109,8 @@ class C10dComm : public Comm {
     } catch (const Error&) {
       throw;
     } catch (const std::exception& err) {
-      fail("rank {}: c10d could not connect the WORLD_SIZE={} ranks (MASTER_ADDR={}): {}",
-           e.dist.rank, e.dist.world, e.master_addr, first_line(err.what()));
+      fail("rank {}: c10d could not connect the WORLD_SIZE={} ranks (MASTER_ADDR={}): {}{}",
+           e.dist.rank, e.dist.world, e.master_addr, first_line(err.what()), agent_store_hint(e));
     }
   }
 

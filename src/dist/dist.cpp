@@ -67,6 +67,8 @@ DistEnv parse_dist_env(const EnvReader& env) {
   if (env("MASTER_PORT") == nullptr)
     fail("MASTER_PORT is not set: with WORLD_SIZE={} every rank needs rank 0's port", e.dist.world);
   e.master_port = int_var(env, "MASTER_PORT", 0);
+  const char* agent = env("TORCHELASTIC_USE_AGENT_STORE");
+  e.agent_store = agent != nullptr && std::string(agent) == "True";
   if (e.master_port < 1 || e.master_port > 65535)
     fail("MASTER_PORT={} is not a port number (1-65535)", e.master_port);
   return e;

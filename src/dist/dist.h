@@ -26,6 +26,9 @@ struct DistEnv {
   Dist dist;
   std::string master_addr;  // empty for one process
   int master_port = 0;
+  // torchrun (PyTorch 2) hosts the rendezvous store itself at MASTER_ADDR:MASTER_PORT and says
+  // so with TORCHELASTIC_USE_AGENT_STORE=True: every rank, rank 0 too, then joins it as a client.
+  bool agent_store = false;
 };
 
 // Reads a variable: nullptr when unset (std::getenv by default; tests pass their own).
