@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -29,6 +30,7 @@
 #include "src/eigen/eigensolver.h"
 #include "src/io/files.h"
 #include "src/io/json.h"
+#include "src/metrics/alignment.h"
 #include "tests/testing.h"
 
 extern char** environ;
@@ -231,6 +233,53 @@ int compare_sharded_with_exact() {
   return compared;
 }
 
+// The metrics of sharded G and Sigma against compute_alignment's Hutchinson path on the streamed
+// operators of all samples (same probes): the same estimates, to rounding. Returns the number of
+// numbers compared.
+constexpr int kAlignmentCompared = 2 * 9;  // losses x (3 alphas + 6 estimates)
+int compare_sharded_alignment() {
+  int compared = 0;
+  for (ng::LossKind loss : {ng::LossKind::CrossEntropy, ng::LossKind::Mse}) {
+    SCOPED_TRACE(ng::to_string(loss));
+    const Problem p = problem(loss, 37);
+    ng::CurvatureOptions o;
+    o.loss = loss;
+    o.dtype = at::kDouble;
+    o.batch_size = 8;
+    ng::CurvatureOperator g(p.net, p.x, p.y, o), sigma(g, ng::MatrixKind::Sigma);
+    EXPECT_FALSE(g.has_rows() || sigma.has_rows()) << "the exact path must be streamed here";
+    ng::ShardedOperator sg(p.net, p.x, p.y, o);
+    o.matrix = ng::MatrixKind::Sigma;
+    ng::ShardedOperator ss(p.net, p.x, p.y, o);
+    ng::EigenOptions eo;
+    eo.k = 3;
+    const ng::Eigenpairs eig = ng::lanczos_top_k(g, eo);
+    const ng::AlignmentOptions ao{20, 4};
+    const ng::Alignment want = ng::compute_alignment(g, sigma, eig, ao);
+    const ng::Alignment got = ng::sharded_alignment(sg, ss, eig, ao);
+    EXPECT_EQ(want.method, "hutchinson");
+    EXPECT_EQ(got.method, "hutchinson");
+    auto near = [&](double a, double b, const char* what) {
+      EXPECT_NEAR(a, b, 1e-10 * std::max(1.0, std::fabs(b))) << what;
+      ++compared;
+    };
+    for (size_t k = 0; k < want.alpha.size(); ++k) near(got.alpha[k], want.alpha[k], "alpha");
+    near(got.mu.value, want.mu.value, "mu");
+    near(got.mu.se, want.mu.se, "mu se");
+    near(got.trace_g.value, want.trace_g.value, "tr G");
+    near(got.frob_g.value, want.frob_g.value, "|G|_F");
+    near(got.srk_g2.value, want.srk_g2.value, "srk(G^2)");
+    near(got.trace_sigma_g.se, want.trace_sigma_g.se, "tr(Sigma G) se");
+    EXPECT_GT(want.mu.se, 0);
+  }
+  return compared;
+}
+
+TEST(DistOneProcess, ShardedMetricsAreComputeAlignmentsHutchinson) {
+  ASSERT_FALSE(ng::dist().active());
+  EXPECT_EQ(compare_sharded_alignment(), kAlignmentCompared);
+}
+
 TEST(DistOneProcess, ShardedOperatorOfOneRankIsTheExactOperator) {
   ASSERT_FALSE(ng::dist().active());
   EXPECT_EQ(compare_sharded_with_exact(), kCompared);
@@ -270,7 +319,7 @@ TEST(DistWorker, DISABLED_Run) {
   EXPECT_EQ(ng::shard(21).end, ng::shard(21, d.rank, d.world).end);
   ng::barrier();
 
-  const int compared = compare_sharded_with_exact();
+  const int compared = compare_sharded_with_exact() + compare_sharded_alignment();
   // Rank 1 leaves the disconnection to the exit, as a program that returns from main does.
   if (d.rank == 0) ng::finalize_dist();
   if (!::testing::Test::HasFailure())
@@ -383,7 +432,7 @@ TEST(DistTwoProcesses, GlooOnLocalhostMatchesOneProcess) {
     ASSERT_TRUE(std::filesystem::exists(done))
         << "rank " << i << " did not finish its checks; its output:\n"
         << log_of(dir, i);
-    EXPECT_EQ(ngtest::read_file(done), std::to_string(kCompared));
+    EXPECT_EQ(ngtest::read_file(done), std::to_string(kCompared + kAlignmentCompared));
   }
 }
 

@@ -50,7 +50,8 @@ Estimate mean_of(const std::vector<double>& x) {
   Estimate e;
   e.probes = static_cast<int64_t>(x.size());
   const double n = static_cast<double>(x.size());
-  for (double v : x) e.value += v / n;
+  for (double v : x) e.value += v;
+  e.value /= n;
   double ss = 0;
   for (double v : x) ss += (v - e.value) * (v - e.value);
   e.se = x.size() > 1 ? std::sqrt(ss / (n - 1) / n) : 0;
