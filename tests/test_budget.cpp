@@ -67,16 +67,30 @@ TEST(Budget, ABudgetAndASignalRequestAStop) {
 }
 
 TEST(Memory, SizesParseAndFormat) {
-  const std::vector<std::pair<std::string, int64_t>> good = {
-      {"4G", 4LL << 30},   {"4GiB", 4LL << 30}, {"4g", 4LL << 30}, {"512M", 512LL << 20},
-      {"1.5G", 3LL << 29}, {"64k", 64 << 10},   {"1000", 1000},    {"1000B", 1000},
-      {"2GB", 2000000000}, {"3TiB", 3LL << 40}, {"1KB", 1000},     {"0.5KiB", 512}};
+  const std::vector<std::pair<std::string, int64_t>> good = {{"4G", 4LL << 30},
+                                                             {"4GiB", 4LL << 30},
+                                                             {"4g", 4LL << 30},
+                                                             {"512M", 512LL << 20},
+                                                             {"1.5G", 3LL << 29},
+                                                             {"64k", 64 << 10},
+                                                             {"1000", 1000},
+                                                             {"1000B", 1000},
+                                                             {"2GB", 2000000000},
+                                                             {"3TiB", 3LL << 40},
+                                                             {"1KB", 1000},
+                                                             {"0.5KiB", 512},
+                                                             {"0", 0},
+                                                             {"0G", 0}};
   for (const auto& [text, bytes] : good)
     EXPECT_EQ(ng::parse_bytes(text, "--row-budget"), bytes) << text;
-  for (const char* bad : {"", "G", "4X", "4GG", "-1G", "4 G", "1e9", "0", "4Gi", "4iB", "1..2G"}) {
+  for (const char* bad :
+       {"", "G", "4X", "4GG", "-1G", "4 G", "1e9", "0.4", "auto", "4Gi", "4iB", "1..2G"}) {
     const std::string e = ngtest::error_of([&] { ng::parse_bytes(bad, "--row-budget"); });
     EXPECT_NE(e.find("--row-budget: expected a size"), std::string::npos) << bad << ": " << e;
   }
+  EXPECT_EQ(ng::parse_budget("auto", "--row-budget"), -1);
+  EXPECT_EQ(ng::parse_budget("0", "--row-budget"), 0);
+  EXPECT_EQ(ng::parse_budget("2G", "--row-budget"), 2LL << 30);
   EXPECT_EQ(ng::format_bytes(512), "512 B");
   EXPECT_EQ(ng::format_bytes(3LL << 29), "1.50 GiB");
   EXPECT_EQ(ng::format_bytes(12800LL << 10), "12.5 MiB");

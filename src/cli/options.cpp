@@ -111,9 +111,7 @@ void add_spectrum_options(CLI::App& app, SpectrumRequest& r) {
       ->capture_default_str();
   app.add_option_function<std::string>(
          "--row-budget",
-         [&o](const std::string& v) {
-           o.row_budget = v == "auto" ? -1 : v == "0" ? 0 : parse_bytes(v, "--row-budget");
-         },
+         [&o](const std::string& v) { o.row_budget = parse_budget(v, "--row-budget"); },
          "memory the exact estimator may give its per-sample rows over all samples (then "
          "products, the Gram solver and mu, srk, |G|_F are exact from them), e.g. 6G; 0: never; "
          "auto: a quarter of the RAM, half the free GPU memory")

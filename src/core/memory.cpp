@@ -119,7 +119,9 @@ void require_free_memory(int64_t bytes, c10::Device device, const std::string& w
 }
 
 int64_t parse_bytes(const std::string& text, const std::string& what) {
-  auto bad = [&]() { fail("{}: expected a size such as 512M, 4G or 2GiB, got '{}'", what, text); };
+  auto bad = [&]() {
+    fail("{}: expected a size such as 512M, 4G or 2GiB (or 0), got '{}'", what, text);
+  };
   size_t at = 0;
   while (at < text.size() &&
          (std::isdigit(static_cast<unsigned char>(text[at])) || text[at] == '.'))
@@ -136,8 +138,13 @@ int64_t parse_bytes(const std::string& text, const std::string& what) {
     factor = std::pow(rest == "B" ? 1000.0 : 1024.0, double(p + 1));  // "GB": powers of 1000
   }
   const double bytes = std::strtod(number.c_str(), nullptr) * factor;
-  if (!(bytes >= 1) || bytes > 9.0e18) bad();
+  // Fractions of a byte would round to a budget nobody asked for.
+  if (!(bytes >= 0) || (bytes > 0 && bytes < 1) || bytes > 9.0e18) bad();
   return static_cast<int64_t>(std::llround(bytes));
+}
+
+int64_t parse_budget(const std::string& text, const std::string& what) {
+  return text == "auto" ? -1 : parse_bytes(text, what);
 }
 
 std::string format_bytes(int64_t bytes) {

@@ -24,10 +24,12 @@ int64_t free_device_memory_bytes(c10::Device device);
 void require_free_memory(int64_t bytes, c10::Device device, const std::string& what,
                          const std::string& fix);
 
-// "4G", "4GiB", "512M", "1.5g", "64k", "1000" (bytes) -> bytes, the suffixes K, M, G, T with or
-// without "iB" in powers of 1024; "KB", "MB", "GB", "TB" in powers of 1000. Anything else fails
-// with one line naming `what` (the option or config key).
+// "4G", "4GiB", "512M", "1.5g", "64k", "1000" (bytes), "0" -> bytes, the suffixes K, M, G, T with
+// or without "iB" in powers of 1024; "KB", "MB", "GB", "TB" in powers of 1000. Anything else
+// fails with one line naming `what` (the option or config key).
 int64_t parse_bytes(const std::string& text, const std::string& what);
+// A memory budget: parse_bytes, or "auto" -> -1 (the caller's default for the device).
+int64_t parse_budget(const std::string& text, const std::string& what);
 // "512 B", "3.20 GiB", "12.5 MiB", "128 GiB": three significant digits, powers of 1024.
 std::string format_bytes(int64_t bytes);
 
