@@ -45,6 +45,57 @@ at::Tensor dot_parts(const std::vector<at::Tensor>& a, const std::vector<at::Ten
   return s;
 }
 
+// B B^T in float64 (rows x rows) from its lower-triangular tiles, each mirrored above the
+// diagonal: with ~8 tiles a side, 36 of 64 tile products (56 % of one GEMM's multiply-adds), each
+// still a large product for BLAS. Float32 rows go to float64 by column blocks of ~256 MiB.
+at::Tensor symmetric_gram(const at::Tensor& b) {
+  const int64_t m = b.size(0), p = b.size(1);
+  const int64_t block = b.scalar_type() == at::kDouble
+                            ? p
+                            : std::max<int64_t>(1, (int64_t{32} << 20) / std::max<int64_t>(m, 1));
+  const int64_t tile = std::max<int64_t>(128, (m + 7) / 8);
+  at::Tensor k = at::zeros({m, m}, b.options().dtype(at::kDouble));
+  auto part = [&](const at::Tensor& t, int64_t i, int64_t j) {
+    return t.narrow(0, i, std::min(tile, m - i)).narrow(1, j, std::min(tile, m - j));
+  };
+  for (int64_t s = 0; s < p; s += block) {
+    const at::Tensor bl = b.narrow(1, s, std::min(block, p - s)).to(at::kDouble);
+    for (int64_t i = 0; i < m; i += tile)
+      for (int64_t j = 0; j <= i; j += tile)
+        part(k, i, j).addmm_(bl.narrow(0, i, std::min(tile, m - i)),
+                             bl.narrow(0, j, std::min(tile, m - j)).t());
+  }
+  for (int64_t i = 0; i < m; i += tile)
+    for (int64_t j = 0; j < i; j += tile) part(k, j, i).copy_(part(k, i, j).t());
+  return k;
+}
+
+// A B^T in float64 by column blocks (the float64 copies stay near 256 MiB).
+at::Tensor cross_product(const at::Tensor& a, const at::Tensor& b) {
+  const int64_t p = a.size(1);
+  const int64_t block =
+      std::max<int64_t>(1, (int64_t{32} << 20) / std::max<int64_t>(a.size(0) + b.size(0), 1));
+  at::Tensor k = at::zeros({a.size(0), b.size(0)}, a.options().dtype(at::kDouble));
+  for (int64_t s = 0; s < p; s += block) {
+    const int64_t len = std::min(block, p - s);
+    k.addmm_(a.narrow(1, s, len).to(at::kDouble), b.narrow(1, s, len).to(at::kDouble).t());
+  }
+  return k;
+}
+
+// Fa P Fb^T for block-diagonal Fa = diag(Fa_1..Fa_n) (fa: (n, ma, C)) and Fb (n, mb, C), P
+// (nC x nC); an undefined factor is the identity. Per block pair Fa_i P_ij Fb_j^T: O(n^2 C^3).
+at::Tensor sandwich(const at::Tensor& fa, const at::Tensor& p, const at::Tensor& fb, int64_t n,
+                    int64_t c) {
+  at::Tensor x = p;
+  if (fa.defined()) x = at::bmm(fa, p.view({n, c, n * c})).view({n * fa.size(1), n * c});
+  if (!fb.defined()) return x;
+  const int64_t rows = x.size(0);
+  return at::bmm(x.view({rows, n, c}).transpose(0, 1), fb.transpose(1, 2))
+      .transpose(0, 1)
+      .reshape({rows, n * fb.size(1)});
+}
+
 // One line on stderr, the first time this process has it to say.
 void say_once(const std::string& line) {
   static std::mutex mu;
@@ -148,7 +199,7 @@ CurvatureOperator::CurvatureOperator(const CurvatureOperator& other, MatrixKind 
   if (wants_rows()) {
     rows_method_ = other.rows_method_;
     rows_note_ = other.rows_note_;
-    if (other.jac_.defined()) {
+    if (other.jac_) {
       rows_from_jacobian(other.jac_);
     } else if (other.rows_.defined() && other.opt_.matrix == matrix) {
       rows_ = other.rows_;  // never written after construction: safe to share
@@ -184,18 +235,39 @@ const at::Tensor& CurvatureOperator::rows() const {
 
 const at::Tensor& CurvatureOperator::gram_matrix() {
   if (gram_.defined()) return gram_;
-  const at::Tensor& b = rows();
-  const int64_t m = b.size(0), p = b.size(1);
-  // Accumulated in float64 over column blocks, so that the float64 copy of float32 rows never
-  // exceeds ~256 MiB on the device.
-  const int64_t block = std::max<int64_t>(1, (int64_t{32} << 20) / std::max<int64_t>(m, 1));
-  gram_ = at::zeros({m, m}, b.options().dtype(at::kDouble));
-  for (int64_t s = 0; s < p; s += block) {
-    const at::Tensor bl = b.narrow(1, s, std::min(block, p - s)).to(at::kDouble);
-    gram_.addmm_(bl, bl.t());
-  }
-  gram_ /= static_cast<double>(n_);
+  gram_ = jac_ ? gram_with(*this) : symmetric_gram(rows()) / static_cast<double>(n_);
   return gram_;
+}
+
+at::Tensor CurvatureOperator::gram_with(CurvatureOperator& other) {
+  const at::Tensor& a = rows();
+  const at::Tensor& b = other.rows();
+  if (other.n_ != n_ || other.dim() != dim())
+    fail(
+        "curvature: a Gram matrix of two operators needs the same samples and parameters (n {} "
+        "vs {}, p {} vs {})",
+        n_, other.n_, dim(), other.dim());
+  at::Tensor k;
+  if (shares_jacobian(other)) {
+    k = sandwich(jacobian_factors(), jacobian_gram(), other.jacobian_factors(), n_, c_);
+    // Sigma0's rows are H B (H = I - 1 1^T / n, centring over samples): H K on the left, K H on
+    // the right.
+    if (opt_.matrix == MatrixKind::Sigma0) k = k - k.mean(0, true);
+    if (other.opt_.matrix == MatrixKind::Sigma0) k = k - k.mean(1, true);
+  } else {
+    k = this == &other ? symmetric_gram(a) : cross_product(a, b);
+  }
+  return k / static_cast<double>(n_);
+}
+
+const at::Tensor& CurvatureOperator::jacobian_gram() {
+  if (!jac_->gram.defined()) jac_->gram = symmetric_gram(jac_->j.reshape({n_ * c_, layout_.size}));
+  return jac_->gram;
+}
+
+at::Tensor CurvatureOperator::jacobian_factors() const {
+  if (opt_.matrix == MatrixKind::G && opt_.loss == LossKind::Mse) return {};  // rows = J
+  return factors(0, n_).to(at::kDouble);
 }
 
 at::Tensor CurvatureOperator::forward(int64_t start, int64_t count) {
@@ -301,13 +373,14 @@ void CurvatureOperator::build_rows() {
     if (opt_.loss != LossKind::Mse) rows.narrow(0, s, count).copy_(at::bmm(factors(s, count), js));
   }
   rows_ = rows.view({n_ * m, p});
-  jac_ = jac;
+  if (jac.defined()) jac_ = std::make_shared<Jacobian>(Jacobian{jac, {}});
   // Sigma0 over b samples is (1/b) sum (g_i - mean g)(g_i - mean g)^T: centred rows.
   if (opt_.matrix == MatrixKind::Sigma0) rows_ -= rows_.mean(0, true);
 }
 
-void CurvatureOperator::rows_from_jacobian(const at::Tensor& jac) {
-  jac_ = jac;
+void CurvatureOperator::rows_from_jacobian(const std::shared_ptr<Jacobian>& shared) {
+  jac_ = shared;
+  const at::Tensor& jac = shared->j;
   const int64_t p = layout_.size;
   if (opt_.matrix == MatrixKind::G) {
     rows_ = opt_.loss == LossKind::Mse ? jac.view({n_ * c_, p})
