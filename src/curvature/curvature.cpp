@@ -3,6 +3,7 @@
 #include "src/curvature/curvature.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/nn/module.h>
@@ -95,6 +96,28 @@ at::Tensor sandwich(const at::Tensor& fa, const at::Tensor& p, const at::Tensor&
       .transpose(0, 1)
       .reshape({rows, n * fb.size(1)});
 }
+
+// One OpenMP thread for a scope (process-wide for the calling thread; restored after). The rows
+// are built from many small ops and per-sample GEMMs: with two OpenMP threads, the idle one
+// spins between parallel regions while OpenBLAS's own threads want the same cores, and on this
+// 2-core machine under load that cost 5-10x (bench_gv rows, 1,000 samples, 2 threads: CNN
+// float64 10-23 s against 1.6-3.2 s with one OpenMP thread; ResNet-8 float32 82 s against
+// 8.7 s). The BLAS still uses its threads inside every GEMM.
+class OneOmpThread {
+ public:
+  explicit OneOmpThread(bool on) : old_(at::get_num_threads()), on_(on && old_ > 1) {
+    if (on_) at::set_num_threads(1);
+  }
+  ~OneOmpThread() {
+    if (on_) at::set_num_threads(old_);
+  }
+  OneOmpThread(const OneOmpThread&) = delete;
+  OneOmpThread& operator=(const OneOmpThread&) = delete;
+
+ private:
+  int old_;
+  bool on_;
+};
 
 // One line on stderr, the first time this process has it to say.
 void say_once(const std::string& line) {
@@ -361,6 +384,7 @@ void CurvatureOperator::build_rows() {
     scratch = at::empty({std::min(chunk, n_), c_, p}, options());
   if (opt_.rows_method == RowsMethod::Loop) rows_method_ = RowsMethod::Loop;
   c10::AutoGradMode grad_on(true);
+  const OneOmpThread serial(opt_.device.is_cpu());
   for (int64_t s = 0; s < n_; s += chunk) {
     const int64_t count = std::min(chunk, n_ - s);
     if (!g) {
