@@ -48,7 +48,9 @@ at::Tensor dot_parts(const std::vector<at::Tensor>& a, const std::vector<at::Ten
 
 // B B^T in float64 (rows x rows) from its lower-triangular tiles, each mirrored above the
 // diagonal: with ~8 tiles a side, 36 of 64 tile products (56 % of one GEMM's multiply-adds), each
-// still a large product for BLAS. Float32 rows go to float64 by column blocks of ~256 MiB.
+// still a large product for BLAS. Measured (bench_gv gram, CNN, 2,000 rows of p = 43,174, float64,
+// 2 threads, loaded machine): 1.36-1.38x faster than one GEMM at 4 or 8 tiles a side, 1.0x at 16.
+// Float32 rows go to float64 by column blocks of ~256 MiB.
 at::Tensor symmetric_gram(const at::Tensor& b) {
   const int64_t m = b.size(0), p = b.size(1);
   const int64_t block = b.scalar_type() == at::kDouble
