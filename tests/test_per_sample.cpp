@@ -282,7 +282,9 @@ TEST(PerSampleRows, GramMatricesFromTheJacobianGramMatchTheRows) {
         ASSERT_TRUE(a->shares_jacobian(*b));
         const at::Tensor direct = a->rows().mm(b->rows().t()) / n;
         EXPECT_LT(rel_err(a->gram_with(*b), direct), 1e-12);
-        if (a == b) EXPECT_LT(rel_err(a->gram_matrix(), direct), 1e-12);
+        if (a == b) {
+          EXPECT_LT(rel_err(a->gram_matrix(), direct), 1e-12);
+        }
       }
     for (MatrixKind m : kRowMatrices) {
       SCOPED_TRACE(ng::to_string(l) + " alone " + ng::to_string(m));

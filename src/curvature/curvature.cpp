@@ -364,9 +364,9 @@ bool CurvatureOperator::wants_rows() const {
   return true;
 }
 
-// Peak memory: the rows (n m p), plus for cross-entropy G one chunk's raw Jacobians (chunk C p)
-// or, with keep_jacobian, all of them (n C p); plus one chunk's activations and, per layer in
-// turn, ~16 MiB of unfolded inputs and per-sample gradients (src/curvature/per_sample.cpp).
+// Peak memory: the rows (n m p), plus for cross-entropy G with keep_jacobian the raw Jacobians
+// (n C p); plus one chunk's activations and, per layer in turn, ~16 MiB of unfolded inputs and
+// per-sample gradients (src/curvature/per_sample.cpp).
 void CurvatureOperator::build_rows() {
   const int64_t m = factor_rows(), p = layout_.size;
   const bool g = opt_.matrix == MatrixKind::G;
@@ -377,24 +377,23 @@ void CurvatureOperator::build_rows() {
   const int64_t chunk =
       opt_.device.is_cpu() ? std::min<int64_t>(opt_.batch_size, 32) : opt_.batch_size;
   at::Tensor rows = at::zeros({n_, m, p}, options());
-  at::Tensor jac, scratch;
+  at::Tensor jac;
   if (g && opt_.loss == LossKind::Mse)
     jac = rows;  // M_i = I
   else if (g && opt_.keep_jacobian)
     jac = at::zeros({n_, c_, p}, options());
-  else if (g)
-    scratch = at::empty({std::min(chunk, n_), c_, p}, options());
   if (opt_.rows_method == RowsMethod::Loop) rows_method_ = RowsMethod::Loop;
   c10::AutoGradMode grad_on(true);
   const OneOmpThread serial(opt_.device.is_cpu());
   for (int64_t s = 0; s < n_; s += chunk) {
     const int64_t count = std::min(chunk, n_ - s);
-    if (!g) {
+    // Without raw Jacobians to keep, the cotangents M_i[r] give the rows M_i J_i directly.
+    if (!jac.defined()) {
       vjp_rows(s, count, factors(s, count), rows.narrow(0, s, count));
       continue;
     }
     // The raw Jacobians (cotangents e_r), then M_i J_i.
-    at::Tensor js = jac.defined() ? jac.narrow(0, s, count) : scratch.narrow(0, 0, count).zero_();
+    const at::Tensor js = jac.narrow(0, s, count);
     vjp_rows(s, count, at::eye(c_, options()).expand({count, c_, c_}), js);
     if (opt_.loss != LossKind::Mse) rows.narrow(0, s, count).copy_(at::bmm(factors(s, count), js));
   }

@@ -30,7 +30,8 @@
 // forward per chunk of samples and one backward per factor row, src/curvature/per_sample.h;
 // chunks of min(batch_size, 32) on a CPU, batch_size on a GPU), else one sample at a time (one
 // forward and one backward per factor row each), said once on stderr.
-// G's rows come from the raw Jacobians J_i (cotangents e_r, then M_i J_i by a batched matmul);
+// G's rows come from the raw Jacobians J_i where those are kept (cotangents e_r, then M_i J_i by
+// a batched matmul), else straight from the cotangents M_i[r] (one backward per row either way);
 // for mse M_i = I, so the rows are J itself, and an operator made from a G operator by the
 // second constructor forms Sigma's rows r_i^T J_i and Sigma0's from that J without a pass.
 // Cross entropy's M_i J_i cannot give r_i^T J_i back, so there J is kept only when asked
