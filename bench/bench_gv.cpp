@@ -240,24 +240,33 @@ int topk(const std::map<std::string, std::string>& o) {
   return 0;
 }
 
+// The rows and gram modes' model (--model, --depth, --classes; seed 0) on the first --n images
+// (x, y); returns the images' description.
+std::string model_and_images(const std::map<std::string, std::string>& o, int64_t b,
+                             int64_t classes, ng::Net* net, at::Tensor* x, at::Tensor* y) {
+  const std::string model = get(o, "model", "cnn");
+  const std::string data_text = load_images(o, b, classes, x, y);
+  ng::ModelSpec spec;
+  spec.name = model;
+  spec.depth = model == "resnet" ? std::stoll(get(o, "depth", "8")) : 0;
+  spec.num_classes = classes;
+  at::manual_seed(0);
+  *net = ng::make_model(spec);
+  return data_text;
+}
+
 // Per-sample rows of b samples, batched against the one-sample loop. The loop's cost is the
 // same for every sample, so it may run on the first --loop-n samples only and is scaled to b.
 int rows(const std::map<std::string, std::string>& o) {
-  const std::string model = get(o, "model", "cnn");
   const int64_t b = std::stoll(get(o, "n", "1000"));
   const int64_t loop_n = std::min<int64_t>(b, std::stoll(get(o, "loop-n", std::to_string(b))));
   const int64_t classes = std::stoll(get(o, "classes", "2"));
   const std::string dtype = get(o, "dtype", "float64");
   const std::string matrix = get(o, "matrix", "G");
   at::set_num_threads(std::stoi(get(o, "threads", "2")));
+  ng::Net net;
   at::Tensor x, y;
-  const std::string data_text = load_images(o, b, classes, &x, &y);
-  ng::ModelSpec spec;
-  spec.name = model;
-  spec.depth = model == "resnet" ? std::stoll(get(o, "depth", "8")) : 0;
-  spec.num_classes = classes;
-  at::manual_seed(0);
-  ng::Net net = ng::make_model(spec);
+  const std::string data_text = model_and_images(o, b, classes, &net, &x, &y);
   ng::CurvatureOptions co;
   co.matrix = ng::matrix_names().parse(matrix, "--matrix");
   co.loss = ng::loss_names().parse(get(o, "loss", "mse"), "--loss");
@@ -292,18 +301,12 @@ int rows(const std::map<std::string, std::string>& o) {
 // K = B B^T / n by symmetric tiles (gram_matrix) against one full GEMM, Sigma's Gram matrix
 // and the cross term from the shared Jacobian Gram matrix, and LAPACK's eigh of K.
 int gram(const std::map<std::string, std::string>& o) {
-  const std::string model = get(o, "model", "cnn");
   const int64_t b = std::stoll(get(o, "n", "1000"));
   const int64_t classes = std::stoll(get(o, "classes", "2"));
   at::set_num_threads(std::stoi(get(o, "threads", "2")));
+  ng::Net net;
   at::Tensor x, y;
-  const std::string data_text = load_images(o, b, classes, &x, &y);
-  ng::ModelSpec spec;
-  spec.name = model;
-  spec.depth = model == "resnet" ? std::stoll(get(o, "depth", "8")) : 0;
-  spec.num_classes = classes;
-  at::manual_seed(0);
-  ng::Net net = ng::make_model(spec);
+  const std::string data_text = model_and_images(o, b, classes, &net, &x, &y);
   ng::CurvatureOptions co;
   co.estimator = ng::Estimator::PerSample;
   co.dtype = get(o, "dtype", "float64") == "float32" ? at::kFloat : at::kDouble;

@@ -39,7 +39,7 @@ struct PerSampleGrad {
   at::Tensor full, left, right;
   bool defined() const { return full.defined() || left.defined(); }
   at::Tensor materialise() const { return full.defined() ? full : (left * right).flatten(2); }
-  // Sample i's row r (N, numel) only.
+  // Row r of every sample: (N, numel).
   at::Tensor row(int64_t r) const {
     return full.defined() ? full.select(1, r) : (left.select(1, r) * right.select(1, 0)).flatten(1);
   }
