@@ -17,6 +17,9 @@
 //                 [--loop-n N] [--data-dir DIR]
 //       per-sample rows of n samples built batched and by the one-sample loop (on the first
 //       loop-n samples, scaled to n: its cost per sample is constant); prints both and the ratio.
+//   bench_gv gram [--model cnn|resnet] [--n 1000] [--classes 2] [--dtype float64] [--threads 2]
+//       the Gram route's pieces on G's rows (mse): K by symmetric tiles against one GEMM (ratio),
+//       Sigma's K and tr(Sigma G)'s cross term from the shared Jacobian Gram matrix, eigh.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
@@ -237,24 +240,33 @@ int topk(const std::map<std::string, std::string>& o) {
   return 0;
 }
 
+// The rows and gram modes' model (--model, --depth, --classes; seed 0) on the first --n images
+// (x, y); returns the images' description.
+std::string model_and_images(const std::map<std::string, std::string>& o, int64_t b,
+                             int64_t classes, ng::Net* net, at::Tensor* x, at::Tensor* y) {
+  const std::string model = get(o, "model", "cnn");
+  const std::string data_text = load_images(o, b, classes, x, y);
+  ng::ModelSpec spec;
+  spec.name = model;
+  spec.depth = model == "resnet" ? std::stoll(get(o, "depth", "8")) : 0;
+  spec.num_classes = classes;
+  at::manual_seed(0);
+  *net = ng::make_model(spec);
+  return data_text;
+}
+
 // Per-sample rows of b samples, batched against the one-sample loop. The loop's cost is the
 // same for every sample, so it may run on the first --loop-n samples only and is scaled to b.
 int rows(const std::map<std::string, std::string>& o) {
-  const std::string model = get(o, "model", "cnn");
   const int64_t b = std::stoll(get(o, "n", "1000"));
   const int64_t loop_n = std::min<int64_t>(b, std::stoll(get(o, "loop-n", std::to_string(b))));
   const int64_t classes = std::stoll(get(o, "classes", "2"));
   const std::string dtype = get(o, "dtype", "float64");
   const std::string matrix = get(o, "matrix", "G");
   at::set_num_threads(std::stoi(get(o, "threads", "2")));
+  ng::Net net;
   at::Tensor x, y;
-  const std::string data_text = load_images(o, b, classes, &x, &y);
-  ng::ModelSpec spec;
-  spec.name = model;
-  spec.depth = model == "resnet" ? std::stoll(get(o, "depth", "8")) : 0;
-  spec.num_classes = classes;
-  at::manual_seed(0);
-  ng::Net net = ng::make_model(spec);
+  const std::string data_text = model_and_images(o, b, classes, &net, &x, &y);
   ng::CurvatureOptions co;
   co.matrix = ng::matrix_names().parse(matrix, "--matrix");
   co.loss = ng::loss_names().parse(get(o, "loss", "mse"), "--loss");
@@ -285,6 +297,48 @@ int rows(const std::map<std::string, std::string>& o) {
   return 0;
 }
 
+// The Gram route's pieces on the rows of n samples (G, mse, as the exact quick_cnn spectrum):
+// K = B B^T / n by symmetric tiles (gram_matrix) against one full GEMM, Sigma's Gram matrix
+// and the cross term from the shared Jacobian Gram matrix, and LAPACK's eigh of K.
+int gram(const std::map<std::string, std::string>& o) {
+  const int64_t b = std::stoll(get(o, "n", "1000"));
+  const int64_t classes = std::stoll(get(o, "classes", "2"));
+  at::set_num_threads(std::stoi(get(o, "threads", "2")));
+  ng::Net net;
+  at::Tensor x, y;
+  const std::string data_text = model_and_images(o, b, classes, &net, &x, &y);
+  ng::CurvatureOptions co;
+  co.estimator = ng::Estimator::PerSample;
+  co.dtype = get(o, "dtype", "float64") == "float32" ? at::kFloat : at::kDouble;
+  co.probe = false;
+  co.max_row_bytes = int64_t{64} << 30;
+  auto t0 = Clock::now();
+  ng::CurvatureOperator g(net, x, y, co);
+  const double rows_s = since(t0);
+  t0 = Clock::now();
+  const at::Tensor k = g.gram_matrix();
+  const double tiles_s = since(t0);
+  t0 = Clock::now();
+  const at::Tensor full = at::mm(g.rows(), g.rows().t()).to(at::kDouble) / static_cast<double>(b);
+  const double full_s = since(t0);
+  t0 = Clock::now();
+  ng::CurvatureOperator s(g, ng::MatrixKind::Sigma);
+  const at::Tensor ks = s.gram_matrix();
+  const at::Tensor cross = g.gram_with(s);
+  const double derived_s = since(t0);
+  t0 = Clock::now();
+  const auto eig = at::linalg_eigh(k, "L");
+  const double eigh_s = since(t0);
+  fmt::print("{} (p = {}), {}, {} rows of G, {}, {} threads\n", net->describe(), g.dim(), data_text,
+             k.size(0), get(o, "dtype", "float64"), at::get_num_threads());
+  fmt::print(
+      "  rows {:.3f}s | K by symmetric tiles {:.3f}s, by one GEMM {:.3f}s (ratio {:.2f}, rel. "
+      "difference {:.1e}) | Sigma's K and the cross term from P {:.3f}s | eigh {:.3f}s\n",
+      rows_s, tiles_s, full_s, full_s / tiles_s, ((k - full).norm() / full.norm()).item<double>(),
+      derived_s, eigh_s);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -293,12 +347,13 @@ int main(int argc, char** argv) {
     if (mode == "ratio") return ratio(options(argc, argv, 2));
     if (mode == "topk") return topk(options(argc, argv, 2));
     if (mode == "rows") return rows(options(argc, argv, 2));
+    if (mode == "gram") return gram(options(argc, argv, 2));
   } catch (const std::exception& e) {
     std::string msg = e.what();
     fmt::print(stderr, "bench_gv: error: {}\n", msg.substr(0, msg.find('\n')));
     return 1;
   }
   fmt::print(stderr,
-             "usage: bench_gv ratio|topk|rows [--option value]... (see bench/bench_gv.cpp)\n");
+             "usage: bench_gv ratio|topk|rows|gram [--option value]... (see bench/bench_gv.cpp)\n");
   return 2;
 }

@@ -415,6 +415,22 @@ TEST(Metrics, GramFormulasAreExactForPerSampleOperators) {
     const ng::TraceStats ts = ng::trace_stats(s, 0, 0);
     expect_rel(ts.trace.value, at::trace(d.sigma).item<double>(), 1e-10, "tr Sigma");
     expect_rel(ts.trace_sq.value, d.sigma.pow(2).sum().item<double>(), 1e-10, "tr Sigma^2");
+
+    // Sigma made from G: every Gram matrix from the one Jacobian Gram matrix they share.
+    ng::CurvatureOptions o = options(MatrixKind::G, Estimator::PerSample, l);
+    o.keep_jacobian = true;
+    CurvatureOperator gj(pb.net, pb.x, pb.y, o);
+    CurvatureOperator sj(gj, MatrixKind::Sigma);
+    ASSERT_TRUE(gj.shares_jacobian(sj));
+    const ng::Alignment aj = ng::compute_alignment(gj, sj, ng::top_eigenpairs(gj, eo), {});
+    for (int64_t j = 0; j < k; ++j) {
+      expect_rel(aj.lambda[j], m.lambda[j], 1e-10, "shared lambda");
+      expect_rel(aj.alpha[j], m.alpha[j], 1e-8, "shared alpha");
+    }
+    expect_rel(aj.mu.value, m.mu, 1e-10, "shared mu");
+    expect_rel(aj.srk_g2.value, m.srk_g2, 1e-10, "shared srk(G^2)");
+    const ng::TraceStats tj = ng::trace_stats(sj, 0, 0);
+    expect_rel(tj.trace_sq.value, d.sigma.pow(2).sum().item<double>(), 1e-10, "shared tr Sigma^2");
   }
 }
 

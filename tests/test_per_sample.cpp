@@ -84,7 +84,7 @@ struct Data {
 // Parameters moved off their initialisation (Fixup starts with zero branches and head, which
 // would leave most rows zero) by half their spread, so that outputs stay O(1) and cross entropy's
 // softmax is not saturated; float64.
-Data make_data(const Family& fam, bool cross_entropy, uint64_t seed = 1) {
+Data make_data(const Family& fam, bool cross_entropy, uint64_t seed = 1, int64_t n = kN) {
   at::manual_seed(seed);
   Data d;
   d.net = ng::make_model(fam.spec);
@@ -96,11 +96,11 @@ Data make_data(const Family& fam, bool cross_entropy, uint64_t seed = 1) {
       t.add_((sd > 0 ? 0.5 * sd : 0.2) * at::randn_like(t));
     }
   }
-  std::vector<int64_t> shape = {kN};
+  std::vector<int64_t> shape = {n};
   shape.insert(shape.end(), fam.input.begin(), fam.input.end());
   d.x = at::randn(shape, at::kDouble);
   const int64_t c = fam.spec.num_classes;
-  d.y = cross_entropy ? curvtest::one_hot(kN, c) : at::randn({kN, c}, at::kDouble);
+  d.y = cross_entropy ? curvtest::one_hot(n, c) : at::randn({n, c}, at::kDouble);
   return d;
 }
 
@@ -255,6 +255,45 @@ TEST(PerSampleRows, OperatorsMadeFromAnotherShareItsJacobian) {
     EXPECT_FALSE(h.has_rows());
     const at::Tensor v = ng::seeded_normal(h.dim(), 4, at::TensorOptions(at::kDouble));
     EXPECT_LT(rel_err(h.apply(v), h_alone.apply(v)), 1e-12);
+  }
+}
+
+// The Gram matrices that operators sharing raw Jacobians derive from one Jacobian Gram matrix
+// P = J J^T (G, Sigma, Sigma0 and every cross term), and those formed by symmetric tiles from the
+// rows alone, against B_a B_b^T / n formed by one product: over 450 rows of G, so that the tiles
+// (128 a side) include a ragged last one.
+TEST(PerSampleRows, GramMatricesFromTheJacobianGramMatchTheRows) {
+  constexpr int64_t n = 150;
+  Family fam;
+  for (const Family& f : families())
+    if (f.label == "fnn") fam = f;
+  for (LossKind l : {LossKind::Mse, LossKind::CrossEntropy}) {
+    Data d = make_data(fam, l == LossKind::CrossEntropy, 3, n);
+    CurvatureOptions o = options(MatrixKind::G, l, RowsMethod::Auto);
+    o.keep_jacobian = true;
+    CurvatureOperator g(d.net, d.x, d.y, o);
+    CurvatureOperator s(g, MatrixKind::Sigma);
+    CurvatureOperator s0(s, MatrixKind::Sigma0);
+    CurvatureOperator* made[] = {&g, &s, &s0};
+    for (CurvatureOperator* a : made)
+      for (CurvatureOperator* b : made) {
+        SCOPED_TRACE(ng::to_string(l) + " " + ng::to_string(a->settings().matrix) + " x " +
+                     ng::to_string(b->settings().matrix));
+        ASSERT_TRUE(a->shares_jacobian(*b));
+        const at::Tensor direct = a->rows().mm(b->rows().t()) / n;
+        EXPECT_LT(rel_err(a->gram_with(*b), direct), 1e-12);
+        if (a == b) {
+          EXPECT_LT(rel_err(a->gram_matrix(), direct), 1e-12);
+        }
+      }
+    for (MatrixKind m : kRowMatrices) {
+      SCOPED_TRACE(ng::to_string(l) + " alone " + ng::to_string(m));
+      CurvatureOperator alone(d.net, d.x, d.y, options(m, l, RowsMethod::Auto));
+      EXPECT_EQ(alone.has_jacobian(), m == MatrixKind::G && l == LossKind::Mse);
+      const at::Tensor& k = alone.gram_matrix();
+      EXPECT_LT(rel_err(k, alone.rows().mm(alone.rows().t()) / n), 1e-12);
+      EXPECT_LT(rel_err(alone.gram_with(g), alone.rows().mm(g.rows().t()) / n), 1e-12);
+    }
   }
 }
 

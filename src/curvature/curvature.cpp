@@ -3,6 +3,7 @@
 #include "src/curvature/curvature.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/nn/module.h>
@@ -44,6 +45,81 @@ at::Tensor dot_parts(const std::vector<at::Tensor>& a, const std::vector<at::Ten
   }
   return s;
 }
+
+// B B^T in float64 (rows x rows) from its lower-triangular tiles, each mirrored above the
+// diagonal: with ~8 tiles a side, 36 of 64 tile products (56 % of one GEMM's multiply-adds), each
+// still a large product for BLAS. Measured (bench_gv gram, CNN, 2,000 rows of p = 43,174, float64,
+// 2 threads, loaded machine): 1.36-1.38x faster than one GEMM at 4 or 8 tiles a side, 1.0x at 16.
+// Float32 rows go to float64 by column blocks of ~256 MiB.
+at::Tensor symmetric_gram(const at::Tensor& b) {
+  const int64_t m = b.size(0), p = b.size(1);
+  const int64_t block = b.scalar_type() == at::kDouble
+                            ? p
+                            : std::max<int64_t>(1, (int64_t{32} << 20) / std::max<int64_t>(m, 1));
+  const int64_t tile = std::max<int64_t>(128, (m + 7) / 8);
+  at::Tensor k = at::zeros({m, m}, b.options().dtype(at::kDouble));
+  auto part = [&](const at::Tensor& t, int64_t i, int64_t j) {
+    return t.narrow(0, i, std::min(tile, m - i)).narrow(1, j, std::min(tile, m - j));
+  };
+  for (int64_t s = 0; s < p; s += block) {
+    const at::Tensor bl = b.narrow(1, s, std::min(block, p - s)).to(at::kDouble);
+    for (int64_t i = 0; i < m; i += tile)
+      for (int64_t j = 0; j <= i; j += tile)
+        part(k, i, j).addmm_(bl.narrow(0, i, std::min(tile, m - i)),
+                             bl.narrow(0, j, std::min(tile, m - j)).t());
+  }
+  for (int64_t i = 0; i < m; i += tile)
+    for (int64_t j = 0; j < i; j += tile) part(k, j, i).copy_(part(k, i, j).t());
+  return k;
+}
+
+// A B^T in float64 by column blocks (the float64 copies stay near 256 MiB).
+at::Tensor cross_product(const at::Tensor& a, const at::Tensor& b) {
+  const int64_t p = a.size(1);
+  const int64_t block =
+      std::max<int64_t>(1, (int64_t{32} << 20) / std::max<int64_t>(a.size(0) + b.size(0), 1));
+  at::Tensor k = at::zeros({a.size(0), b.size(0)}, a.options().dtype(at::kDouble));
+  for (int64_t s = 0; s < p; s += block) {
+    const int64_t len = std::min(block, p - s);
+    k.addmm_(a.narrow(1, s, len).to(at::kDouble), b.narrow(1, s, len).to(at::kDouble).t());
+  }
+  return k;
+}
+
+// Fa P Fb^T for block-diagonal Fa = diag(Fa_1..Fa_n) (fa: (n, ma, C)) and Fb (n, mb, C), P
+// (nC x nC); an undefined factor is the identity. Per block pair Fa_i P_ij Fb_j^T: O(n^2 C^3).
+at::Tensor sandwich(const at::Tensor& fa, const at::Tensor& p, const at::Tensor& fb, int64_t n,
+                    int64_t c) {
+  at::Tensor x = p;
+  if (fa.defined()) x = at::bmm(fa, p.view({n, c, n * c})).view({n * fa.size(1), n * c});
+  if (!fb.defined()) return x;
+  const int64_t rows = x.size(0);
+  return at::bmm(x.view({rows, n, c}).transpose(0, 1), fb.transpose(1, 2))
+      .transpose(0, 1)
+      .reshape({rows, n * fb.size(1)});
+}
+
+// One OpenMP thread for a scope (process-wide for the calling thread; restored after). The rows
+// are built from many small ops and per-sample GEMMs: with two OpenMP threads, the idle one
+// spins between parallel regions while OpenBLAS's own threads want the same cores, and on this
+// 2-core machine under load that cost 5-10x (bench_gv rows, 1,000 samples, 2 threads: CNN
+// float64 10-23 s against 1.6-3.2 s with one OpenMP thread; ResNet-8 float32 82 s against
+// 8.7 s). The BLAS still uses its threads inside every GEMM.
+class OneOmpThread {
+ public:
+  explicit OneOmpThread(bool on) : old_(at::get_num_threads()), on_(on && old_ > 1) {
+    if (on_) at::set_num_threads(1);
+  }
+  ~OneOmpThread() {
+    if (on_) at::set_num_threads(old_);
+  }
+  OneOmpThread(const OneOmpThread&) = delete;
+  OneOmpThread& operator=(const OneOmpThread&) = delete;
+
+ private:
+  int old_;
+  bool on_;
+};
 
 // One line on stderr, the first time this process has it to say.
 void say_once(const std::string& line) {
@@ -148,7 +224,7 @@ CurvatureOperator::CurvatureOperator(const CurvatureOperator& other, MatrixKind 
   if (wants_rows()) {
     rows_method_ = other.rows_method_;
     rows_note_ = other.rows_note_;
-    if (other.jac_.defined()) {
+    if (other.jac_) {
       rows_from_jacobian(other.jac_);
     } else if (other.rows_.defined() && other.opt_.matrix == matrix) {
       rows_ = other.rows_;  // never written after construction: safe to share
@@ -184,18 +260,39 @@ const at::Tensor& CurvatureOperator::rows() const {
 
 const at::Tensor& CurvatureOperator::gram_matrix() {
   if (gram_.defined()) return gram_;
-  const at::Tensor& b = rows();
-  const int64_t m = b.size(0), p = b.size(1);
-  // Accumulated in float64 over column blocks, so that the float64 copy of float32 rows never
-  // exceeds ~256 MiB on the device.
-  const int64_t block = std::max<int64_t>(1, (int64_t{32} << 20) / std::max<int64_t>(m, 1));
-  gram_ = at::zeros({m, m}, b.options().dtype(at::kDouble));
-  for (int64_t s = 0; s < p; s += block) {
-    const at::Tensor bl = b.narrow(1, s, std::min(block, p - s)).to(at::kDouble);
-    gram_.addmm_(bl, bl.t());
-  }
-  gram_ /= static_cast<double>(n_);
+  gram_ = jac_ ? gram_with(*this) : symmetric_gram(rows()) / static_cast<double>(n_);
   return gram_;
+}
+
+at::Tensor CurvatureOperator::gram_with(CurvatureOperator& other) {
+  const at::Tensor& a = rows();
+  const at::Tensor& b = other.rows();
+  if (other.n_ != n_ || other.dim() != dim())
+    fail(
+        "curvature: a Gram matrix of two operators needs the same samples and parameters (n {} "
+        "vs {}, p {} vs {})",
+        n_, other.n_, dim(), other.dim());
+  at::Tensor k;
+  if (shares_jacobian(other)) {
+    k = sandwich(jacobian_factors(), jacobian_gram(), other.jacobian_factors(), n_, c_);
+    // Sigma0's rows are H B (H = I - 1 1^T / n, centring over samples): H K on the left, K H on
+    // the right.
+    if (opt_.matrix == MatrixKind::Sigma0) k = k - k.mean(0, true);
+    if (other.opt_.matrix == MatrixKind::Sigma0) k = k - k.mean(1, true);
+  } else {
+    k = this == &other ? symmetric_gram(a) : cross_product(a, b);
+  }
+  return k / static_cast<double>(n_);
+}
+
+const at::Tensor& CurvatureOperator::jacobian_gram() {
+  if (!jac_->gram.defined()) jac_->gram = symmetric_gram(jac_->j.reshape({n_ * c_, layout_.size}));
+  return jac_->gram;
+}
+
+at::Tensor CurvatureOperator::jacobian_factors() const {
+  if (opt_.matrix == MatrixKind::G && opt_.loss == LossKind::Mse) return {};  // rows = J
+  return factors(0, n_).to(at::kDouble);
 }
 
 at::Tensor CurvatureOperator::forward(int64_t start, int64_t count) {
@@ -267,9 +364,9 @@ bool CurvatureOperator::wants_rows() const {
   return true;
 }
 
-// Peak memory: the rows (n m p), plus for cross-entropy G one chunk's raw Jacobians (chunk C p)
-// or, with keep_jacobian, all of them (n C p); plus one chunk's activations and, per layer in
-// turn, ~16 MiB of unfolded inputs and per-sample gradients (src/curvature/per_sample.cpp).
+// Peak memory: the rows (n m p), plus for cross-entropy G with keep_jacobian the raw Jacobians
+// (n C p); plus one chunk's activations and, per layer in turn, ~16 MiB of unfolded inputs and
+// per-sample gradients (src/curvature/per_sample.cpp).
 void CurvatureOperator::build_rows() {
   const int64_t m = factor_rows(), p = layout_.size;
   const bool g = opt_.matrix == MatrixKind::G;
@@ -280,34 +377,35 @@ void CurvatureOperator::build_rows() {
   const int64_t chunk =
       opt_.device.is_cpu() ? std::min<int64_t>(opt_.batch_size, 32) : opt_.batch_size;
   at::Tensor rows = at::zeros({n_, m, p}, options());
-  at::Tensor jac, scratch;
+  at::Tensor jac;
   if (g && opt_.loss == LossKind::Mse)
     jac = rows;  // M_i = I
   else if (g && opt_.keep_jacobian)
     jac = at::zeros({n_, c_, p}, options());
-  else if (g)
-    scratch = at::empty({std::min(chunk, n_), c_, p}, options());
   if (opt_.rows_method == RowsMethod::Loop) rows_method_ = RowsMethod::Loop;
   c10::AutoGradMode grad_on(true);
+  const OneOmpThread serial(opt_.device.is_cpu());
   for (int64_t s = 0; s < n_; s += chunk) {
     const int64_t count = std::min(chunk, n_ - s);
-    if (!g) {
+    // Without raw Jacobians to keep, the cotangents M_i[r] give the rows M_i J_i directly.
+    if (!jac.defined()) {
       vjp_rows(s, count, factors(s, count), rows.narrow(0, s, count));
       continue;
     }
     // The raw Jacobians (cotangents e_r), then M_i J_i.
-    at::Tensor js = jac.defined() ? jac.narrow(0, s, count) : scratch.narrow(0, 0, count).zero_();
+    const at::Tensor js = jac.narrow(0, s, count);
     vjp_rows(s, count, at::eye(c_, options()).expand({count, c_, c_}), js);
     if (opt_.loss != LossKind::Mse) rows.narrow(0, s, count).copy_(at::bmm(factors(s, count), js));
   }
   rows_ = rows.view({n_ * m, p});
-  jac_ = jac;
+  if (jac.defined()) jac_ = std::make_shared<Jacobian>(Jacobian{jac, {}});
   // Sigma0 over b samples is (1/b) sum (g_i - mean g)(g_i - mean g)^T: centred rows.
   if (opt_.matrix == MatrixKind::Sigma0) rows_ -= rows_.mean(0, true);
 }
 
-void CurvatureOperator::rows_from_jacobian(const at::Tensor& jac) {
-  jac_ = jac;
+void CurvatureOperator::rows_from_jacobian(const std::shared_ptr<Jacobian>& shared) {
+  jac_ = shared;
+  const at::Tensor& jac = shared->j;
   const int64_t p = layout_.size;
   if (opt_.matrix == MatrixKind::G) {
     rows_ = opt_.loss == LossKind::Mse ? jac.view({n_ * c_, p})

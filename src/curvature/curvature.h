@@ -30,7 +30,8 @@
 // forward per chunk of samples and one backward per factor row, src/curvature/per_sample.h;
 // chunks of min(batch_size, 32) on a CPU, batch_size on a GPU), else one sample at a time (one
 // forward and one backward per factor row each), said once on stderr.
-// G's rows come from the raw Jacobians J_i (cotangents e_r, then M_i J_i by a batched matmul);
+// G's rows come from the raw Jacobians J_i where those are kept (cotangents e_r, then M_i J_i by
+// a batched matmul), else straight from the cotangents M_i[r] (one backward per row either way);
 // for mse M_i = I, so the rows are J itself, and an operator made from a G operator by the
 // second constructor forms Sigma's rows r_i^T J_i and Sigma0's from that J without a pass.
 // Cross entropy's M_i J_i cannot give r_i^T J_i back, so there J is kept only when asked
@@ -45,6 +46,7 @@
 #include <c10/core/Device.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -142,15 +144,26 @@ class CurvatureOperator : public LinearOperator {
   bool has_rows() const { return rows_.defined(); }
   const at::Tensor& rows() const;
   // K = B B^T / num_samples() in float64 on the device (rows x rows), formed once and kept: the
-  // Gram solver and the exact metrics (tr A^2 = |K|_F^2) share it. Needs rows.
+  // Gram solver and the exact metrics (tr A^2 = |K|_F^2) share it. Needs rows. Operators sharing
+  // raw Jacobians derive it from their one Jacobian Gram matrix P = J J^T (formed once, by
+  // symmetric tiles): K = F P F^T / n with F block-diagonal in the factors M_i, centred for
+  // Sigma0; otherwise it is B B^T by symmetric tiles.
   const at::Tensor& gram_matrix();
+  // B B_other^T / num_samples() in float64 (this operator's rows x other's): from P when both
+  // share Jacobians (O(n^2 C^3)), else by one product over the rows. Needs rows on both, on the
+  // same samples. tr(A_this A_other) = |gram_with(other)|_F^2.
+  at::Tensor gram_with(CurvatureOperator& other);
   // "rows" (products from B) or "streamed" (products by passes over the samples).
   std::string storage() const { return rows_.defined() ? "rows" : "streamed"; }
   // How the rows were built, Batched or Loop (Auto: no rows built here); why not Batched.
   RowsMethod rows_method() const { return rows_method_; }
   const std::string& rows_note() const { return rows_note_; }
   // Raw per-sample Jacobians (n, C, p) held for operators made from this one.
-  bool has_jacobian() const { return jac_.defined(); }
+  bool has_jacobian() const { return jac_ != nullptr; }
+  // Whether both operators hold the same raw Jacobians (one made from the other).
+  bool shares_jacobian(const CurvatureOperator& other) const {
+    return jac_ != nullptr && jac_ == other.jac_;
+  }
   // (n, C): row i is J_i v, by the given method (Auto: the operator's). For tests and metrics.
   at::Tensor jacobian_vector(const at::Tensor& v, JvpMethod method = JvpMethod::Auto);
   // v^T A v from one Jacobian-vector product (half an exact product): (1/n) sum_i
@@ -179,7 +192,6 @@ class CurvatureOperator : public LinearOperator {
   at::Tensor apply_hessian(const at::Tensor& v);
   bool wants_rows() const;  // per-sample (rows too large: an error), or exact within budget
   void build_rows();
-  void rows_from_jacobian(const at::Tensor& jac);
   // out (count, m, p) += cot_ir^T J_i for samples [start, start + count), cot (count, m, C).
   void vjp_rows(int64_t start, int64_t count, const at::Tensor& cot, at::Tensor out);
   std::string vjp_rows_batched(int64_t start, int64_t count, const at::Tensor& cot,
@@ -196,7 +208,16 @@ class CurvatureOperator : public LinearOperator {
   at::Tensor prob_;   // (n, C) softmax outputs (cross entropy)
   at::Tensor rows_;   // per-sample rows
   at::Tensor gram_;   // gram_matrix(), once asked for
-  at::Tensor jac_;    // (n, C, p) raw Jacobians when held (mse G: rows_'s storage)
+  // The raw Jacobians J (n, C, p) when held (mse G: rows_'s storage), shared by the operators
+  // made from one another, with P = J J^T (nC x nC, float64) once someone asked for it.
+  struct Jacobian {
+    at::Tensor j, gram;
+  };
+  std::shared_ptr<Jacobian> jac_;
+  void rows_from_jacobian(const std::shared_ptr<Jacobian>& shared);
+  const at::Tensor& jacobian_gram();  // P, formed on first use
+  // F (n, m, C) in float64 with B = F J: this operator's rows from the raw Jacobians.
+  at::Tensor jacobian_factors() const;
   RowsMethod rows_method_ = RowsMethod::Auto;
   std::string rows_note_;
   at::Tensor grad_;  // grad L, lazily

@@ -29,33 +29,66 @@ at::Tensor sum_to_param(const at::Tensor& t, const at::Tensor& p) {
   return r.reshape({t.size(0), -1});
 }
 
+}  // namespace
+
+// A per-sample gradient (N, m, numel): materialised, or, for a Linear layer without extra dims,
+// the outer products g_ir x_i^T as their factors left (N, m, out, 1) and right (N, 1, 1, in).
+// Those go into the rows by one broadcast multiply-add: as a batched matmul with contraction 1
+// they cost one BLAS call per sample and a temporary as large as their slice of the rows.
+struct PerSampleGrad {
+  at::Tensor full, left, right;
+  bool defined() const { return full.defined() || left.defined(); }
+  at::Tensor materialise() const { return full.defined() ? full : (left * right).flatten(2); }
+  // Row r of every sample: (N, numel).
+  at::Tensor row(int64_t r) const {
+    return full.defined() ? full.select(1, r) : (left.select(1, r) * right.select(1, 0)).flatten(1);
+  }
+  int64_t entries() const { return full.defined() ? full.size(2) : left.size(2) * right.size(3); }
+  // target (N, m, numel) += this.
+  void add_to(at::Tensor target) const {
+    if (full.defined()) {
+      target.add_(full);
+      return;
+    }
+    target.view({target.size(0), target.size(1), left.size(2), right.size(3)})
+        .addcmul_(left, right);
+  }
+};
+
+namespace {
+
 // Per-sample gradients (N, m, numel) of the op's weight and bias from x = the op's input (N, ...)
 // and g = dl/d(output) for m cotangent rows at once (N, m, ...): the m rows share one unfolding
 // of the input and one product with m times the rows.
-void per_sample_grads(const Record& r, const at::Tensor& x, const at::Tensor& g, at::Tensor* dw,
-                      at::Tensor* db) {
+void per_sample_grads(const Record& r, const at::Tensor& x, const at::Tensor& g, PerSampleGrad* dw,
+                      PerSampleGrad* db) {
   const int64_t n = g.size(0), m = g.size(1);
   switch (r.op) {
     case Op::Linear: {
       const int64_t out = r.weight.dim() == 2 ? r.weight.size(0) : 1, in = r.weight.size(-1);
       const at::Tensor g4 = g.reshape({n, m, -1, out});
+      if (r.bias.defined()) db->full = g4.sum(2);
+      if (g4.size(2) == 1) {
+        dw->left = g4.reshape({n, m, out, 1});
+        dw->right = x.reshape({n, 1, 1, in});
+        return;
+      }
       const at::Tensor gt = g4.permute({0, 1, 3, 2}).reshape({n, m * out, -1});
-      *dw = at::bmm(gt, x.reshape({n, -1, in})).view({n, m, out * in});
-      if (r.bias.defined()) *db = g4.sum(2);
+      dw->full = at::bmm(gt, x.reshape({n, -1, in})).view({n, m, out * in});
       return;
     }
     case Op::Conv2d: {
       const at::Tensor unf = at::im2col(x, r.kernel, r.dilation, r.padding, r.stride);
       const at::Tensor g3 = g.reshape({n, m * g.size(2), -1});
-      *dw = at::bmm(g3, unf.transpose(1, 2)).view({n, m, -1});
-      if (r.bias.defined()) *db = g3.sum(2).view({n, m, -1});
+      dw->full = at::bmm(g3, unf.transpose(1, 2)).view({n, m, -1});
+      if (r.bias.defined()) db->full = g3.sum(2).view({n, m, -1});
       return;
     }
     case Op::Add:
-      *dw = sum_to_param(g.flatten(0, 1), r.weight).view({n, m, -1});
+      dw->full = sum_to_param(g.flatten(0, 1), r.weight).view({n, m, -1});
       return;
     case Op::Mul:
-      *dw = sum_to_param((g * x.unsqueeze(1)).flatten(0, 1), r.weight).view({n, m, -1});
+      dw->full = sum_to_param((g * x.unsqueeze(1)).flatten(0, 1), r.weight).view({n, m, -1});
       return;
   }
 }
@@ -130,26 +163,27 @@ std::string BatchedGradients::coverage_problem() const {
   return "";
 }
 
-void BatchedGradients::route(const at::Tensor& t, const at::Tensor& per_sample, at::Tensor& out,
+void BatchedGradients::route(const at::Tensor& t, const PerSampleGrad& per_sample, at::Tensor& out,
                              std::vector<at::Tensor>* sums,
                              std::vector<at::Tensor>* abs_sums) const {
   const int64_t k = find(t);
   if (k <= -2) {
     const auto d = static_cast<size_t>(-2 - k);
+    const at::Tensor full = per_sample.materialise();
     for (size_t j = 0; j < rec_.derived[d].params.size(); ++j)
       if (derived_jac_[d][j].defined())
-        route(rec_.derived[d].params[j], per_sample * derived_jac_[d][j].reshape({1, 1, -1}), out,
-              sums, abs_sums);
+        route(rec_.derived[d].params[j], {full * derived_jac_[d][j].reshape({1, 1, -1}), {}, {}},
+              out, sums, abs_sums);
     return;
   }
   if (k < 0) return;
   const int64_t numel = layout_.tensors[k].numel();
-  if (per_sample.size(2) != numel)
+  if (per_sample.entries() != numel)
     fail("internal: per-sample gradient of '{}' has {} entries per sample, the parameter {}",
-         layout_.names[k], per_sample.size(2), numel);
-  out.narrow(2, layout_.offsets[k], numel).add_(per_sample);
+         layout_.names[k], per_sample.entries(), numel);
+  per_sample.add_to(out.narrow(2, layout_.offsets[k], numel));
   if (sums) {
-    const at::Tensor first = per_sample.select(1, 0);
+    const at::Tensor first = per_sample.row(0);
     (*sums)[k] = (*sums)[k] + first.sum(0);
     (*abs_sums)[k] = (*abs_sums)[k] + first.abs().sum(0);
   }
@@ -187,7 +221,8 @@ std::string BatchedGradients::accumulate(const at::Tensor& f, const at::Tensor& 
     const int64_t n = gj.size(0), piece = piece_size(r, gj);
     for (int64_t s = 0; s < n; s += piece) {
       const int64_t len = std::min(piece, n - s);
-      at::Tensor dw, db, o = out.narrow(0, s, len);
+      at::Tensor o = out.narrow(0, s, len);
+      PerSampleGrad dw, db;
       per_sample_grads(r, r.input.narrow(0, s, len), gj.narrow(0, s, len), &dw, &db);
       route(r.weight, dw, o, check ? &sums : nullptr, &abs_sums);
       if (db.defined()) route(r.bias, db, o, check ? &sums : nullptr, &abs_sums);

@@ -24,6 +24,8 @@
 
 namespace ng {
 
+struct PerSampleGrad;
+
 class BatchedGradients {
  public:
   explicit BatchedGradients(const ParameterLayout& layout);
@@ -44,7 +46,7 @@ class BatchedGradients {
  private:
   // Layout index of a parameter, or -1; derived tensors give -2 - (index into derived).
   int64_t find(const at::Tensor& t) const;
-  void route(const at::Tensor& t, const at::Tensor& per_sample, at::Tensor& out,
+  void route(const at::Tensor& t, const PerSampleGrad& per_sample, at::Tensor& out,
              std::vector<at::Tensor>* sums, std::vector<at::Tensor>* abs_sums) const;
 
   const ParameterLayout& layout_;

@@ -27,24 +27,16 @@ at::Tensor gram_of_columns(const at::Tensor& a) {
   return g;
 }
 
-// Squared Frobenius norm of A B^T in float64. |A B^T|_F^2 = tr(A^T A B^T B) = <A^T A, B^T B>_F,
-// so with fewer columns (parameters) than rows (samples) the p x p products are the cheaper ones
-// (Figure 3: n = 1e5 samples of p = 1e3 parameters, where the n x n product cannot even be held).
-double frob_sq_of_product(const at::Tensor& a, const at::Tensor& b) {
-  const int64_t p = a.size(1);
-  if (p * p < a.size(0) * b.size(0)) {
-    const at::Tensor ga = gram_of_columns(a);
-    if (a.is_same(b)) return ga.pow(2).sum().item<double>();
-    return (ga * gram_of_columns(b)).sum().item<double>();
+// tr(A^2) for A = B^T B / b: |B^T B|_F^2 / b^2 from the p x p Gram matrix of the columns when there
+// are fewer parameters than rows (Figure 3: n = 1e5 samples of p = 1e3 parameters, where the n x n
+// Gram matrix cannot even be held), else |K|_F^2 from the operator's (shared) K = B B^T / b.
+double trace_of_square(CurvatureOperator& a) {
+  const at::Tensor& rows = a.rows();
+  if (rows.size(1) * rows.size(1) < rows.size(0) * rows.size(0)) {
+    const double b = static_cast<double>(a.num_samples());
+    return gram_of_columns(rows).pow(2).sum().item<double>() / (b * b);
   }
-  const int64_t block =
-      std::max<int64_t>(1, (int64_t{32} << 20) / std::max<int64_t>(a.size(0) + b.size(0), 1));
-  at::Tensor m = at::zeros({a.size(0), b.size(0)}, a.options().dtype(at::kDouble));
-  for (int64_t s = 0; s < p; s += block) {
-    const int64_t len = std::min(block, p - s);
-    m.addmm_(a.narrow(1, s, len).to(at::kDouble), b.narrow(1, s, len).to(at::kDouble).t());
-  }
-  return m.pow(2).sum().item<double>();
+  return a.gram_matrix().pow(2).sum().item<double>();
 }
 
 double frob_sq(const at::Tensor& a) {
@@ -118,7 +110,7 @@ TraceStats trace_stats(CurvatureOperator& a, int64_t probes, uint64_t seed) {
   if (a.has_rows()) {
     const double b = static_cast<double>(a.num_samples());
     t.trace = {frob_sq(a.rows()) / b, 0, 0};
-    t.trace_sq = {frob_sq_of_product(a.rows(), a.rows()) / (b * b), 0, 0};
+    t.trace_sq = {trace_of_square(a), 0, 0};
     return t;
   }
   if (probes < 2) fail("metrics: Hutchinson needs at least 2 probes, got {}", probes);
@@ -176,9 +168,10 @@ Alignment compute_alignment(CurvatureOperator& g, CurvatureOperator& sigma, cons
           sigma_zero ? 0.0 : (pg * gram_of_columns(bs)).sum().item<double>() / (b * b), 0, 0};
     } else {
       // |B_G B_G^T|_F^2 / b^2 = |K|_F^2: the Gram matrix the Gram solver formed, or forms now
-      // once for whoever asks next.
+      // once for whoever asks next; B_G B_S^T / b from the shared Jacobian Gram matrix where
+      // one operator was made from the other.
       r.frob_g_sq = {g.gram_matrix().pow(2).sum().item<double>(), 0, 0};
-      r.trace_sigma_g = {sigma_zero ? 0.0 : frob_sq_of_product(bg, bs) / (b * b), 0, 0};
+      r.trace_sigma_g = {sigma_zero ? 0.0 : g.gram_with(sigma).pow(2).sum().item<double>(), 0, 0};
     }
     r.trace_g = {frob_sq(bg) / b, 0, 0};
   } else {
