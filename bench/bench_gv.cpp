@@ -207,9 +207,8 @@ int topk(const std::map<std::string, std::string>& o) {
   // As `noisegeom spectrum --estimator exact`: rows within the budget (default: a quarter of the
   // RAM), streamed products otherwise; --row-budget 0 gives the streamed path.
   const std::string budget = get(o, "row-budget", "auto");
-  co.row_budget = budget == "auto" ? ng::default_row_budget(co.device)
-                  : budget == "0"  ? 0
-                                   : ng::parse_bytes(budget, "--row-budget");
+  co.row_budget = ng::parse_budget(budget, "--row-budget");
+  if (co.row_budget < 0) co.row_budget = ng::default_row_budget(co.device);
   ng::CurvatureOperator op(run.model, run.data.x.narrow(0, 0, n), run.data.targets.narrow(0, 0, n),
                            co);
   ng::EigenOptions eo;

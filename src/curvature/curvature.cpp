@@ -13,6 +13,7 @@
 #include <set>
 
 #include "src/core/error.h"
+#include "src/core/memory.h"
 #include "src/core/random.h"
 #include "src/curvature/per_sample.h"
 
@@ -351,17 +352,35 @@ at::Tensor CurvatureOperator::weight(const at::Tensor& jv, int64_t start, int64_
 
 bool CurvatureOperator::wants_rows() const {
   if (opt_.matrix == MatrixKind::Hessian) return false;
-  const double bytes = static_cast<double>(n_ * factor_rows()) * static_cast<double>(layout_.size) *
-                       static_cast<double>(c10::elementSize(opt_.dtype));
-  if (opt_.estimator == Estimator::Exact)
-    return opt_.row_budget > 0 && bytes <= static_cast<double>(opt_.row_budget);
-  if (bytes > static_cast<double>(opt_.max_row_bytes))
+  const int64_t bytes = row_bytes(n_ * factor_rows(), layout_.size, opt_.dtype);
+  if (opt_.estimator == Estimator::Exact) return opt_.row_budget > 0 && bytes <= opt_.row_budget;
+  if (bytes > opt_.max_row_bytes)
     fail(
-        "curvature: per-sample rows for {} need {:.2f} GiB ({} rows x p = {}), over the limit of "
-        "{:.2f} GiB; use fewer samples or the exact estimator",
-        to_string(opt_.matrix), bytes / (1 << 30), n_ * factor_rows(), layout_.size,
-        static_cast<double>(opt_.max_row_bytes) / (1 << 30));
+        "curvature: per-sample rows for {} need {} ({} rows x p = {}), over the limit of {}; use "
+        "fewer samples or the exact estimator",
+        to_string(opt_.matrix), format_bytes(bytes), n_ * factor_rows(), layout_.size,
+        format_bytes(opt_.max_row_bytes));
   return true;
+}
+
+int64_t row_bytes(int64_t rows, int64_t p, at::ScalarType dtype) {
+  return rows * p * static_cast<int64_t>(c10::elementSize(dtype));
+}
+
+int64_t exact_row_bytes(int64_t n, int64_t c, int64_t p, at::ScalarType dtype, bool cross_entropy) {
+  return row_bytes(n * c + n + (cross_entropy ? n * c : 0), p, dtype);
+}
+
+int64_t default_row_budget(const c10::Device& device) {
+  constexpr int64_t kUnknown = int64_t{4} << 30;  // when the machine does not say
+  const int64_t have =
+      device.is_cuda() ? free_device_memory_bytes(device) / 2 : physical_memory_bytes() / 4;
+  return have > 0 ? have : kUnknown;
+}
+
+bool exact_rows_fit(int64_t n, int64_t c, int64_t p, at::ScalarType dtype, bool cross_entropy,
+                    int64_t budget) {
+  return budget > 0 && exact_row_bytes(n, c, p, dtype, cross_entropy) <= budget;
 }
 
 // Peak memory: the rows (n m p), plus for cross-entropy G with keep_jacobian the raw Jacobians

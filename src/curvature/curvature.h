@@ -149,6 +149,9 @@ class CurvatureOperator : public LinearOperator {
   // symmetric tiles): K = F P F^T / n with F block-diagonal in the factors M_i, centred for
   // Sigma0; otherwise it is B B^T by symmetric tiles.
   const at::Tensor& gram_matrix();
+  // Whether gram_matrix() is formed already, or costs only O(n^2 C^3) from a formed Jacobian Gram
+  // matrix P.
+  bool has_gram() const { return gram_.defined() || (jac_ && jac_->gram.defined()); }
   // B B_other^T / num_samples() in float64 (this operator's rows x other's): from P when both
   // share Jacobians (O(n^2 C^3)), else by one product over the rows. Needs rows on both, on the
   // same samples. tr(A_this A_other) = |gram_with(other)|_F^2.
@@ -225,6 +228,20 @@ class CurvatureOperator : public LinearOperator {
   double loss_ = 0;
   JvpMethod jvp_ = JvpMethod::Auto;
 };
+
+// Bytes of `rows` per-sample rows of p parameters in `dtype`.
+int64_t row_bytes(int64_t rows, int64_t p, at::ScalarType dtype);
+// Bytes of the rows an exact analysis over n samples with C outputs holds: G's n C rows, Sigma's
+// n, and for cross entropy the raw Jacobians (n C) that Sigma's rows are formed from.
+int64_t exact_row_bytes(int64_t n, int64_t c, int64_t p, at::ScalarType dtype, bool cross_entropy);
+// The default row budget: a quarter of the physical memory on the CPU (6 GiB of this project's
+// 24 GiB machine), half of the free device memory on a GPU (40 GiB of an idle 80 GiB H100);
+// 4 GiB where the machine does not say.
+int64_t default_row_budget(const c10::Device& device);
+// Whether exact_row_bytes fits `budget` (bytes; 0: nothing fits), the one test every analysis
+// uses to choose between rows and streamed products.
+bool exact_rows_fit(int64_t n, int64_t c, int64_t p, at::ScalarType dtype, bool cross_entropy,
+                    int64_t budget);
 
 // b samples drawn without replacement by a seeded generator, kept in data order (the same seed
 // gives the same subset on every machine). b >= n returns everything.

@@ -224,6 +224,7 @@ std::string choose_solver(const CurvatureOperator& op, const EigenOptions& opt) 
   // when k is so close to m that Lanczos has no room.
   const int64_t ncv = opt.ncv > 0 ? opt.ncv : std::max(2 * opt.k + 1, opt.k + 20);
   if (m > opt.gram_limit) return "lanczos";
+  if (op.has_gram()) return "gram";  // formed for someone else: only its eigh is left
   return m <= 32 * ncv || ncv >= m ? "gram" : "lanczos";
 }
 

@@ -49,9 +49,9 @@ Eigenpairs lanczos_top_k(LinearOperator& op, const EigenOptions& opt);
 // Per-sample operators only: eigenpairs of K = B B^T / b in float64 (Eigen), u = B^T w /
 // |B^T w|. Throws ng::Error when k exceeds the numerical rank of the rows.
 Eigenpairs gram_top_k(CurvatureOperator& op, int64_t k);
-// "gram" when the operator has at most gram_limit rows and either at most 32 ncv of them (the
-// Gram matrix costs m^2 p in GEMM, Lanczos ~6 ncv m p in GEMV) or too few for a Lanczos basis;
-// else "lanczos".
+// "gram" when the operator has at most gram_limit rows and either holds its Gram matrix already
+// (CurvatureOperator::has_gram), or at most 32 ncv rows (the Gram matrix costs m^2 p in GEMM,
+// Lanczos ~6 ncv m p in GEMV), or too few for a Lanczos basis; else "lanczos".
 std::string choose_solver(const CurvatureOperator& op, const EigenOptions& opt);
 // opt.solver, with "auto" resolved by choose_solver.
 Eigenpairs top_eigenpairs(CurvatureOperator& op, const EigenOptions& opt);

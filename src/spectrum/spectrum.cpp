@@ -134,12 +134,9 @@ MatrixSpectrum solve(CurvatureOperator& op, MatrixKind m, const SpectrumOptions&
   const std::string& name = matrix_names().name(m);
   const EigenOptions eo = eigen_options(opt);
   // G's exact metrics need K = B B^T / b whenever there are fewer rows than parameters
-  // (tr G^2 = |K|_F^2): once K is formed for them, the Gram solver costs only its eigh.
-  const bool k_needed = m == MatrixKind::G && op.has_rows() && op.rows().size(0) <= op.dim() &&
-                        op.rows().size(0) <= eo.gram_limit;
-  const std::string solver = opt.solver != "auto" ? opt.solver
-                             : k_needed           ? "gram"
-                                                  : choose_solver(op, eo);
+  // (tr G^2 = |K|_F^2): formed first, it leaves the Gram solver only its eigh.
+  if (m == MatrixKind::G && op.has_rows() && op.rows().size(0) <= op.dim()) op.gram_matrix();
+  const std::string solver = opt.solver != "auto" ? opt.solver : choose_solver(op, eo);
   if (solver == "gram" && !op.has_rows())
     fail(
         "--solver gram: {} has no per-sample rows ({} estimator, {} samples: over --row-budget "
@@ -230,8 +227,7 @@ void sharded_spectra(LoadedRun& run, const Samples& s, CurvatureOptions co,
         "lanczos or auto, or run one process)",
         world);
   const bool ce = co.loss == LossKind::CrossEntropy;
-  if (!quiet && opt.row_budget > 0 &&
-      exact_row_bytes(opt.samples, r.outputs, r.p, opt.dtype, ce) <= opt.row_budget)
+  if (!quiet && exact_rows_fit(opt.samples, r.outputs, r.p, opt.dtype, ce, opt.row_budget))
     fmt::print(stderr,
                "noisegeom spectrum: the rows fit --row-budget, but rows and the Gram solver are "
                "the one-process route: {} ranks stream the products of their shards\n",
@@ -280,18 +276,6 @@ void sharded_spectra(LoadedRun& run, const Samples& s, CurvatureOptions co,
 }
 
 }  // namespace
-
-int64_t default_row_budget(const c10::Device& device) {
-  constexpr int64_t kUnknown = int64_t{4} << 30;  // when the machine does not say
-  const int64_t have =
-      device.is_cuda() ? free_device_memory_bytes(device) / 2 : physical_memory_bytes() / 4;
-  return have > 0 ? have : kUnknown;
-}
-
-int64_t exact_row_bytes(int64_t n, int64_t c, int64_t p, at::ScalarType dtype, bool cross_entropy) {
-  const int64_t rows = n * c + n + (cross_entropy ? n * c : 0);
-  return rows * p * static_cast<int64_t>(c10::elementSize(dtype));
-}
 
 double residual_limit(at::ScalarType dtype) {
   return dtype == at::kFloat ? 1e-3 : 1e-6;
@@ -355,7 +339,7 @@ SpectrumResult compute_spectrum(LoadedRun& run, const SpectrumOptions& options, 
     co.row_budget = opt.row_budget;
     // Sigma's rows come from G's raw Jacobians (no second pass) when they fit beside the rows.
     co.keep_jacobian =
-        ce && exact_row_bytes(opt.samples, r.outputs, r.p, opt.dtype, true) <= opt.row_budget;
+        ce && exact_rows_fit(opt.samples, r.outputs, r.p, opt.dtype, true, opt.row_budget);
   } else {
     co.keep_jacobian = ce;
   }

@@ -44,16 +44,6 @@ struct SpectrumOptions {
   int64_t row_budget = -1;
 };
 
-// The default row budget: a quarter of the physical memory on the CPU (6 GiB of this project's
-// 24 GiB machine), half of the free device memory on a GPU (40 GiB of an idle 80 GiB H100);
-// 4 GiB where the machine does not say.
-int64_t default_row_budget(const c10::Device& device);
-
-// Bytes of the rows the exact estimator would build for n samples with C outputs and p
-// parameters in `dtype`: G's n C rows, Sigma's n, and for cross entropy the raw Jacobians (n C)
-// that Sigma's rows are formed from.
-int64_t exact_row_bytes(int64_t n, int64_t c, int64_t p, at::ScalarType dtype, bool cross_entropy);
-
 // The choices of the string-valued options, for checks and --help.
 extern const std::vector<std::string> kSpectrumSolvers, kSpectrumThetas, kSpectrumResiduals;
 

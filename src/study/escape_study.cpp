@@ -67,17 +67,18 @@ StoredSpectrum directions(LoadedRun& run, const EscapeRequest& r, int64_t p,
   s.options.k = r.options.ks.back();
   const bool ce =
       loss_names().parse(run.cfg.s("train.loss"), "train.loss") == LossKind::CrossEntropy;
-  const int64_t need =
-      exact_row_bytes(run.data.size(), run.data.targets.size(1), p, s.options.dtype, ce);
+  const int64_t n = run.data.size(), c = run.data.targets.size(1);
   const int64_t budget = default_row_budget(run.torch_device());
-  if (need <= budget) s.options.estimator = Estimator::Exact;
+  const bool fit = exact_rows_fit(n, c, p, s.options.dtype, ce, budget);
+  const int64_t need = exact_row_bytes(n, c, p, s.options.dtype, ce);
+  if (fit) s.options.estimator = Estimator::Exact;
   Say(ctx.quiet)(
       "{} has no spectrum '{}'; computing it: spectrum --name {} --k {} --estimator {} ({})",
       run_dir, r.spectrum, r.spectrum, s.options.k, estimator_names().name(s.options.estimator),
-      need <= budget ? fmt::format("its rows over all {} samples take {} of the {} row budget",
-                                   run.data.size(), format_bytes(need), format_bytes(budget))
-                     : fmt::format("exact rows would take {}, over the {} row budget; b = 2k",
-                                   format_bytes(need), format_bytes(budget)));
+      fit ? fmt::format("its rows over all {} samples take {} of the {} row budget", n,
+                        format_bytes(need), format_bytes(budget))
+          : fmt::format("exact rows would take {}, over the {} row budget; b = 2k",
+                        format_bytes(need), format_bytes(budget)));
   StoredSpectrum out = ensure_spectrum(run_dir, s, ctx, false, &run).spectrum;
   if (out.U.size(0) != p) fail("{}: U does not match the model's p = {}", dir, p);
   return out;
