@@ -130,8 +130,8 @@ at::Tensor replicated_linear(const at::Tensor& x, const at::Tensor& w, const at:
   return b.defined() ? replicated_elementwise(Op::Add, y, b) : y;
 }
 
-// The replicas' convolutions as one convolution of groups R: the input (R B, C, H, W) regrouped
-// to (B, R C, H, W), the weights (R, out, ...) to (R out, ...), and the output back.
+// The replicas' convolutions as one convolution of groups R (CUDA): the input (R B, C, H, W)
+// regrouped to (B, R C, H, W), the weights (R, out, ...) to (R out, ...), and the output back.
 at::Tensor replicated_conv2d(const torch::nn::Conv2d& layer, const at::Tensor& x) {
   const auto& o = layer->options;
   const at::Tensor w = stack_of(layer->weight), b = stack_of(layer->bias);
@@ -143,6 +143,16 @@ at::Tensor replicated_conv2d(const torch::nn::Conv2d& layer, const at::Tensor& x
     return layer.ptr()->forward(x);
   }
   const int64_t R = replicas->count, B = x.size(0) / R;
+  if (!x.is_cuda()) {
+    // On the CPU a grouped convolution measured 1.5-2x slower than the replicas' own (CNN of
+    // Figure 2b, R = 8, B = 32, one thread): one convolution per replica instead.
+    std::vector<at::Tensor> ys;
+    for (int64_t r = 0; r < R; ++r)
+      ys.push_back(at::conv2d(x.slice(0, r * B, (r + 1) * B), w.select(0, r),
+                              b.defined() ? b.select(0, r) : b, vec(o.stride()), padding,
+                              vec(o.dilation()), o.groups()));
+    return at::cat(ys);
+  }
   const at::Tensor xg = x.reshape({R, B, x.size(1), x.size(2), x.size(3)})
                             .transpose(0, 1)
                             .reshape({B, R * x.size(1), x.size(2), x.size(3)});

@@ -1,6 +1,6 @@
 // The escape runs of escape.h: the prepared Engine (data, theta*, U, threshold, model replicas),
-// one run's SGD or GD trajectory, the worker pool, and the resumable sweep directory (escape.json,
-// run_NNNN.csv, summary.csv).
+// one run's SGD or GD trajectory, a group's trajectories on one batched model, the worker pool,
+// and the resumable sweep directory (escape.json, run_NNNN.csv, summary.csv).
 #include "src/escape/escape.h"
 
 #include <ATen/ATen.h>

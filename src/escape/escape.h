@@ -23,7 +23,9 @@
 // Several runs share a CPU machine as concurrent workers, each with its own model replica
 // (built by a factory and loaded with theta*), with LibTorch's intra-op threads divided among them:
 // for small models one single-threaded run per core is faster than runs one after another with
-// all cores each, and far more robust on a busy machine (see EscapeOptions::workers).
+// all cores each, and far more robust on a busy machine (see EscapeOptions::workers). On CUDA,
+// runs advance R at a time on one batched model instead (EscapeOptions::replicas,
+// src/escape/replicas.h), each step one CUDA graph (EscapeOptions::cuda_graphs).
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -3,6 +3,7 @@
 #include "src/training/graphed_step.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include <cstdlib>
 #include <exception>
