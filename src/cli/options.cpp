@@ -207,7 +207,11 @@ void add_escape_options(CLI::App& app, EscapeRequest& r) {
                  fmt::format("runs advanced together on one batched model, in fixed groups by "
                              "run index; 1: one run at a time; 0: {} on CUDA, 1 on the CPU",
                              kAutoReplicasCuda))
-      ->check(CLI::NonNegativeNumber)
+      ->check([](const std::string& s) {
+        return !s.empty() && s.find_first_not_of("0123456789") == std::string::npos
+                   ? std::string()
+                   : "expected a count >= 0 (0: automatic, 1: one run at a time), got '" + s + "'";
+      })
       ->capture_default_str();
   app.add_option_function<std::string>(
          "--cuda-graphs", [&o](const std::string& s) { o.cuda_graphs = s == "on"; },
