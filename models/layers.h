@@ -74,6 +74,9 @@ struct Replicas {
   std::unordered_map<const void*, at::Tensor> stacked;  // parameter -> (count, parameter shape)
   std::unordered_set<const void*> used;                 // parameters substituted so far
   std::vector<std::string> refused;                     // ops that cannot run replicated, and why
+  // Conv2d as one grouped convolution on the CPU too (CUDA always groups; the CPU otherwise runs
+  // one convolution per replica, which measured faster there). Tests compare the two.
+  bool grouped_conv_on_cpu = false;
 };
 
 // Makes `replicas` the active stack on this thread for its lifetime (nesting restores the outer).

@@ -1,7 +1,8 @@
 // Batched escape replicas (src/escape/replicas.h, EscapeOptions::replicas) against the per-run
 // path: for every model family, SGD and GD runs advanced R at a time on one batched model give
 // the per-run trajectories to rounding; models that cannot run replicated fall back to the
-// per-run path bit for bit; a resumed batched sweep equals an uninterrupted one bit for bit.
+// per-run path bit for bit; a resumed batched sweep equals an uninterrupted one bit for bit; the
+// layers' grouped (CUDA) and per-replica (CPU) convolutions give each replica's own outputs.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -16,6 +17,7 @@
 #include "data/dataset.h"
 #include "models/layers.h"
 #include "models/model.h"
+#include "src/curvature/params.h"
 #include "src/escape/escape.h"
 #include "src/escape/replicas.h"
 #include "tests/testing.h"
@@ -179,6 +181,56 @@ TEST(EscapeReplicas, EveryFamilyAgreesWithTheSingleRunPath) {
           EXPECT_GT(single.runs[0].trajectory.back().energy_y, 0.0) << what;
         }
       }
+}
+
+// The layers' replica mode directly: three replicas of a ResNet (convolutions, add/mul
+// parameters, Linear) at different parameters, with grouped convolutions (CUDA's form) and with
+// one convolution per replica (the CPU's), against the model's own forward pass per replica.
+TEST(EscapeReplicas, GroupedAndPerReplicaConvolutionsGiveEachReplicasOutputs) {
+  ng::ModelSpec s = spec("resnet", 2);
+  s.depth = 8;
+  s.width = 2;
+  at::manual_seed(8);
+  ng::Net m = ng::make_model(s);
+  m->to(at::kDouble);
+  const auto layout = ng::ParameterLayout::of(*m);
+  const int64_t R = 3, B = 2;
+  const at::Tensor x = at::randn({R * B, 3, 32, 32}, at::kDouble);
+  std::vector<at::Tensor> thetas;
+  for (int64_t r = 0; r < R; ++r)
+    thetas.push_back(layout.values() + 0.1 * at::randn({layout.size}, at::kDouble));
+  at::Tensor want;
+  {
+    at::NoGradGuard no_grad;
+    std::vector<at::Tensor> outs;
+    for (int64_t r = 0; r < R; ++r) {
+      const auto parts = layout.split(thetas[r]);
+      for (size_t k = 0; k < parts.size(); ++k) layout.tensors[k].copy_(parts[k]);
+      outs.push_back(m->forward(x.slice(0, r * B, (r + 1) * B)));
+    }
+    want = at::cat(outs);
+  }
+  for (bool grouped : {false, true}) {
+    ng::layers::Replicas reps;
+    reps.count = R;
+    reps.grouped_conv_on_cpu = grouped;
+    for (size_t k = 0; k < layout.tensors.size(); ++k) {
+      std::vector<at::Tensor> rows;
+      for (int64_t r = 0; r < R; ++r) rows.push_back(layout.split(thetas[r])[k]);
+      reps.stacked[layout.tensors[k].unsafeGetTensorImpl()] = at::stack(rows);
+    }
+    at::Tensor got;
+    {
+      ng::layers::ReplicaMode mode(reps);
+      got = m->forward(x);
+    }
+    EXPECT_TRUE(reps.refused.empty());
+    EXPECT_EQ(reps.used.size(), layout.tensors.size());
+    EXPECT_LE((got - want).abs().max().item<double>(),
+              1e-12 * (1 + want.abs().max().item<double>()))
+        << (grouped ? "grouped" : "per replica");
+  }
+  EXPECT_GT((want.slice(0, 0, B) - want.slice(0, B, 2 * B)).abs().max().item<double>(), 0.0);
 }
 
 TEST(EscapeReplicas, ModelsThatCannotRunReplicatedFallBackToTheSingleRunPath) {
