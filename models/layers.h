@@ -9,8 +9,9 @@
 // active on this thread, every parameter found in its map is replaced by its stack (R, ...) of
 // R replicas' values, and inputs carry R * B samples, replica-major (replica r owns rows
 // [r B, (r + 1) B)). Linear becomes a batched matrix product over the replicas, Conv2d a grouped
-// convolution, add/mul broadcast each replica's parameter over its own rows. Parameter-free ops
-// act per sample and need nothing. What cannot be done this way is noted in `refused`.
+// convolution (on the CPU one convolution per replica), add/mul broadcast each replica's
+// parameter over its own rows. Parameter-free ops act per sample and need nothing. What cannot
+// be done this way is noted in `refused`.
 #pragma once
 
 #include <ATen/core/Tensor.h>
