@@ -4,6 +4,14 @@
 // gradients of a whole batch from one backward pass (the BackPACK BatchGrad / Opacus technique).
 // Without a Recording they cost nothing extra. A parameter used outside these functions is
 // simply not noted, and the per-sample code then falls back to one sample at a time.
+//
+// The same functions also run R models at once (src/escape/replicas.h): while a ReplicaMode is
+// active on this thread, every parameter found in its map is replaced by its stack (R, ...) of
+// R replicas' values, and inputs carry R * B samples, replica-major (replica r owns rows
+// [r B, (r + 1) B)). Linear becomes a batched matrix product over the replicas, Conv2d a grouped
+// convolution (on the CPU one convolution per replica), add/mul broadcast each replica's
+// parameter over its own rows. Parameter-free ops act per sample and need nothing. What cannot
+// be done this way is noted in `refused`.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -12,6 +20,8 @@
 
 #include <cstdint>
 #include <string>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 namespace ng::layers {
@@ -56,6 +66,31 @@ class Recording {
 
  private:
   Recorder* previous_;
+};
+
+// The stacked parameters of R replicas, keyed by the replica model's own parameter (its
+// TensorImpl), and what a forward pass made of them.
+struct Replicas {
+  int64_t count = 0;
+  std::unordered_map<const void*, at::Tensor> stacked;  // parameter -> (count, parameter shape)
+  std::unordered_set<const void*> used;                 // parameters substituted so far
+  std::vector<std::string> refused;                     // ops that cannot run replicated, and why
+  // Conv2d as one grouped convolution on the CPU too (CUDA always groups; the CPU otherwise runs
+  // one convolution per replica, which measured faster there). Tests compare the two.
+  bool grouped_conv_on_cpu = false;
+};
+
+// Makes `replicas` the active stack on this thread for its lifetime (nesting restores the outer).
+// A Recording active at the same time records nothing.
+class ReplicaMode {
+ public:
+  explicit ReplicaMode(Replicas& replicas);
+  ~ReplicaMode();
+  ReplicaMode(const ReplicaMode&) = delete;
+  ReplicaMode& operator=(const ReplicaMode&) = delete;
+
+ private:
+  Replicas* previous_;
 };
 
 at::Tensor linear(const torch::nn::Linear& layer, const at::Tensor& x);

@@ -2,10 +2,12 @@
 # Everything worth seeing on a CUDA GPU within GPU_CHECK_BUDGET seconds (default 420), ending with a
 # table, stages in order of importance:
 #   1. the test suite on the CUDA build;
-#   2. training steps/s at batch 32 for ResNet-38, VGG-13 and VGG-19: noisegeom against the same
-#      loop in PyTorch for Python (bench/train_pytorch.py), eager and
-#      torch.compile(mode="reduce-overhead"), on the same GPU and the same samples;
-#   3. SGD escape steps/s, 50 runs on the ResNet-38 run of stage 2;
+#   2. training steps/s at batch 32 for ResNet-38, VGG-13 and VGG-19: noisegeom with CUDA graphs
+#      (train.cuda_graphs, the default) and without, against the same loop in PyTorch for Python
+#      (bench/train_pytorch.py), eager and torch.compile(mode="reduce-overhead"), on the same GPU
+#      and the same samples;
+#   3. SGD escape steps/s, 50 runs on the ResNet-38 run of stage 2: batched replicas with CUDA
+#      graphs (the default), without graphs, and one run at a time (--replicas 1);
 #   4. matvecs/s of the exact operator G v (ResNet-38, bench_gv);
 #   5. as much of the paper-scale Figure 5 as the rest of the budget allows (reproduce --budget),
 #      continuing what an earlier call left in GPU_CHECK_PAPER_DIR.
@@ -18,7 +20,8 @@
 # Figures 5 and 6 at the quick scale), GPU_CHECK_PAPER_DIR (default $NOISEGEOM_BUILD/paper: kept
 # between calls on one machine, and copied to $OUT/paper-fig5 so that a later machine can be
 # given it back), GPU_CHECK_PYTHON (a Python with PyTorch for CUDA), and NOISEGEOM_TRAIN_VARIANTS:
-# more noisegeom rows, "LABEL=--set KEY=VALUE ...;LABEL2=..." (e.g. training without CUDA graphs).
+# the other noisegeom rows, "LABEL=--set KEY=VALUE ...;LABEL2=..." (default: graphs off, i.e.
+# "no_graphs=--set train.cuda_graphs=false").
 # Exit status: 1 when there is no GPU or no CUDA build, else 0 (each stage's status is in the table).
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -130,7 +133,7 @@ py_rate() {  # py_rate RUN LOG [ARGS]: bench/train_pytorch.py's steps/s on the G
   sed -n 's/^steps_per_second=\([0-9.]*\).*/\1/p' "$log"
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else print "-" }'; }
-IFS=';' read -r -a variants <<<"${NOISEGEOM_TRAIN_VARIANTS:-}"
+IFS=';' read -r -a variants <<<"${NOISEGEOM_TRAIN_VARIANTS-no_graphs=--set train.cuda_graphs=false}"
 speed_rows=()
 for m in resnet38 vgg13 vgg19; do
   cfg="$work/speed_$m.yaml"
@@ -167,7 +170,8 @@ if [ "${GPU_CHECK_COMPILE:-1}" = 1 ]; then
     speed_rows[k]="$m|$ng|$eager|$extra|${compiled:--}"
   done
 fi
-results+=("training steps/s, batch 32, $half timed steps + one evaluation (10,000 images):")
+results+=("training steps/s, batch 32, $half timed steps + one evaluation (10,000 images);")
+results+=("noisegeom with CUDA graphs, the variants in brackets:")
 results+=("$(printf '  %-9s %10s %14s %16s %9s %11s' model noisegeom pytorch-eager pytorch-compile \
   ng/eager ng/compile)")
 for row in "${speed_rows[@]}"; do
@@ -176,13 +180,11 @@ for row in "${speed_rows[@]}"; do
     "$(ratio "$ng" "$eager")" "$(ratio "$ng" "${compiled:-0}")" "${extra:+  (noisegeom$extra)}")")
 done
 
-# 3. Escapes: 50 SGD runs from the ResNet-38 run's end (its spectrum is computed first).
+# 3. Escapes: 50 SGD runs from the ResNet-38 run's end (its spectrum is computed first), batched
+# with graphs (the default), batched without graphs, and one run at a time.
 run=$work/speed_resnet38
-if [ -f "$run/theta.pt" ]; then
-  rm -rf "$run/escapes/speed"
-  stage escape_50 120 "$build/noisegeom" escape "$run" --optimizer sgd --name speed --runs 50 \
-    --steps 200 --lr 0.05 --ks 1,5 --log-every 50 --batch 32 || true
-  line=$(python3 - "$run/escapes/speed" <<'PY' 2>/dev/null
+escape_rate() {  # escape_rate NAME: "N runs, S steps in Ts: R steps/s" of RUN/escapes/NAME
+  python3 - "$run/escapes/$1" <<'PY' 2>/dev/null
 import csv, json, sys
 d = sys.argv[1]
 r = json.load(open(f"{d}/result.json"))
@@ -190,8 +192,17 @@ steps = sum(int(row["steps"]) for row in csv.DictReader(open(f"{d}/summary.csv")
 print(f"{r['runs']} runs, {steps} steps in {r['sweep_wall_seconds']:.1f}s: "
       f"{steps / r['sweep_wall_seconds']:.0f} steps/s")
 PY
-  )
-  results+=("SGD escapes on ResNet-38 (batch 32, lr 0.05): ${line:-failed, see $logs/escape_50.log}")
+}
+if [ -f "$run/theta.pt" ]; then
+  for v in "speed|" "speed_nographs|--cuda-graphs off" "speed_single|--replicas 1"; do
+    name=${v%%|*}
+    read -r -a args <<<"${v#*|}"
+    rm -rf "$run/escapes/$name"
+    stage "escape_50_$name" 120 "$build/noisegeom" escape "$run" --optimizer sgd --name "$name" \
+      --runs 50 --steps 200 --lr 0.05 --ks 1,5 --log-every 50 --batch 32 "${args[@]}" || true
+    line=$(escape_rate "$name")
+    results+=("SGD escapes on ResNet-38 (batch 32, lr 0.05${args[*]:+, ${args[*]}}): ${line:-failed, see $logs/escape_50_$name.log}")
+  done
 fi
 
 # 4. The exact operator: one G v over n samples, and its cost in training passes.

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <torch/cuda.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -18,6 +19,7 @@
 #include "src/core/stop.h"
 #include "src/io/files.h"
 #include "src/study/figures.h"
+#include "src/training/graphed_step.h"
 #include "src/training/loss.h"
 #include "src/training/schedule.h"
 #include "src/training/sgd.h"
@@ -456,6 +458,71 @@ TEST(Train, LossAndSgdStepKeepTheirArithmetic) {
   EXPECT_FALSE(unused.grad().defined());
   ng::clear_gradients({w});
   EXPECT_FALSE(w.grad().defined());
+}
+
+// A CNN's SGD steps through GraphedStep with graphs asked for and through sgd_gradient and
+// sgd_step directly, on the given device: the parameters after `steps` steps and every loss.
+struct StepsTaken {
+  std::vector<at::Tensor> losses;
+  at::Tensor theta;
+};
+
+StepsTaken cnn_steps(bool graphed, at::Device device, at::ScalarType dtype, int steps) {
+  at::manual_seed(2);
+  const at::Tensor x = at::randn({10, 3, 32, 32}).to(device, dtype);
+  const at::Tensor y = at::randn({10, 2}).to(device, dtype);
+  ng::ModelSpec spec;
+  spec.name = "cnn";
+  ng::Net model = ng::make_model(spec);
+  model->to(device, dtype);
+  const std::vector<at::Tensor> params = model->parameters();
+  ng::GraphedStep step(ng::sgd_step_body(*model, params, x, y, {}, ng::LossKind::Mse), params,
+                       true);
+  ng::BatchOrder order(10, 4, 7, device);  // batches of 4, 4 and 2: the short one runs eagerly
+  StepsTaken out;
+  for (int k = 0; k < steps; ++k) {
+    const double lr = k < steps / 2 ? 0.05 : 0.02;  // another key: another capture, or eager
+    at::Tensor loss;
+    if (graphed) {
+      loss = step.run({order.at(k)}, lr);
+    } else {
+      loss = ng::sgd_gradient(*model, params, x, y, {}, order.at(k), ng::LossKind::Mse);
+      ng::sgd_step(params, lr);
+    }
+    out.losses.push_back(loss.detach().to(at::kCPU, at::kDouble));
+  }
+  std::vector<at::Tensor> flat;
+  for (const auto& p : params) flat.push_back(p.detach().reshape(-1).to(at::kCPU, at::kDouble));
+  out.theta = at::cat(flat);
+  EXPECT_EQ(step.captured(), graphed && device.is_cuda() && ng::cuda_graphs_built());
+  return out;
+}
+
+TEST(GraphedStep, OnTheCpuItIsTheEagerStepBitForBit) {
+  for (auto dtype : {at::kFloat, at::kDouble}) {
+    const StepsTaken eager = cnn_steps(false, at::kCPU, dtype, 8);
+    const StepsTaken wrapped = cnn_steps(true, at::kCPU, dtype, 8);
+    EXPECT_TRUE(at::equal(eager.theta, wrapped.theta));
+    for (size_t k = 0; k < eager.losses.size(); ++k)
+      EXPECT_TRUE(at::equal(eager.losses[k], wrapped.losses[k])) << "step " << k;
+    EXPECT_GT((eager.theta - cnn_steps(false, at::kCPU, dtype, 0).theta).abs().max().item<double>(),
+              0.0);
+  }
+}
+
+TEST(GraphedStep, OnCudaReplaysAgreeWithEagerSteps) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "needs a CUDA device";
+  // float64: the same kernels replayed, so the same bits; float32 likewise to rounding.
+  for (auto dtype : {at::kDouble, at::kFloat}) {
+    const StepsTaken eager = cnn_steps(false, at::kCUDA, dtype, 8);
+    const StepsTaken graphed = cnn_steps(true, at::kCUDA, dtype, 8);
+    const double tol = dtype == at::kDouble ? 1e-12 : 1e-5;
+    EXPECT_LE((eager.theta - graphed.theta).abs().max().item<double>(), tol);
+    for (size_t k = 0; k < eager.losses.size(); ++k)
+      EXPECT_NEAR(eager.losses[k].item<double>(), graphed.losses[k].item<double>(),
+                  tol * (1 + std::abs(eager.losses[k].item<double>())))
+          << "step " << k;
+  }
 }
 
 TEST(Schedule, ValuesFollowTheClosedForms) {

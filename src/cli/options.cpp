@@ -201,6 +201,22 @@ void add_escape_options(CLI::App& app, EscapeRequest& r) {
   app.add_option("--gd-samples", o.gd_samples,
                  "gd: the gradient over a fixed seeded subset of N samples; 0: all of them")
       ->capture_default_str();
+  app.add_option("--replicas", o.replicas,
+                 fmt::format("runs advanced together on one batched model, in fixed groups by "
+                             "run index; 1: one run at a time; 0: {} on CUDA, 1 on the CPU",
+                             kAutoReplicasCuda))
+      ->check([](const std::string& s) {
+        return !s.empty() && s.find_first_not_of("0123456789") == std::string::npos
+                   ? std::string()
+                   : "expected a count >= 0 (0: automatic, 1: one run at a time), got '" + s + "'";
+      })
+      ->capture_default_str();
+  app.add_option_function<std::string>(
+         "--cuda-graphs", [&o](const std::string& s) { o.cuda_graphs = s == "on"; },
+         "CUDA: capture each batched SGD step in a CUDA graph; no effect on the CPU")
+      ->check(CLI::IsMember({"on", "off"}))
+      ->type_name("on|off")
+      ->default_str(o.cuda_graphs ? "on" : "off");
 }
 
 void add_context_options(CLI::App& app, StudyContext& ctx) {

@@ -133,6 +133,9 @@ std::vector<Field> make_schema() {
        "steps between rows of trace.csv (lr, loss and every parameter; models of at most 100 "
        "parameters); 0: no trace",
        0, inf},
+      {"train.cuda_graphs", FT::Bool, "true",
+       "CUDA: capture each SGD step in a CUDA graph and replay it (false: launch its kernels one "
+       "by one); no effect on the CPU"},
   };
 }
 

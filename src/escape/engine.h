@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -14,6 +15,7 @@
 #include "src/curvature/curvature.h"
 #include "src/curvature/params.h"
 #include "src/escape/escape.h"
+#include "src/escape/replicas.h"
 #include "src/io/json.h"
 
 namespace ng::escape_detail {
@@ -43,6 +45,10 @@ class Engine {
   double threshold() const { return threshold_; }
   int64_t workers_used() const { return workers_used_; }
   int64_t intra_used() const { return intra_used_; }
+  // Runs per batched group in the last execute (1: one at a time), and why the model could not
+  // be batched when it was asked to be ("" otherwise).
+  int64_t group_used() const { return group_used_; }
+  const std::string& replica_refusal() const { return replica_refusal_; }
 
   // Status, escape and final values of a run from its logged points (the one definition used for
   // computed and for reloaded runs).
@@ -65,6 +71,18 @@ class Engine {
   void set_minimum(const at::Tensor& theta_star, const at::Tensor& U);  // theta*, U, K
   void load_data(const Dataset& data);  // all samples, evaluation and GD subsets on the device
   RunResult simulate(Replica& rep, int64_t run, const EscapeHooks& hooks, bool* cancelled) const;
+  // The runs of `group` together on one ReplicaBatch, `rep` serving their logged points; each
+  // finished run whose `wanted` is set goes to on_done (the others only keep the group whole).
+  void simulate_group(Replica& rep, const std::vector<int64_t>& group,
+                      const std::vector<char>& wanted, const EscapeHooks& hooks,
+                      const std::function<void(RunResult)>& on_done, bool* cancelled) const;
+  // The batched forms of sgd_gradient (idx: the replicas' batches, replica-major) and
+  // gd_gradient: gradients into `batch`, the per-replica losses returned.
+  at::Tensor replica_sgd_gradient(ReplicaBatch& batch, const at::Tensor& idx) const;
+  at::Tensor replica_gd_gradient(ReplicaBatch& batch) const;
+  // opt_.replicas resolved (1 when the model cannot run replicated).
+  int64_t group_size();
+  at::Tensor theta0(int64_t run) const;  // theta*, perturbed when asked (model dtype)
   // theta_0 of the run (theta*, perturbed when asked) into the replica.
   void start_run(Replica& rep, int64_t run) const;
   // Sets the gradient of the full-batch loss over the GD subset; returns that loss.
@@ -74,8 +92,10 @@ class Engine {
   bool log_point(Replica& rep, int64_t run, int64_t step, double loss, const EscapeHooks& hooks,
                  Trajectory* traj) const;
   // log_point on the log grid, and for GD also at the step its loss first exceeds the threshold.
+  // `load`, when given, puts the run's theta into `rep` before a point is measured.
   bool log_if_due(Replica& rep, int64_t run, int64_t step, const at::Tensor& step_loss,
-                  const EscapeHooks& hooks, Trajectory* traj) const;
+                  const EscapeHooks& hooks, Trajectory* traj,
+                  const std::function<void()>& load = {}) const;
   // The point at the replica's theta; `loss`, when not NaN, is its evaluation loss.
   TrajectoryPoint measure(Replica& rep, int64_t run, int64_t step, double loss) const;
   double eval_loss(Replica& rep) const;
@@ -109,7 +129,9 @@ class Engine {
   double energy_lambda1_ = std::nan("");
   std::string energy_checksum_;
   std::vector<Replica> replicas_;
-  int64_t workers_used_ = 0, intra_used_ = 0;
+  int64_t workers_used_ = 0, intra_used_ = 0, group_used_ = 1;
+  bool replica_probed_ = false;
+  std::string replica_refusal_;
   std::string data_checksum_, theta_checksum_, u_checksum_;
 };
 

@@ -1,6 +1,6 @@
 // The escape runs of escape.h: the prepared Engine (data, theta*, U, threshold, model replicas),
-// one run's SGD or GD trajectory, the worker pool, and the resumable sweep directory (escape.json,
-// run_NNNN.csv, summary.csv).
+// one run's SGD or GD trajectory, a group's trajectories on one batched model, the worker pool,
+// and the resumable sweep directory (escape.json, run_NNNN.csv, summary.csv).
 #include "src/escape/escape.h"
 
 #include <ATen/ATen.h>
@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <exception>
 #include <filesystem>
+#include <map>
 #include <mutex>
 #include <sstream>
 #include <thread>
@@ -30,6 +31,7 @@
 #include "src/io/files.h"
 #include "src/io/json.h"
 #include "src/io/rundir.h"
+#include "src/training/graphed_step.h"
 #include "src/training/sgd.h"
 #include "src/training/train.h"
 
@@ -74,6 +76,8 @@ void check_options(const EscapeOptions& o) {
   if (o.workers < 0) fail("escape.workers: must be >= 0 (0: automatic; got {})", o.workers);
   if (o.intra_threads < 0)
     fail("escape.threads: must be >= 0 (0: automatic; got {})", o.intra_threads);
+  if (o.replicas < 0)
+    fail("escape.replicas: must be >= 0 (0: automatic, 1: one run at a time; got {})", o.replicas);
   if (o.dtype != at::kFloat && o.dtype != at::kDouble)
     fail("escape.dtype: must be float32 or float64");
 }
@@ -394,12 +398,14 @@ RunResult Engine::summarize(int64_t run, std::vector<TrajectoryPoint> points) co
   return r;
 }
 
+at::Tensor Engine::theta0(int64_t run) const {
+  if (!(opt_.perturb > 0)) return theta_star_;
+  return (theta_star64_ + escape_perturbation(p_, opt_.perturb, opt_.seed, run).to(opt_.device))
+      .to(opt_.dtype);
+}
+
 void Engine::start_run(Replica& rep, int64_t run) const {
-  at::Tensor theta0 = theta_star_;
-  if (opt_.perturb > 0)
-    theta0 = (theta_star64_ + escape_perturbation(p_, opt_.perturb, opt_.seed, run).to(opt_.device))
-                 .to(opt_.dtype);
-  load_theta(rep, theta0);
+  load_theta(rep, theta0(run));
   rep.model->train();
 }
 
@@ -433,7 +439,8 @@ bool Engine::log_point(Replica& rep, int64_t run, int64_t step, double loss,
 }
 
 bool Engine::log_if_due(Replica& rep, int64_t run, int64_t step, const at::Tensor& step_loss,
-                        const EscapeHooks& hooks, Trajectory* traj) const {
+                        const EscapeHooks& hooks, Trajectory* traj,
+                        const std::function<void()>& load) const {
   const bool due = step % opt_.log_every == 0;
   // GD's loss over the evaluation subset is the loss a log needs (the models have no
   // train/eval-dependent layers): no second forward pass to log every step.
@@ -446,7 +453,9 @@ bool Engine::log_if_due(Replica& rep, int64_t run, int64_t step, const at::Tenso
   // reading it every step would stall a GPU's queue once per step.)
   const bool trigger = gd && !due && !traj->escaped &&
                        !((gd_is_eval_ ? known : step_loss.item<double>()) <= threshold_);
-  return (due || trigger) && log_point(rep, run, step, known, hooks, traj);
+  if (!due && !trigger) return false;
+  if (load) load();
+  return log_point(rep, run, step, known, hooks, traj);
 }
 
 RunResult Engine::simulate(Replica& rep, int64_t run, const EscapeHooks& hooks,
@@ -479,9 +488,181 @@ RunResult Engine::simulate(Replica& rep, int64_t run, const EscapeHooks& hooks,
   return r;
 }
 
+namespace {
+
+// t (n, ...) repeated for each of `count` replicas: (count * n, ...), replica-major.
+at::Tensor repeat_rows(const at::Tensor& t, int64_t count) {
+  if (!t.defined()) return t;
+  std::vector<int64_t> shape{count};
+  shape.insert(shape.end(), t.sizes().begin(), t.sizes().end());
+  std::vector<int64_t> flat{-1};
+  flat.insert(flat.end(), t.sizes().begin() + 1, t.sizes().end());
+  return t.unsqueeze(0).expand(shape).reshape(flat);
+}
+
+}  // namespace
+
+at::Tensor Engine::replica_sgd_gradient(ReplicaBatch& batch, const at::Tensor& idx) const {
+  const at::Tensor out = batch.forward(x_.index_select(0, idx));
+  const at::Tensor losses = replica_losses(
+      out, y_.index_select(0, idx), labels_.defined() ? labels_.index_select(0, idx) : at::Tensor(),
+      opt_.loss, batch.count());
+  batch.clear_gradients();
+  // The replicas share no parameter, so each one's gradient of the sum is that of its own loss.
+  losses.sum().backward();
+  return losses.detach();
+}
+
+at::Tensor Engine::replica_gd_gradient(ReplicaBatch& batch) const {
+  batch.clear_gradients();
+  const int64_t ngd = gx_.defined() ? gx_.size(0) : 0, R = batch.count();
+  at::Tensor loss;
+  for (int64_t s = 0; s < ngd; s += opt_.eval_batch) {
+    const int64_t e = std::min(ngd, s + opt_.eval_batch);
+    const at::Tensor out = batch.forward(repeat_rows(gx_.slice(0, s, e), R));
+    const at::Tensor lab = gl_.defined() ? repeat_rows(gl_.slice(0, s, e), R) : at::Tensor();
+    const at::Tensor part =
+        replica_losses(out, repeat_rows(gy_.slice(0, s, e), R), lab, opt_.loss, R) *
+        (double(e - s) / ngd);
+    part.sum().backward();
+    loss = loss.defined() ? loss + part.detach() : part.detach();
+  }
+  return loss;
+}
+
+void Engine::simulate_group(Replica& rep, const std::vector<int64_t>& group,
+                            const std::vector<char>& wanted, const EscapeHooks& hooks,
+                            const std::function<void(RunResult)>& on_done, bool* cancelled) const {
+  const auto t0 = std::chrono::steady_clock::now();
+  *cancelled = false;
+  struct Member {
+    int64_t run;
+    bool wanted;
+    BatchOrder order;
+    Trajectory traj;
+  };
+  std::vector<Member> live;
+  ReplicaBatch batch(*rep.model, rep.layout, static_cast<int64_t>(group.size()));
+  for (size_t i = 0; i < group.size(); ++i) {
+    batch.load(static_cast<int64_t>(i), theta0(group[i]));
+    live.push_back({group[i],
+                    wanted[i] != 0,
+                    BatchOrder(n_, opt_.batch, escape_run_seed(opt_.seed, group[i]), opt_.device),
+                    {}});
+  }
+  rep.model->train();
+  const bool gd = opt_.optimizer == Optimizer::Gd;
+  // An SGD step of the group (gradients and update) on the batches' indices: one CUDA graph
+  // where it can be (GD reads its losses before updating, so it runs eagerly).
+  GraphedStep sgd(
+      [&](const std::vector<at::Tensor>& in, double lr) {
+        const at::Tensor losses = replica_sgd_gradient(batch, in.at(0));
+        batch.step(lr);
+        return losses;
+      },
+      batch.stacks(), opt_.cuda_graphs && !gd);
+  auto load = [&](size_t i) { return [&, i] { load_theta(rep, batch.values(int64_t(i))); }; };
+  // Reports the runs that `ends` marks and drops them from the group.
+  auto drop = [&](const std::vector<char>& ends) {
+    std::vector<int64_t> rows;
+    std::vector<Member> still;
+    for (size_t i = 0; i < live.size(); ++i) {
+      if (!ends[i]) {
+        rows.push_back(static_cast<int64_t>(i));
+        still.push_back(std::move(live[i]));
+      } else if (live[i].wanted) {
+        RunResult r = summarize(live[i].run, std::move(live[i].traj.points));
+        r.seconds = seconds_since(t0);
+        on_done(std::move(r));
+      }
+    }
+    live = std::move(still);
+    if (!rows.empty() && static_cast<int64_t>(rows.size()) < batch.count()) {
+      batch.keep(rows);
+      sgd.reset(batch.stacks());
+    }
+  };
+  // As in simulate, iteration `step` logs theta_step when due and ends the runs that end there;
+  // the others then take their gradients at theta_step and update. (GD's logs need the loss of
+  // its gradient pass, so GD takes the gradients first; SGD's gradients do not change theta.)
+  for (int64_t step = 0; !live.empty(); ++step) {
+    if (hooks.should_stop && hooks.should_stop()) {
+      *cancelled = true;
+      return;
+    }
+    std::vector<char> ends(live.size(), 1);
+    if (step == opt_.steps) {
+      for (size_t i = 0; i < live.size(); ++i) {
+        load(i)();
+        log_point(rep, live[i].run, step, std::nan(""), hooks, &live[i].traj);
+      }
+      drop(ends);
+    } else if (gd) {
+      // GD reads its losses every step (log_if_due's trigger): one transfer for the group.
+      const at::Tensor host = replica_gd_gradient(batch).to(at::kCPU, at::kDouble);
+      for (size_t i = 0; i < live.size(); ++i)
+        ends[i] =
+            log_if_due(rep, live[i].run, step, host[int64_t(i)], hooks, &live[i].traj, load(i));
+      batch.step(opt_.lr);
+      drop(ends);
+    } else {
+      for (size_t i = 0; i < live.size(); ++i)
+        ends[i] = log_if_due(rep, live[i].run, step, at::Tensor(), hooks, &live[i].traj, load(i));
+      drop(ends);
+      if (live.empty()) break;
+      std::vector<at::Tensor> idx;
+      for (auto& m : live) idx.push_back(m.order.at(step));
+      sgd.run({at::cat(idx)}, opt_.lr);
+    }
+  }
+}
+
+int64_t Engine::group_size() {
+  int64_t g = opt_.replicas;
+  if (g == 0) g = opt_.device.is_cuda() ? kAutoReplicasCuda : 1;
+  g = std::min(g, opt_.runs);
+  if (g < 2) return 1;
+  if (!replica_probed_) {
+    replica_probed_ = true;
+    Replica& rep = replicas_[0];
+    replica_refusal_ = escape_detail::replica_refusal(*rep.model, rep.layout,
+                                                      x_.slice(0, 0, std::min<int64_t>(n_, 2)));
+  }
+  return replica_refusal_.empty() ? g : 1;
+}
+
+namespace {
+
+// What execute hands to its workers: single runs, or (group > 1) each fixed group
+// [g group, (g + 1) group) of run indices below `runs_total` that holds a run asked for.
+std::vector<std::vector<int64_t>> tasks_of(const std::vector<int64_t>& runs, int64_t group,
+                                           int64_t runs_total) {
+  std::vector<std::vector<int64_t>> tasks;
+  if (runs.empty()) return tasks;
+  if (group == 1) {
+    for (int64_t r : runs) tasks.push_back({r});
+    return tasks;
+  }
+  const int64_t last = std::max(runs_total, *std::max_element(runs.begin(), runs.end()) + 1);
+  std::vector<int64_t> starts;
+  for (int64_t r : runs)
+    if (std::find(starts.begin(), starts.end(), r / group * group) == starts.end())
+      starts.push_back(r / group * group);
+  for (int64_t g : starts) {
+    tasks.emplace_back();
+    for (int64_t r = g; r < std::min(g + group, last); ++r) tasks.back().push_back(r);
+  }
+  return tasks;
+}
+
+}  // namespace
+
 std::vector<RunResult> Engine::execute(const std::vector<int64_t>& runs, const EscapeHooks& hooks) {
   check_options(opt_);
-  const int64_t todo = static_cast<int64_t>(runs.size());
+  const int64_t group = group_size();
+  group_used_ = group;
+  const auto tasks = tasks_of(runs, group, opt_.runs);
+  const int64_t todo = static_cast<int64_t>(tasks.size());
   const int64_t avail = std::max(1, at::get_num_threads());
   int64_t workers = opt_.workers, intra = opt_.intra_threads;
   if (opt_.device.is_cuda()) {
@@ -491,8 +672,9 @@ std::vector<RunResult> Engine::execute(const std::vector<int64_t>& runs, const E
   } else {
     // From opt.runs, not from the runs left: a resumed sweep then runs with the same intra-op
     // thread count, and so bit for bit the same arithmetic, as an uninterrupted one.
+    const int64_t units = (opt_.runs + group - 1) / group;
     if (workers == 0)
-      workers = intra > 0 ? std::max<int64_t>(1, avail / intra) : std::min(avail, opt_.runs);
+      workers = intra > 0 ? std::max<int64_t>(1, avail / intra) : std::min(avail, units);
     if (intra == 0) intra = std::max<int64_t>(1, avail / workers);
   }
   workers = std::max<int64_t>(1, std::min(workers, todo));
@@ -500,6 +682,8 @@ std::vector<RunResult> Engine::execute(const std::vector<int64_t>& runs, const E
   intra_used_ = intra;
   std::vector<RunResult> results(runs.size());
   std::vector<char> done(runs.size(), 0);
+  std::map<int64_t, size_t> position;
+  for (size_t j = 0; j < runs.size(); ++j) position[runs[j]] = j;
   if (todo == 0) return {};
   ensure_replicas(static_cast<size_t>(workers));
 
@@ -515,6 +699,13 @@ std::vector<RunResult> Engine::execute(const std::vector<int64_t>& runs, const E
       std::lock_guard<std::mutex> lock(mu);
       hooks.on_point(pt);
     };
+  auto report = [&](RunResult r) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (hooks.on_run_done) hooks.on_run_done(r);
+    const size_t j = position.at(r.run);
+    results[j] = std::move(r);
+    done[j] = 1;
+  };
   auto work = [&](int64_t w) {
     try {
       // OpenMP's thread count is per calling thread: a new thread starts from the default.
@@ -523,12 +714,15 @@ std::vector<RunResult> Engine::execute(const std::vector<int64_t>& runs, const E
         const int64_t j = next.fetch_add(1);
         if (j >= todo) break;
         bool cancelled = false;
-        RunResult r = simulate(replicas_[w], runs[j], inner, &cancelled);
+        if (group == 1) {
+          RunResult r = simulate(replicas_[w], tasks[j][0], inner, &cancelled);
+          if (!cancelled) report(std::move(r));
+        } else {
+          std::vector<char> wanted;
+          for (int64_t r : tasks[j]) wanted.push_back(position.count(r) ? 1 : 0);
+          simulate_group(replicas_[w], tasks[j], wanted, inner, report, &cancelled);
+        }
         if (cancelled) break;
-        std::lock_guard<std::mutex> lock(mu);
-        if (hooks.on_run_done) hooks.on_run_done(r);
-        results[j] = std::move(r);
-        done[j] = 1;
       }
     } catch (...) {
       std::lock_guard<std::mutex> lock(mu);
@@ -681,6 +875,7 @@ EscapeResult run_escape(const ModelFactory& factory, const at::Tensor& theta_sta
   res.energy_lambda1 = engine.energy_lambda1();
   res.workers = engine.workers_used();
   res.intra_threads = engine.intra_used();
+  res.replicas = engine.group_used();
   res.computed = static_cast<int64_t>(res.runs.size());
   res.seconds = seconds_since(t0);
   return res;

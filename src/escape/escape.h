@@ -23,7 +23,9 @@
 // Several runs share a CPU machine as concurrent workers, each with its own model replica
 // (built by a factory and loaded with theta*), with LibTorch's intra-op threads divided among them:
 // for small models one single-threaded run per core is faster than runs one after another with
-// all cores each, and far more robust on a busy machine (see EscapeOptions::workers).
+// all cores each, and far more robust on a busy machine (see EscapeOptions::workers). On CUDA,
+// runs advance R at a time on one batched model instead (EscapeOptions::replicas,
+// src/escape/replicas.h), each step one CUDA graph (EscapeOptions::cuda_graphs).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -56,6 +58,8 @@ int64_t default_escape_runs(Optimizer o);
 
 // The defaults here are the ones users see (the escape command's --help shows them); 0 marks
 // what a caller must choose: lr (the study searches it), batch (the study takes training's).
+inline constexpr int64_t kAutoReplicasCuda = 50;
+
 struct EscapeOptions {
   Optimizer optimizer = Optimizer::Sgd;
   int64_t runs = 0;     // independent trajectories; 0: default_escape_runs(optimizer)
@@ -90,6 +94,16 @@ struct EscapeOptions {
   // orders).
   int64_t workers = 0;
   int64_t intra_threads = 0;
+  // Runs advanced together on one batched model (src/escape/replicas.h): runs are taken in fixed
+  // groups [0, R), [R, 2R), ... by index, so a resumed sweep recomputes the same groups. 1: one
+  // run at a time (the per-run path); 0 picks automatically: kAutoReplicasCuda on CUDA, 1 on the
+  // CPU (where batching measured slower than one single-threaded run per core). A model whose
+  // layers cannot run replicated (diag_linear, toy) runs one at a time whatever the setting.
+  // Trajectories agree with the per-run path to rounding, and depend on (R, intra_threads).
+  int64_t replicas = 0;
+  // CUDA: capture each batched SGD step in a CUDA graph (src/training/graphed_step.h); no effect
+  // on the CPU. Float32 results agree with eager steps to rounding.
+  bool cuda_graphs = true;
   // Log X_t, Y_t and D_{t,1} (see the top of this file) with G over `energy_samples` (indices into
   // the data set; empty: all n). The study passes its spectrum's samples, so that u_1 is an
   // eigenvector of the same G.
@@ -132,6 +146,7 @@ struct EscapeResult {
   double threshold = 0;         // escape threshold on the loss
   std::vector<RunResult> runs;  // by run index
   int64_t workers = 0, intra_threads = 0;
+  int64_t replicas = 1;              // runs per batched group (1: one at a time)
   int64_t computed = 0, reused = 0;  // runs computed by this call / loaded from disk
   double seconds = 0;
   double energy_lambda1 = std::nan("");  // u_1^T G u_1 over the energy samples (energy only)

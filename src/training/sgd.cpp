@@ -27,4 +27,14 @@ void sgd_step(const std::vector<at::Tensor>& params, double lr) {
     if (t.grad().defined()) t.add_(t.grad(), -lr);
 }
 
+GraphedStep::Body sgd_step_body(NetImpl& model, std::vector<at::Tensor> params, at::Tensor x,
+                                at::Tensor y, at::Tensor labels, LossKind loss) {
+  return [&model, params = std::move(params), x = std::move(x), y = std::move(y),
+          labels = std::move(labels), loss](const std::vector<at::Tensor>& in, double lr) {
+    const at::Tensor value = sgd_gradient(model, params, x, y, labels, in.at(0), loss);
+    sgd_step(params, lr);
+    return value;
+  };
+}
+
 }  // namespace ng

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "models/model.h"
+#include "src/training/graphed_step.h"
 #include "src/training/loss.h"
 
 namespace ng {
@@ -22,5 +23,10 @@ at::Tensor sgd_gradient(NetImpl& model, const std::vector<at::Tensor>& params, c
 
 // theta <- theta - lr * grad for every parameter that has a gradient.
 void sgd_step(const std::vector<at::Tensor>& params, double lr);
+
+// sgd_gradient then sgd_step as a GraphedStep body: inputs {idx}, key lr. The model and the
+// tensors must outlive the body.
+GraphedStep::Body sgd_step_body(NetImpl& model, std::vector<at::Tensor> params, at::Tensor x,
+                                at::Tensor y, at::Tensor labels, LossKind loss);
 
 }  // namespace ng

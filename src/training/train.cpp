@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <memory>
 #include <optional>
 
 #include "data/dataset.h"
@@ -188,6 +189,7 @@ class Trainer {
   std::optional<CsvLog> log_, trace_;
   std::optional<BatchOrder> batches_;
   std::optional<TrainProgress> progress_;  // none when quiet
+  std::unique_ptr<GraphedStep> graphed_;   // CUDA with train.cuda_graphs
   bool tty_ = false;
 
   // The loop's state.
@@ -389,9 +391,15 @@ bool Trainer::stop_now() {
 
 // One SGD step, then the evaluation and the checkpoint when due.
 void Trainer::update() {
-  const at::Tensor loss =
-      data_parallel_gradient(*model_, params_, x_, y_, labels_, batches_->at(step_), loss_kind_);
-  sgd_step(params_, schedule_.at(step_));
+  // CUDA: the step as one graph (src/training/graphed_step.h), except with several processes,
+  // whose gradients meet between backward and update.
+  if (!graphed_ && device_.is_cuda() && cfg_.b("train.cuda_graphs") && !dist().active())
+    graphed_ = std::make_unique<GraphedStep>(
+        sgd_step_body(*model_, params_, x_, y_, labels_, loss_kind_), params_, true);
+  const at::Tensor loss = graphed_ ? graphed_->run({batches_->at(step_)}, schedule_.at(step_))
+                                   : data_parallel_gradient(*model_, params_, x_, y_, labels_,
+                                                            batches_->at(step_), loss_kind_);
+  if (!graphed_) sgd_step(params_, schedule_.at(step_));
   ++step_;
   if (progress_) progress_->add_batch_loss(loss);
   if (trace_ && (step_ % trace_every_ == 0 || step_ >= max_steps_)) trace();
