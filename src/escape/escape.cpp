@@ -989,6 +989,7 @@ EscapeResult run_escape_sweep(const std::string& dir, const ModelFactory& factor
   res.threshold = engine.threshold();
   res.energy_lambda1 = engine.energy_lambda1();
   res.workers = engine.workers_used();
+  res.replicas = engine.group_used();
   res.intra_threads = engine.intra_used();
   res.seconds = seconds_since(t0);
   return res;
