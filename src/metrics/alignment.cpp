@@ -126,6 +126,58 @@ TraceStats trace_stats(CurvatureOperator& a, int64_t probes, uint64_t seed) {
   return t;
 }
 
+namespace {
+
+// L, lambda_k, alpha_k and g_k along G's eigenvectors: the part every method shares.
+Alignment along_eigenvectors(LinearOperator& sigma, double loss, const Eigenpairs& eig) {
+  Alignment r;
+  r.loss = loss;
+  r.lambda = eig.values;
+  const double two_l = 2 * loss;
+  const std::vector<double> quad = quadratic_forms(sigma, eig.vectors);
+  for (size_t j = 0; j < quad.size(); ++j) {
+    const double a = two_l > 0 ? quad[j] / two_l : std::numeric_limits<double>::quiet_NaN();
+    r.alpha.push_back(a);
+    r.g.push_back(a / r.lambda[j]);
+  }
+  return r;
+}
+
+// mu at L = 0 by the paper's convention, |G|_F and the srks from the traces.
+Alignment finished(Alignment r) {
+  if (!(2 * r.loss > 0)) r.mu = {1.0, 0, r.trace_sigma_g.probes};  // 0/0 := 1 (Sec. 3)
+  const double f2 = r.frob_g_sq.value, lam1 = r.lambda.front();
+  r.frob_g = {std::sqrt(std::max(f2, 0.0)), f2 > 0 ? r.frob_g_sq.se / (2 * std::sqrt(f2)) : 0,
+              r.frob_g_sq.probes};
+  r.srk_g = scaled(r.trace_g, 1 / lam1);
+  r.srk_g2 = scaled(r.frob_g_sq, 1 / (lam1 * lam1));
+  return r;
+}
+
+}  // namespace
+
+Alignment hutchinson_alignment(LinearOperator& g, LinearOperator& sigma, double loss,
+                               const Eigenpairs& eig, const AlignmentOptions& opt) {
+  if (opt.probes < 2) fail("metrics: Hutchinson needs at least 2 probes, got {}", opt.probes);
+  Alignment r = along_eigenvectors(sigma, loss, eig);
+  r.method = "hutchinson";
+  std::vector<double> a, bq, t;
+  for (int64_t j = 0; j < opt.probes; ++j) {
+    const at::Tensor z =
+        seeded_rademacher(g.dim(), opt.seed + static_cast<uint64_t>(j), g.options());
+    const at::Tensor gz = g.apply(z);
+    const at::Tensor sgz = sigma.apply(gz);
+    a.push_back(at::dot(z, sgz).item<double>());
+    bq.push_back(at::dot(gz, gz).item<double>());
+    t.push_back(at::dot(z, gz).item<double>());
+  }
+  r.trace_sigma_g = estimate(a);
+  r.frob_g_sq = estimate(bq);
+  r.trace_g = estimate(t);
+  if (2 * loss > 0) r.mu = scaled(ratio(a, bq), 1 / (2 * loss));
+  return finished(std::move(r));
+}
+
 Alignment compute_alignment(CurvatureOperator& g, CurvatureOperator& sigma, const Eigenpairs& eig,
                             const AlignmentOptions& opt) {
   if (g.settings().matrix != MatrixKind::G)
@@ -138,69 +190,33 @@ Alignment compute_alignment(CurvatureOperator& g, CurvatureOperator& sigma, cons
         g.dim(), sigma.dim(), g.num_samples(), sigma.num_samples(), g.loss(), sigma.loss());
   if (eig.values.empty() || !eig.vectors.defined() || eig.vectors.size(1) != g.dim())
     fail("metrics: need eigenpairs of G with p = {} entries", g.dim());
+  if (!g.has_rows() || !sigma.has_rows()) return hutchinson_alignment(g, sigma, g.loss(), eig, opt);
 
-  Alignment r;
-  r.loss = g.loss();
-  const double two_l = 2 * r.loss;
-  r.lambda = eig.values;
-  const std::vector<double> quad = quadratic_forms(sigma, eig.vectors);
-  for (size_t j = 0; j < quad.size(); ++j) {
-    const double a = two_l > 0 ? quad[j] / two_l : std::numeric_limits<double>::quiet_NaN();
-    r.alpha.push_back(a);
-    r.g.push_back(a / r.lambda[j]);
-  }
-  const double lam1 = r.lambda.front();
-
-  if (g.has_rows() && sigma.has_rows()) {
-    r.method = "gram";
-    const double b = static_cast<double>(g.num_samples());
-    // tr(Sigma G) = (1/b^2) tr(B_S^T B_S B_G^T B_G) = |B_G B_S^T|_F^2 / b^2.
-    const at::Tensor& bg = g.rows();
-    const at::Tensor& bs = sigma.rows();
-    // At a global minimum every per-sample gradient is 0 (Figure 3's theta*): tr(Sigma G) = 0
-    // without a product over the rows.
-    const bool sigma_zero = frob_sq(bs) == 0;
-    if (bg.size(1) * bg.size(1) < bg.size(0) * bg.size(0)) {
-      // Fewer parameters than rows: one p x p Gram matrix of G's rows serves both traces.
-      const at::Tensor pg = gram_of_columns(bg);
-      r.frob_g_sq = {pg.pow(2).sum().item<double>() / (b * b), 0, 0};
-      r.trace_sigma_g = {
-          sigma_zero ? 0.0 : (pg * gram_of_columns(bs)).sum().item<double>() / (b * b), 0, 0};
-    } else {
-      // |B_G B_G^T|_F^2 / b^2 = |K|_F^2: the Gram matrix the Gram solver formed, or forms now
-      // once for whoever asks next; B_G B_S^T / b from the shared Jacobian Gram matrix where
-      // one operator was made from the other.
-      r.frob_g_sq = {g.gram_matrix().pow(2).sum().item<double>(), 0, 0};
-      r.trace_sigma_g = {sigma_zero ? 0.0 : g.gram_with(sigma).pow(2).sum().item<double>(), 0, 0};
-    }
-    r.trace_g = {frob_sq(bg) / b, 0, 0};
+  Alignment r = along_eigenvectors(sigma, g.loss(), eig);
+  r.method = "gram";
+  const double b = static_cast<double>(g.num_samples());
+  // tr(Sigma G) = (1/b^2) tr(B_S^T B_S B_G^T B_G) = |B_G B_S^T|_F^2 / b^2.
+  const at::Tensor& bg = g.rows();
+  const at::Tensor& bs = sigma.rows();
+  // At a global minimum every per-sample gradient is 0 (Figure 3's theta*): tr(Sigma G) = 0
+  // without a product over the rows.
+  const bool sigma_zero = frob_sq(bs) == 0;
+  if (bg.size(1) * bg.size(1) < bg.size(0) * bg.size(0)) {
+    // Fewer parameters than rows: one p x p Gram matrix of G's rows serves both traces.
+    const at::Tensor pg = gram_of_columns(bg);
+    r.frob_g_sq = {pg.pow(2).sum().item<double>() / (b * b), 0, 0};
+    r.trace_sigma_g = {sigma_zero ? 0.0 : (pg * gram_of_columns(bs)).sum().item<double>() / (b * b),
+                       0, 0};
   } else {
-    r.method = "hutchinson";
-    if (opt.probes < 2) fail("metrics: Hutchinson needs at least 2 probes, got {}", opt.probes);
-    std::vector<double> a, bq, t;
-    for (int64_t j = 0; j < opt.probes; ++j) {
-      const at::Tensor z =
-          seeded_rademacher(g.dim(), opt.seed + static_cast<uint64_t>(j), g.options());
-      const at::Tensor gz = g.apply(z);
-      const at::Tensor sgz = sigma.apply(gz);
-      a.push_back(at::dot(z, sgz).item<double>());
-      bq.push_back(at::dot(gz, gz).item<double>());
-      t.push_back(at::dot(z, gz).item<double>());
-    }
-    r.trace_sigma_g = estimate(a);
-    r.frob_g_sq = estimate(bq);
-    r.trace_g = estimate(t);
-    if (two_l > 0) r.mu = scaled(ratio(a, bq), 1 / two_l);
+    // |B_G B_G^T|_F^2 / b^2 = |K|_F^2: the Gram matrix the Gram solver formed, or forms now
+    // once for whoever asks next; B_G B_S^T / b from the shared Jacobian Gram matrix where
+    // one operator was made from the other.
+    r.frob_g_sq = {g.gram_matrix().pow(2).sum().item<double>(), 0, 0};
+    r.trace_sigma_g = {sigma_zero ? 0.0 : g.gram_with(sigma).pow(2).sum().item<double>(), 0, 0};
   }
-  if (r.method == "gram" && two_l > 0)
-    r.mu = {r.trace_sigma_g.value / (two_l * r.frob_g_sq.value), 0, 0};
-  if (!(two_l > 0)) r.mu = {1.0, 0, r.trace_sigma_g.probes};  // 0/0 := 1 (Sec. 3)
-  const double f2 = r.frob_g_sq.value;
-  r.frob_g = {std::sqrt(std::max(f2, 0.0)), f2 > 0 ? r.frob_g_sq.se / (2 * std::sqrt(f2)) : 0,
-              r.frob_g_sq.probes};
-  r.srk_g = scaled(r.trace_g, 1 / lam1);
-  r.srk_g2 = scaled(r.frob_g_sq, 1 / (lam1 * lam1));
-  return r;
+  r.trace_g = {frob_sq(bg) / b, 0, 0};
+  if (2 * r.loss > 0) r.mu = {r.trace_sigma_g.value / (2 * r.loss * r.frob_g_sq.value), 0, 0};
+  return finished(std::move(r));
 }
 
 }  // namespace ng

@@ -61,5 +61,9 @@ TraceStats trace_stats(CurvatureOperator& a, int64_t probes, uint64_t seed);
 // are by the delta method.
 Alignment compute_alignment(CurvatureOperator& g, CurvatureOperator& sigma, const Eigenpairs& eig,
                             const AlignmentOptions& opt);
+// compute_alignment's Hutchinson estimates for any G and Sigma operators with loss L over their
+// samples (the sharded operators of src/dist use it too).
+Alignment hutchinson_alignment(LinearOperator& g, LinearOperator& sigma, double loss,
+                               const Eigenpairs& eig, const AlignmentOptions& opt);
 
 }  // namespace ng
