@@ -20,6 +20,7 @@
 #include "src/curvature/params.h"
 #include "src/escape/escape.h"
 #include "src/escape/replicas.h"
+#include "tests/model_specs.h"
 #include "tests/testing.h"
 
 namespace {
@@ -57,38 +58,30 @@ Problem make_problem(const std::string& label, const ng::ModelSpec& spec, int64_
   return p;
 }
 
-ng::ModelSpec spec(const std::string& name, int64_t classes, int64_t d = 0) {
-  ng::ModelSpec s;
-  s.name = name;
-  s.num_classes = classes;
-  s.input_dim = d;
-  return s;
-}
-
 // Every family the batched path takes, at tiny sizes (n = 8 with batch 3: a short last batch).
 std::vector<Problem> families() {
   std::vector<Problem> out;
-  out.push_back(make_problem("cnn", spec("cnn", 2), 8));
-  ng::ModelSpec fnn = spec("fnn", 2);
+  out.push_back(make_problem("cnn", ngtest::model_spec("cnn", 2), 8));
+  ng::ModelSpec fnn = ngtest::model_spec("fnn", 2);
   fnn.hidden = {8, 4};
   out.push_back(make_problem("fnn flatten", fnn, 8));
   fnn.input = "gray28";
   fnn.activation = "leaky_relu";
   out.push_back(make_problem("fnn gray28", fnn, 8));
-  ng::ModelSpec resnet = spec("resnet", 3);
+  ng::ModelSpec resnet = ngtest::model_spec("resnet", 3);
   resnet.depth = 8;
   resnet.width = 2;
   out.push_back(make_problem("resnet cross entropy", resnet, 8, true));
-  ng::ModelSpec vgg = spec("vgg", 2);
+  ng::ModelSpec vgg = ngtest::model_spec("vgg", 2);
   vgg.depth = 11;
   vgg.width = 2;
   vgg.head_width = 8;
   out.push_back(make_problem("vgg", vgg, 8));
-  out.push_back(make_problem("linear", spec("linear", 2, 5), 8));
-  ng::ModelSpec net = spec("linear_net", 2, 5);
+  out.push_back(make_problem("linear", ngtest::model_spec("linear", 2, 5), 8));
+  ng::ModelSpec net = ngtest::model_spec("linear_net", 2, 5);
   net.hidden = {4, 3};
   out.push_back(make_problem("linear_net", net, 8));
-  ng::ModelSpec two = spec("two_layer", 1, 5);
+  ng::ModelSpec two = ngtest::model_spec("two_layer", 1, 5);
   two.hidden = {6};
   out.push_back(make_problem("two_layer", two, 8));
   two.train_outer = true;
@@ -187,7 +180,7 @@ TEST(EscapeReplicas, EveryFamilyAgreesWithTheSingleRunPath) {
 // parameters, Linear) at different parameters, with grouped convolutions (CUDA's form) and with
 // one convolution per replica (the CPU's), against the model's own forward pass per replica.
 TEST(EscapeReplicas, GroupedAndPerReplicaConvolutionsGiveEachReplicasOutputs) {
-  ng::ModelSpec s = spec("resnet", 2);
+  ng::ModelSpec s = ngtest::model_spec("resnet", 2);
   s.depth = 8;
   s.width = 2;
   at::manual_seed(8);
@@ -234,10 +227,10 @@ TEST(EscapeReplicas, GroupedAndPerReplicaConvolutionsGiveEachReplicasOutputs) {
 }
 
 TEST(EscapeReplicas, ModelsThatCannotRunReplicatedFallBackToTheSingleRunPath) {
-  ng::ModelSpec toy = spec("toy", 1, 1);
+  ng::ModelSpec toy = ngtest::model_spec("toy", 1, 1);
   toy.toy_init = {0.5, 0.3};
-  for (const Problem& p :
-       {make_problem("diag_linear", spec("diag_linear", 2, 5), 8), make_problem("toy", toy, 8)}) {
+  for (const Problem& p : {make_problem("diag_linear", ngtest::model_spec("diag_linear", 2, 5), 8),
+                           make_problem("toy", toy, 8)}) {
     ng::EscapeOptions e = options(ng::Optimizer::Sgd, at::kDouble);
     e.ks = {1, 2};  // the toy has p = 2
     const auto single = run(p, e, 1);
@@ -246,7 +239,7 @@ TEST(EscapeReplicas, ModelsThatCannotRunReplicatedFallBackToTheSingleRunPath) {
     EXPECT_TRUE(identical(asked, single)) << p.label;
   }
   // The probe names what it refused.
-  const Problem p = make_problem("diag_linear", spec("diag_linear", 2, 5), 8);
+  const Problem p = make_problem("diag_linear", ngtest::model_spec("diag_linear", 2, 5), 8);
   ng::Net m = p.factory();
   m->to(at::kDouble);
   const auto layout = ng::ParameterLayout::of(*m);
@@ -259,7 +252,7 @@ TEST(EscapeReplicas, RunsEndingEarlyLeaveTheGroupAndTheOthersGoOn) {
   Problem p = make_problem(
       "fnn",
       [] {
-        ng::ModelSpec s = spec("fnn", 2, 5);
+        ng::ModelSpec s = ngtest::model_spec("fnn", 2, 5);
         s.hidden = {8};
         return s;
       }(),
@@ -279,7 +272,7 @@ TEST(EscapeReplicas, RunsEndingEarlyLeaveTheGroupAndTheOthersGoOn) {
 }
 
 TEST(EscapeReplicas, AResumedBatchedSweepEqualsAnUninterruptedOne) {
-  const Problem p = make_problem("cnn", spec("cnn", 2), 8);
+  const Problem p = make_problem("cnn", ngtest::model_spec("cnn", 2), 8);
   ng::EscapeOptions e = options(ng::Optimizer::Sgd, at::kFloat);
   e.runs = 5;
   e.replicas = 3;
@@ -309,7 +302,7 @@ TEST(EscapeReplicas, AResumedBatchedSweepEqualsAnUninterruptedOne) {
 }
 
 TEST(EscapeReplicas, BadReplicaCountIsOneLine) {
-  const Problem p = make_problem("linear", spec("linear", 2, 5), 8);
+  const Problem p = make_problem("linear", ngtest::model_spec("linear", 2, 5), 8);
   ng::EscapeOptions e = options(ng::Optimizer::Sgd, at::kDouble);
   e.replicas = -1;
   const std::string msg = ngtest::error_of([&] { run(p, e, -1); });

@@ -11,6 +11,7 @@
 #include "models/model.h"
 #include "src/core/error.h"
 #include "src/curvature/curvature.h"
+#include "tests/model_specs.h"
 #include "tests/test_curvature_nets.h"
 #include "tests/testing.h"
 
@@ -35,40 +36,32 @@ struct Family {
   std::vector<int64_t> input;  // one sample's shape
 };
 
-ng::ModelSpec spec_of(const std::string& name, int64_t classes, int64_t d = 0) {
-  ng::ModelSpec s;
-  s.name = name;
-  s.num_classes = classes;
-  s.input_dim = d;
-  return s;
-}
-
 std::vector<Family> families() {
   std::vector<Family> f;
-  ng::ModelSpec resnet = spec_of("resnet", 3);
+  ng::ModelSpec resnet = ngtest::model_spec("resnet", 3);
   resnet.depth = 8;
   resnet.width = 2;
   f.push_back({"resnet", resnet, {3, 8, 8}});
-  ng::ModelSpec vgg = spec_of("vgg", 3);
+  ng::ModelSpec vgg = ngtest::model_spec("vgg", 3);
   vgg.depth = 11;
   vgg.width = 2;
   vgg.head_width = 6;
   f.push_back({"vgg", vgg, {3, 32, 32}});
-  f.push_back({"cnn", spec_of("cnn", 2), {3, 32, 32}});
-  ng::ModelSpec fnn = spec_of("fnn", 3, 10);
+  f.push_back({"cnn", ngtest::model_spec("cnn", 2), {3, 32, 32}});
+  ng::ModelSpec fnn = ngtest::model_spec("fnn", 3, 10);
   fnn.hidden = {8, 6};
   f.push_back({"fnn", fnn, {10}});
-  f.push_back({"linear", spec_of("linear", 3, 10), {10}});
-  ng::ModelSpec lnet = spec_of("linear_net", 3, 10);
+  f.push_back({"linear", ngtest::model_spec("linear", 3, 10), {10}});
+  ng::ModelSpec lnet = ngtest::model_spec("linear_net", 3, 10);
   lnet.hidden = {6, 5};
   f.push_back({"linear_net", lnet, {10}});
-  f.push_back({"diag_linear", spec_of("diag_linear", 3, 10), {10}});
-  ng::ModelSpec two = spec_of("two_layer", 1, 10);
+  f.push_back({"diag_linear", ngtest::model_spec("diag_linear", 3, 10), {10}});
+  ng::ModelSpec two = ngtest::model_spec("two_layer", 1, 10);
   two.hidden = {7};
   f.push_back({"two_layer", two, {10}});
   two.train_outer = true;
   f.push_back({"two_layer/outer", two, {10}});
-  f.push_back({"toy", spec_of("toy", 1, 1), {1}});
+  f.push_back({"toy", ngtest::model_spec("toy", 1, 1), {1}});
   return f;
 }
 
