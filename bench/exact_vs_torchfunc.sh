@@ -19,6 +19,8 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
+# The Python side runs from bench/: a relative run directory must not change meaning there.
+run=$(realpath -m "$run")
 source "$root/bench/common.sh"
 source "$root/bench/python_env.sh"
 "$bin" data check "$data" >/dev/null
