@@ -48,7 +48,8 @@ cp "$run"/spectra/default/* "$work/run/spectra/default/"
 "$bin" escape "$work/run" --optimizer sgd --runs "$runs" --steps "$steps" --lr "$lr" \
   --log-every "$log_every" --data-dir "$data" --quiet
 cpp=$(/usr/bin/python3 -c 'import json,sys; s=json.load(open(sys.argv[1]));
-print(s["runs"] * s["steps"] / s["sweep_wall_seconds"])' "$work/run/escapes/sgd/result.json")
+print(s["runs"] * int(sys.argv[2]) / s["sweep_wall_seconds"])' "$work/run/escapes/sgd/result.json" \
+  "$steps")
 bench_versions /usr/bin/python3
 py=$(cd "$root/bench" && /usr/bin/python3 escape_pytorch.py --run "$work/run" --data-dir "$data" \
       --runs "$runs" --steps "$steps" --lr "$lr" --log-every "$log_every" --threads "$threads" |
