@@ -15,6 +15,7 @@
 #include "src/core/error.h"
 #include "src/core/memory.h"
 #include "src/core/random.h"
+#include "src/core/threads.h"
 #include "src/curvature/per_sample.h"
 
 namespace ng {
@@ -99,28 +100,6 @@ at::Tensor sandwich(const at::Tensor& fa, const at::Tensor& p, const at::Tensor&
       .transpose(0, 1)
       .reshape({rows, n * fb.size(1)});
 }
-
-// One OpenMP thread for a scope (process-wide for the calling thread; restored after). The rows
-// are built from many small ops and per-sample GEMMs: with two OpenMP threads, the idle one
-// spins between parallel regions while OpenBLAS's own threads want the same cores, and on this
-// 2-core machine under load that cost 5-10x (bench_gv rows, 1,000 samples, 2 threads: CNN
-// float64 10-23 s against 1.6-3.2 s with one OpenMP thread; ResNet-8 float32 82 s against
-// 8.7 s). The BLAS still uses its threads inside every GEMM.
-class OneOmpThread {
- public:
-  explicit OneOmpThread(bool on) : old_(at::get_num_threads()), on_(on && old_ > 1) {
-    if (on_) at::set_num_threads(1);
-  }
-  ~OneOmpThread() {
-    if (on_) at::set_num_threads(old_);
-  }
-  OneOmpThread(const OneOmpThread&) = delete;
-  OneOmpThread& operator=(const OneOmpThread&) = delete;
-
- private:
-  int old_;
-  bool on_;
-};
 
 // One line on stderr, the first time this process has it to say.
 void say_once(const std::string& line) {
@@ -403,7 +382,13 @@ void CurvatureOperator::build_rows() {
     jac = at::zeros({n_, c_, p}, options());
   if (opt_.rows_method == RowsMethod::Loop) rows_method_ = RowsMethod::Loop;
   c10::AutoGradMode grad_on(true);
-  const OneOmpThread serial(opt_.device.is_cpu());
+  // One OpenMP thread for the build (process-wide for the calling thread; restored after). The rows
+  // are built from many small ops and per-sample GEMMs: with two OpenMP threads, the idle one
+  // spins between parallel regions while OpenBLAS's own threads want the same cores, and on this
+  // 2-core machine under load that cost 5-10x (bench_gv rows, 1,000 samples, 2 threads: CNN
+  // float64 10-23 s against 1.6-3.2 s with one OpenMP thread; ResNet-8 float32 82 s against
+  // 8.7 s). The BLAS still uses its threads inside every GEMM.
+  const IntraThreads serial(opt_.device.is_cpu() ? 1 : at::get_num_threads());
   for (int64_t s = 0; s < n_; s += chunk) {
     const int64_t count = std::min(chunk, n_ - s);
     // Without raw Jacobians to keep, the cotangents M_i[r] give the rows M_i J_i directly.

@@ -24,6 +24,7 @@
 #include "src/core/dtypes.h"
 #include "src/core/error.h"
 #include "src/core/random.h"
+#include "src/core/threads.h"
 #include "src/curvature/curvature.h"
 #include "src/dist/dist.h"
 #include "src/escape/engine.h"
@@ -81,22 +82,6 @@ void check_options(const EscapeOptions& o) {
   if (o.dtype != at::kFloat && o.dtype != at::kDouble)
     fail("escape.dtype: must be float32 or float64");
 }
-
-// Sets LibTorch's (process-wide) intra-op thread count for a scope.
-class IntraThreads {
- public:
-  explicit IntraThreads(int n) : old_(at::get_num_threads()) {
-    if (n != old_) at::set_num_threads(n);
-  }
-  ~IntraThreads() {
-    if (at::get_num_threads() != old_) at::set_num_threads(old_);
-  }
-  IntraThreads(const IntraThreads&) = delete;
-  IntraThreads& operator=(const IntraThreads&) = delete;
-
- private:
-  int old_;
-};
 
 }  // namespace
 
