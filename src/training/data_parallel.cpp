@@ -18,6 +18,11 @@ namespace fs = std::filesystem;
 
 namespace ng {
 
+namespace {
+// The stop the ranks agreed on in the last step's all-reduce (the same on every rank).
+StopReason last_vote = StopReason::None;
+}  // namespace
+
 at::Tensor data_parallel_gradient(NetImpl& model, const std::vector<at::Tensor>& params,
                                   const at::Tensor& x, const at::Tensor& y,
                                   const at::Tensor& labels, const at::Tensor& idx, LossKind loss) {
@@ -36,7 +41,17 @@ at::Tensor data_parallel_gradient(NetImpl& model, const std::vector<at::Tensor>&
     flat.push_back(p.grad().defined() ? p.grad().reshape(-1) : at::zeros_like(p).reshape(-1));
   flat.push_back(value.detach().reshape(1));
   at::Tensor sum = at::cat(flat).mul_(weight);
+  // The ranks' stop votes ride on the same all-reduce (unweighted counts): a second collective
+  // per step only to agree on stopping cost as much as the gradients of a small model.
+  const StopReason mine = stop_requested();
+  sum = at::cat({sum, at::tensor({mine == StopReason::Signal ? 1.0 : 0.0,
+                                  mine == StopReason::Budget ? 1.0 : 0.0},
+                                 sum.options())});
   all_reduce_sum(sum);
+  const at::Tensor votes = sum.narrow(0, sum.size(0) - 2, 2).to(at::kCPU);
+  last_vote = votes[0].item<double>() > 0   ? StopReason::Signal
+              : votes[1].item<double>() > 0 ? StopReason::Budget
+                                            : StopReason::None;
   int64_t at = 0;
   for (const at::Tensor& p : params) {
     const int64_t n = p.numel();
@@ -48,15 +63,7 @@ at::Tensor data_parallel_gradient(NetImpl& model, const std::vector<at::Tensor>&
 }
 
 StopReason agreed_stop(StopReason mine) {
-  if (!dist().active()) return mine;
-  // Ranked so that the sum's maximum is the strongest: a signal wins over the budget.
-  const int64_t rank_of = mine == StopReason::Signal ? 2 : mine == StopReason::Budget ? 1 : 0;
-  at::Tensor votes = at::zeros({3}, at::kLong);
-  votes[rank_of] = 1;
-  all_reduce_sum(votes);
-  if (votes[2].item<int64_t>() > 0) return StopReason::Signal;
-  if (votes[1].item<int64_t>() > 0) return StopReason::Budget;
-  return StopReason::None;
+  return dist().active() ? last_vote : mine;
 }
 
 std::string agreed_stop_description(StopReason agreed) {

@@ -24,7 +24,9 @@ at::Tensor data_parallel_gradient(NetImpl& model, const std::vector<at::Tensor>&
                                   const at::Tensor& labels, const at::Tensor& idx, LossKind loss);
 
 // The strongest stop any rank was asked for (a signal before a budget), on every rank: ranks
-// that stopped at different steps would wait for each other's next step forever.
+// that stopped at different steps would wait for each other's next step forever. Under a
+// launcher, the votes taken in the last data_parallel_gradient's all-reduce (no collective of
+// its own); one process: `mine`.
 StopReason agreed_stop(StopReason mine);
 // stop_description() of this rank, or of the stop `agreed` that another rank was asked for.
 std::string agreed_stop_description(StopReason agreed);
