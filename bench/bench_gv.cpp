@@ -14,7 +14,7 @@
 //       (bench/spectrum_vs_curvlinops.sh compares with curvlinops).
 //   bench_gv rows [--model cnn|resnet] [--depth 8] [--n 1000] [--classes 2] [--matrix G]
 //                 [--loss mse] [--dtype float64|float32] [--batch 256] [--threads 2]
-//                 [--loop-n N] [--data-dir DIR]
+//                 [--loop-n N] [--data-dir DIR] [--device cpu|cuda]
 //       per-sample rows of n samples built batched and by the one-sample loop (on the first
 //       loop-n samples, scaled to n: its cost per sample is constant); prints both and the ratio.
 //   bench_gv gram [--model cnn|resnet] [--n 1000] [--classes 2] [--dtype float64] [--threads 2]
@@ -58,7 +58,7 @@ std::map<std::string, std::string> options(int argc, char** argv, int first) {
   std::map<std::string, std::string> o;
   for (int k = first; k + 1 < argc; k += 2) {
     const std::string key = argv[k];
-    if (key.rfind("--", 0) != 0) ng::fail("bench_gv: expected --option value, got '{}'", key);
+    if (key.rfind("--", 0) != 0) ng::fail("expected --option value, got '{}'", key);
     o[key.substr(2)] = argv[k + 1];
   }
   return o;
@@ -98,6 +98,21 @@ std::string load_images(const std::map<std::string, std::string>& o, int64_t n, 
   return fmt::format("Gaussian images, n = {}", n);
 }
 
+// --device cpu|cuda.
+at::Device device_option(const std::map<std::string, std::string>& o) {
+  const std::string name = get(o, "device", "cpu");
+  if (name != "cpu" && name != "cuda")
+    ng::fail("--device: expected cpu or cuda, got '{}'", name);
+  if (name == "cuda" && !torch::cuda::is_available())
+    ng::fail("--device cuda: no usable CUDA device");
+  return at::Device(name == "cuda" ? at::kCUDA : at::kCPU);
+}
+
+// Kernels on a GPU run asynchronously: a timing ends when the queue is empty.
+void sync_device(const at::Device& device) {
+  if (device.is_cuda()) torch::cuda::synchronize();
+}
+
 int ratio(const std::map<std::string, std::string>& o) {
   const std::string model = get(o, "model", "cnn");
   const int64_t depth = std::stoll(get(o, "depth", "20"));
@@ -105,16 +120,8 @@ int ratio(const std::map<std::string, std::string>& o) {
   int64_t n = std::stoll(get(o, "n", "1024"));
   const int threads = std::stoi(get(o, "threads", "2"));
   const int reps = std::stoi(get(o, "reps", "5"));
-  const std::string device_name = get(o, "device", "cpu");
-  if (device_name != "cpu" && device_name != "cuda")
-    ng::fail("bench_gv: --device: expected cpu or cuda, got '{}'", device_name);
-  if (device_name == "cuda" && !torch::cuda::is_available())
-    ng::fail("bench_gv: --device cuda: no usable CUDA device");
-  const at::Device device(device_name == "cuda" ? at::kCUDA : at::kCPU);
-  // Kernels on a GPU run asynchronously: a timing ends when the queue is empty.
-  auto sync = [&] {
-    if (device.is_cuda()) torch::cuda::synchronize();
-  };
+  const at::Device device = device_option(o);
+  auto sync = [&] { sync_device(device); };
   at::set_num_threads(threads);
 
   at::Tensor x, y;
@@ -274,10 +281,15 @@ int rows(const std::map<std::string, std::string>& o) {
   co.dtype = dtype == "float32" ? at::kFloat : at::kDouble;
   co.probe = false;
   co.max_row_bytes = int64_t{64} << 30;
+  co.device = device_option(o);
+  net->to(co.device);
+  x = x.to(co.device);
+  y = y.to(co.device);
   auto build = [&](ng::RowsMethod method, int64_t count) {
     co.rows_method = method;
     const auto t0 = Clock::now();
     ng::CurvatureOperator op(net, x.narrow(0, 0, count), y.narrow(0, 0, count), co);
+    sync_device(co.device);
     const double t = since(t0);
     return std::make_pair(t, op.rows());
   };
@@ -286,9 +298,10 @@ int rows(const std::map<std::string, std::string>& o) {
   const double loop_s = loop_part_s * static_cast<double>(b) / static_cast<double>(loop_n);
   const at::Tensor head = batched_rows.narrow(0, 0, loop_rows.size(0));
   const double diff = ((head - loop_rows).norm() / loop_rows.norm()).item<double>();
-  fmt::print("{} (p = {}), {}, {} rows of {}, {}, batch {}, {} threads\n", net->describe(),
-             ng::count_parameters(*net), data_text, batched_rows.size(0), matrix, dtype,
-             co.batch_size, at::get_num_threads());
+  fmt::print(
+      "{} (p = {}), {}, {} rows of {}, {}, batch {}, {}\n", net->describe(),
+      ng::count_parameters(*net), data_text, batched_rows.size(0), matrix, dtype, co.batch_size,
+      co.device.is_cuda() ? std::string("cuda") : fmt::format("{} threads", at::get_num_threads()));
   fmt::print("  batched: {:.3f}s   loop: {:.3f}s{}   ratio loop / batched = {:.1f}\n", batched_s,
              loop_s, loop_n < b ? fmt::format(" (measured on {} samples, scaled)", loop_n) : "",
              loop_s / batched_s);

@@ -8,7 +8,8 @@
 #      and the same samples;
 #   3. SGD escape steps/s, 50 runs on the ResNet-38 run of stage 2: batched replicas with CUDA
 #      graphs (the default), without graphs, and one run at a time (--replicas 1);
-#   4. matvecs/s of the exact operator G v (ResNet-38, bench_gv);
+#   4. matvecs/s of the exact operator G v (ResNet-38, bench_gv), and per-sample rows of 1,000
+#      images batched against the one-sample loop (CNN, ResNet-8);
 #   5. as much of the paper-scale Figure 5 as the rest of the budget allows (reproduce --budget),
 #      continuing what an earlier call left in GPU_CHECK_PAPER_DIR.
 #
@@ -216,6 +217,17 @@ gv=$(awk '/exact G v/ {
   if (t > 0) printf "%s%s %.1f matvecs/s (%s training passes)", sep, method, 1 / t, $NF; sep = "; " }' \
   "$logs/gv_resnet38.log" 2>/dev/null)
 results+=("exact G v, ResNet-38, n = 2,048, batch 256: ${gv:-see $logs/gv_resnet38.log}")
+
+# 4b. Per-sample rows of 1,000 images (issue 10's goal: batched at least 10x the one-sample
+# loop), float32, the loop timed on 100 samples and scaled.
+for m in cnn resnet; do
+  stage "rows_$m" 90 "$build/bench_gv" rows --model "$m" --depth 8 --n 1000 --loop-n 100 \
+    --dtype float32 --device cuda --data-dir "$data" || true
+  # bench_gv prints "batched: 0.123s   loop: 4.567s (...)   ratio loop / batched = 37.1".
+  line=$(sed -n 's/^ *batched: \([0-9.]*s\) *loop: \([0-9.]*s\).*= \([0-9.]*\)$/batched \1, loop \2: \3x/p' \
+    "$logs/rows_$m.log" 2>/dev/null)
+  results+=("per-sample rows, $m (ResNet-8 for resnet), 1,000 images, float32: ${line:-see $logs/rows_$m.log}")
+done
 
 if [ "${GPU_CHECK_QUICK:-0}" = 1 ]; then
   stage fig5_quick 100 "$build/noisegeom" reproduce fig5 --scale quick --out "$work/repro" --quiet || true
