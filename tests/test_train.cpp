@@ -660,3 +660,23 @@ TEST(Train, TraceIsRefusedForLargeModels) {
   EXPECT_NE(e.find("200"), std::string::npos) << e;
   EXPECT_FALSE(fs::exists(out));
 }
+
+// The progress lines during a long evaluation come from evaluate()'s per-batch callback: it sees
+// every batch, in order, and watching changes nothing in the result.
+TEST(Train, EvaluationReportsEachBatchAndKeepsItsResult) {
+  ng::ModelSpec spec;
+  spec.name = "cnn";
+  at::manual_seed(0);
+  ng::Net net = ng::make_model(spec);
+  const at::Tensor x = at::randn({10, 3, 32, 32});
+  const at::Tensor labels = at::randint(0, 2, {10}, at::kLong);
+  const at::Tensor y = at::one_hot(labels, 2).to(at::kFloat);
+  std::vector<std::pair<int64_t, int64_t>> seen;
+  const ng::Eval watched = ng::evaluate(*net, x, y, labels, ng::LossKind::Mse, 3,
+                                        [&](int64_t d, int64_t n) { seen.emplace_back(d, n); });
+  const ng::Eval plain = ng::evaluate(*net, x, y, labels, ng::LossKind::Mse, 3);
+  const std::vector<std::pair<int64_t, int64_t>> want{{3, 10}, {6, 10}, {9, 10}, {10, 10}};
+  EXPECT_EQ(seen, want);
+  EXPECT_EQ(watched.loss, plain.loss);
+  EXPECT_EQ(watched.accuracy, plain.accuracy);
+}

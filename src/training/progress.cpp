@@ -66,6 +66,23 @@ void TrainProgress::evaluation(int64_t step, double loss, double accuracy) {
   line(step, &part);
 }
 
+void TrainProgress::evaluating(int64_t step, int64_t done, int64_t n) {
+  const Clock::time_point now = Clock::now();
+  if (now < next_line_) return;
+  // The step rate stays that of the steps: last_line_ is not moved.
+  next_line_ = now + after(s_.tty ? kTtySeconds : kLogSeconds);
+  fmt::print(stderr, "{}step {}/{} | evaluating the training loss: {}/{} samples | {}{}",
+             s_.tty ? "\r" : "", step, s_.max_steps, done, n, checkpoint_text(now),
+             s_.tty ? "\x1b[K" : "\n");
+  std::fflush(stderr);
+}
+
+std::string TrainProgress::checkpoint_text(Clock::time_point now) const {
+  return checkpoint_step_ < 0
+             ? "no checkpoint yet"
+             : "checkpoint " + format_duration(seconds(now - checkpoint_time_)) + " ago";
+}
+
 // ETA to the target from the log-linear decrease of the loss over the last evaluations (SGD's
 // loss is noisy from one evaluation to the next), else to the step cap.
 std::string TrainProgress::eta_text(int64_t step, double rate) const {
@@ -97,10 +114,7 @@ void TrainProgress::line(int64_t step, const std::string* eval_part) {
   const std::string rate = rate_ > 0 ? fmt::format("{:.0f} steps/s", rate_) : "? steps/s";
   const std::string eval_in =
       rate_ > 0 ? "eval in " + format_duration((next_eval - step) / rate_) : "eval in ?";
-  const std::string ckpt =
-      checkpoint_step_ < 0
-          ? "no checkpoint yet"
-          : "checkpoint " + format_duration(seconds(now - checkpoint_time_)) + " ago";
+  const std::string ckpt = checkpoint_text(now);
   const double running = running_loss();
   const std::string batch =
       std::isfinite(running) ? fmt::format("batch loss ~{:.3e}", running) : "batch loss ?";

@@ -34,6 +34,8 @@ class TrainProgress {
   }
   // An evaluation's line (always printed); loss and accuracy as evaluated, accuracy < 0: none.
   void evaluation(int64_t step, double loss, double accuracy);
+  // During an evaluation (`done` of n samples): a line when one is due, as between steps.
+  void evaluating(int64_t step, int64_t done, int64_t n);
   void checkpoint_saved(int64_t step);
 
   // Seconds between heartbeat lines: a terminal line is cheap to rewrite, a log should stay short.
@@ -44,6 +46,7 @@ class TrainProgress {
  private:
   void line(int64_t step, const std::string* eval_part);
   std::string eta_text(int64_t step, double rate) const;
+  std::string checkpoint_text(Clock::time_point now) const;
   double running_loss();
 
   ProgressSettings s_;

@@ -163,7 +163,13 @@ class Trainer {
     return start_.wall_before +
            std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start_).count();
   }
-  Eval evaluate_now() { return evaluate(*model_, x_, y_, labels_, loss_kind_, eval_batch_); }
+  // A paper-scale evaluation on the CPU takes minutes: it keeps the progress lines coming.
+  Eval evaluate_now() {
+    return evaluate(*model_, x_, y_, labels_, loss_kind_, eval_batch_,
+                    [this](int64_t d, int64_t n) {
+                      if (progress_) progress_->evaluating(step_, d, n);
+                    });
+  }
 
   const TrainOptions& opt_;
   const std::chrono::steady_clock::time_point t_start_ = std::chrono::steady_clock::now();
@@ -502,7 +508,7 @@ std::string samples_csv(const Dataset& data, const std::vector<int64_t>& positio
 }
 
 Eval evaluate(NetImpl& model, const at::Tensor& x, const at::Tensor& y, const at::Tensor& labels,
-              LossKind loss, int64_t batch) {
+              LossKind loss, int64_t batch, const std::function<void(int64_t, int64_t)>& on_batch) {
   at::NoGradGuard no_grad;
   model.eval();
   const int64_t n = x.size(0);
@@ -515,6 +521,7 @@ Eval evaluate(NetImpl& model, const at::Tensor& x, const at::Tensor& y, const at
     const at::Tensor lab = labels.defined() ? labels.slice(0, s, e) : at::Tensor();
     total += batch_loss(out, y.slice(0, s, e), lab, loss).to(at::kDouble) * (e - s);
     if (labels.defined()) correct += out.argmax(1).eq(lab).sum();
+    if (on_batch) on_batch(e, n);
   }
   model.train();
   return {total.item<double>() / n, labels.defined() ? correct.item<double>() / n : -1.0};

@@ -8,6 +8,7 @@
 #include <c10/core/Device.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -73,8 +74,10 @@ struct Eval {
   double loss = 0;
   double accuracy = -1;  // -1: regression, no accuracy
 };
+// `on_batch(done, n)` runs after each batch (progress over long evaluations; no device sync).
 Eval evaluate(NetImpl& model, const at::Tensor& x, const at::Tensor& y, const at::Tensor& labels,
-              LossKind loss, int64_t batch);
+              LossKind loss, int64_t batch,
+              const std::function<void(int64_t, int64_t)>& on_batch = {});
 
 // samples.csv (position,index,label,class): which records of the data files the samples at
 // `positions` of `data` are, so that anyone can rebuild the set; no positions: every sample.
