@@ -129,6 +129,30 @@ TEST(Memory, FreeGpuMemoryInCudaBuildsOnly) {
 
 // An escape sweep asked to stop keeps the runs it finished, writes no result.json, and the same
 // request computes the rest: here a budget already spent lets no run finish.
+// A real allocation failure inside with_memory_use becomes one line naming what held the memory
+// and the option; other errors and results pass through untouched.
+TEST(Memory, RunningOutNamesTheWorkAndTheOption) {
+  try {
+    ng::with_memory_use("G's exact products, 256 samples a pass", "lower --batch-size",
+                        [] { return at::empty({int64_t{1} << 60}, at::kByte); });
+    FAIL() << "an exabyte was allocated";
+  } catch (const ng::Error& e) {
+    const std::string m = e.what();
+    EXPECT_EQ(m.rfind("out of host memory in G's exact products, 256 samples a pass (", 0), 0u)
+        << m;
+    EXPECT_NE(m.find(" free now); lower --batch-size"), std::string::npos) << m;
+    EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+  }
+  EXPECT_EQ(ng::with_memory_use("w", "f", [] { return 7; }), 7);
+  EXPECT_THROW(ng::with_memory_use("w", "f", [] { ng::fail("not memory"); }), ng::Error);
+  try {
+    ng::with_memory_use("w", "f", [] { ng::fail("not memory"); });
+  } catch (const ng::Error& e) {
+    EXPECT_STREQ(e.what(), "not memory");
+  }
+  EXPECT_FALSE(ng::is_out_of_memory(std::runtime_error("DefaultCPUAllocator: memory")));
+}
+
 TEST(Budget, AnEscapeSweepStoppedWritesNoRecordAndTheSameRequestFinishes) {
   const std::string run = ngtest::train_run(
       "budget-esc",

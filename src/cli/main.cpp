@@ -13,6 +13,7 @@
 #include "src/cli/commands.h"
 #include "src/cli/options.h"
 #include "src/core/error.h"
+#include "src/core/memory.h"
 #include "src/dist/dist.h"
 
 namespace {
@@ -80,6 +81,8 @@ int main(int argc, char** argv) {
     // reproduce parses its jobs' overrides with the analyses' own option definitions.
     return ng::report_parse_error(command(), e);
   } catch (const std::exception& e) {
+    // Out of memory where no with_memory_use() names the cause: still one line.
+    if (ng::is_out_of_memory(e)) return report_error("out of memory: " + std::string(e.what()));
     return report_error(e.what());
   }
 }

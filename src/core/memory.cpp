@@ -2,6 +2,7 @@
 // (NOISEGEOM_CUDA_BUILD), from the driver and LibTorch's caching allocator.
 #include "src/core/memory.h"
 
+#include <c10/util/Exception.h>
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -145,6 +146,22 @@ int64_t parse_bytes(const std::string& text, const std::string& what) {
 
 int64_t parse_budget(const std::string& text, const std::string& what) {
   return text == "auto" ? -1 : parse_bytes(text, what);
+}
+
+bool is_out_of_memory(const std::exception& e) {
+  if (dynamic_cast<const c10::OutOfMemoryError*>(&e)) return true;
+  // LibTorch 1.13's CPU allocator throws a plain c10::Error.
+  const std::string what = e.what();
+  return dynamic_cast<const c10::Error*>(&e) &&
+         what.find("DefaultCPUAllocator:") != std::string::npos &&
+         what.find("memory") != std::string::npos;
+}
+
+void fail_out_of_memory(const std::exception& e, const std::string& what, const std::string& fix) {
+  const bool cuda = std::string(e.what()).find("CUDA") != std::string::npos;
+  const int64_t free = free_device_memory_bytes(cuda ? c10::Device(c10::kCUDA, 0) : c10::kCPU);
+  fail("out of {} memory in {}{}; {}", cuda ? "CUDA" : "host", what,
+       free >= 0 ? " (" + format_bytes(free) + " free now)" : "", fix);
 }
 
 std::string format_bytes(int64_t bytes) {
