@@ -310,7 +310,7 @@ TEST(CurvatureOperator, BadInputsAreOneLineErrors) {
     CurvatureOperator op(pb.net, pb.x, pb.y, o);
     FAIL() << "no error";
   } catch (const ng::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("exact estimator"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("--estimator exact"), std::string::npos) << e.what();
   }
   CurvatureOperator op(pb.net, pb.x, pb.y, options(MatrixKind::Hessian, Estimator::PerSample));
   EXPECT_FALSE(op.has_rows());

@@ -12,6 +12,7 @@
 #include <mutex>
 #include <set>
 
+#include "src/core/dtypes.h"
 #include "src/core/error.h"
 #include "src/core/memory.h"
 #include "src/core/random.h"
@@ -333,12 +334,15 @@ bool CurvatureOperator::wants_rows() const {
   if (opt_.matrix == MatrixKind::Hessian) return false;
   const int64_t bytes = row_bytes(n_ * factor_rows(), layout_.size, opt_.dtype);
   if (opt_.estimator == Estimator::Exact) return opt_.row_budget > 0 && bytes <= opt_.row_budget;
-  if (bytes > opt_.max_row_bytes)
-    fail(
-        "curvature: per-sample rows for {} need {} ({} rows x p = {}), over the limit of {}; use "
-        "fewer samples or the exact estimator",
-        to_string(opt_.matrix), format_bytes(bytes), n_ * factor_rows(), layout_.size,
-        format_bytes(opt_.max_row_bytes));
+  const std::string what =
+      fmt::format("per-sample rows of {} ({} rows x p = {}, {})", to_string(opt_.matrix),
+                  n_ * factor_rows(), layout_.size, dtype_names().name(opt_.dtype));
+  const std::string fix = fmt::format("lower --samples, {}or --estimator exact (streamed products)",
+                                      opt_.dtype == at::kDouble ? "use --dtype float32, " : "");
+  if (opt_.max_row_bytes >= 0 && bytes > opt_.max_row_bytes)
+    fail("{} need {}, over the limit of {}; {}", what, format_bytes(bytes),
+         format_bytes(opt_.max_row_bytes), fix);
+  if (opt_.max_row_bytes < 0) require_free_memory(bytes, opt_.device, what, fix);
   return true;
 }
 

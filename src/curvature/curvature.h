@@ -103,7 +103,9 @@ struct CurvatureOptions {
   int64_t batch_size = 256;  // samples per forward pass (exact products, loss, gradient)
   at::ScalarType dtype = at::kFloat;
   c10::Device device = c10::Device(c10::kCPU);
-  int64_t max_row_bytes = int64_t{8} << 30;  // per-sample rows larger than this are an error
+  // Per-sample estimator: rows larger than this are an error before they are allocated; -1: what
+  // the device has free.
+  int64_t max_row_bytes = -1;
   // Exact estimator (not H): build the rows of all n samples when they take at most this many
   // bytes (n m p elements, m = C for G, 1 for Sigma and Sigma0); 0: never.
   int64_t row_budget = 0;
