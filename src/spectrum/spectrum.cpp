@@ -199,6 +199,15 @@ void place_theta(LoadedRun& run, const SpectrumOptions& opt, SpectrumResult& r) 
 // - alignment(g, sigma, eig): the metrics along G's eigenvectors;
 // - storage(op), rows_method(op), where(): the results' labels, the progress lines' " over N
 //   ranks"; matvecs(): every product of its operators so far.
+// An operator's products, its probe's included, as one process counts them: a sharded operator's
+// own count leaves out the probe of its rank's local operator.
+int64_t products(const CurvatureOperator& op) {
+  return op.matvecs();
+}
+int64_t products(const ShardedOperator& op) {
+  return op.local().matvecs();
+}
+
 template <class Op>
 class OperatorSource {
  public:
@@ -206,7 +215,7 @@ class OperatorSource {
   const std::string& where() const { return where_; }
   int64_t matvecs() const {
     int64_t n = 0;
-    for (const auto& op : ops_) n += op->matvecs();
+    for (const auto& op : ops_) n += products(*op);
     return n;
   }
 
@@ -227,7 +236,7 @@ class OperatorSource {
                  "noisegeom spectrum: {} operator ({}, {} samples{}, {}, {}) | matvecs {} | "
                  "{:.1f}s\n",
                  matrix_names().name(m), estimator_names().name(opt_.estimator), opt_.samples,
-                 where_, dtype_names().name(opt_.dtype), storage, ops_.back()->matvecs(),
+                 where_, dtype_names().name(opt_.dtype), storage, products(*ops_.back()),
                  seconds_since(t));
     return *ops_.back();
   }
@@ -301,23 +310,17 @@ class LocalSource : public OperatorSource<CurvatureOperator> {
   }
 };
 
-// Several ranks with the exact estimator: every operator is sharded over the ranks, and every rank
-// runs the same Lanczos (same seed, same all-reduced products), so all hold the same eigenpairs.
-// The rows and the Gram solver need every sample's rows in one process: they stay the one-process
-// route, and the metrics are Hutchinson's.
+// Several ranks with the exact estimator where one process would stream: every operator is
+// sharded over the ranks, and every rank runs the same Lanczos (same seed, same all-reduced
+// products), so all hold the same eigenpairs. The metrics are Hutchinson's, as one process's
+// streamed operators give them; the Gram solver needs every sample's rows in one process.
 class ShardedSource : public OperatorSource<ShardedOperator> {
  public:
   ShardedSource(const LoadedRun& run, const Samples& s, const CurvatureOptions& co,
-                const SpectrumOptions& opt, bool quiet, int64_t p)
+                const SpectrumOptions& opt, bool quiet)
       : OperatorSource(run, s, streamed(co), opt, quiet,
                        fmt::format(" over {} ranks", dist().world)) {
     if (opt.solver == "gram") gram_refused();
-    const bool ce = co.loss == LossKind::CrossEntropy;
-    if (!quiet && exact_rows_fit(opt.samples, s.y.size(1), p, opt.dtype, ce, opt.row_budget))
-      fmt::print(stderr,
-                 "noisegeom spectrum: the rows fit --row-budget, but rows and the Gram solver are "
-                 "the one-process route: {} ranks stream the products of their shards\n",
-                 dist().world);
   }
 
   ShardedOperator& make(MatrixKind m) {
@@ -454,10 +457,21 @@ SpectrumResult compute_spectrum(LoadedRun& run, const SpectrumOptions& options, 
   if (!quiet)
     fmt::print(stderr, "noisegeom spectrum: {} | p = {} | theta {} | {} of {} samples | k = {}\n",
                run.dir, r.p, opt.theta, opt.samples, r.n_train, opt.k);
+  // Several ranks shard the exact estimator only where one process would stream G's products:
+  // where G's rows fit, every rank runs one process's route on them, so that the numbers (exact
+  // metrics, the Gram solver's eigenvectors, and the escape learning-rate searches that start
+  // from |G|_F) do not depend on WORLD_SIZE.
+  const bool g_rows = opt.estimator == Estimator::Exact && opt.row_budget > 0 &&
+                      row_bytes(opt.samples * r.outputs, r.p, opt.dtype) <= opt.row_budget;
   r.world_size = dist().world;
-  r.sharded = dist().active() && opt.estimator == Estimator::Exact;
+  r.sharded = dist().active() && opt.estimator == Estimator::Exact && !g_rows;
+  if (!quiet && dist().active() && g_rows)
+    fmt::print(stderr,
+               "noisegeom spectrum: G's rows fit --row-budget: each of the {} ranks builds them "
+               "and runs one process's route\n",
+               dist().world);
   if (r.sharded) {
-    ShardedSource src(run, s, co, opt, quiet, r.p);
+    ShardedSource src(run, s, co, opt, quiet);
     run_flow(src, opt, quiet, r);
   } else {
     LocalSource src(run, s, co, opt, quiet);
