@@ -535,11 +535,12 @@ TEST(DistCommands, TrainingStoppedAndResumedOnTwoRanksEndsAtOneProcesssTheta) {
   EXPECT_LT(max_relative_difference(theta_of(one), theta_of(two)), 1e-12);
 }
 
+// Rows over --row-budget (0 here): one process streams its products, two ranks shard them.
 TEST(DistCommands, ExactSpectrumOnTwoRanksIsOneProcesss) {
   const std::string run = one_process_run("dist-spec");
-  const std::vector<std::string> args = {"spectrum",    run,      "--k",     "4",
-                                         "--estimator", "exact",  "--dtype", "float64",
-                                         "--matrices",  "G,Sigma"};
+  const std::vector<std::string> args = {"spectrum",    run,       "--k",          "4",
+                                         "--estimator", "exact",   "--dtype",      "float64",
+                                         "--matrices",  "G,Sigma", "--row-budget", "0"};
   noisegeom(args + std::vector<std::string>{"--name", "one"}, 1);
   const Job j = noisegeom(args + std::vector<std::string>{"--name", "two"}, 2);
   EXPECT_NE(j.out(0).find("by lanczos over 2 ranks"), std::string::npos) << j.out(0);
@@ -562,6 +563,7 @@ TEST(DistCommands, ExactSpectrumOnTwoRanksIsOneProcesss) {
   EXPECT_EQ(two["sharded"], true);
   EXPECT_NEAR(two["loss"].get<double>(), one["loss"].get<double>(),
               1e-12 * one["loss"].get<double>());
+  EXPECT_EQ(two["matvecs"], one["matvecs"]);  // the ranks' probes counted as one process's
   // Asked again, rank 0 finds it and every rank reuses it.
   const Job again = noisegeom(args + std::vector<std::string>{"--name", "two"}, 2);
   EXPECT_NE(again.out(0).find("reused"), std::string::npos) << again.out(0);
@@ -576,6 +578,26 @@ TEST(DistCommands, ExactSpectrumOnTwoRanksIsOneProcesss) {
     EXPECT_NE(refused.out(r).find("probes differs"), std::string::npos) << refused.out(r);
     EXPECT_EQ(ngtest::count_lines(refused.out(r)), 1) << refused.out(r);
   }
+}
+
+// Where G's rows fit, every rank runs one process's route on them: its files, bit for bit (the
+// Gram solver's eigenvectors, the exact metrics), not a Hutchinson estimate that depends on
+// WORLD_SIZE.
+TEST(DistCommands, ExactSpectrumWhoseRowsFitIsOneProcesssOnEveryRank) {
+  const std::string run = one_process_run("dist-rows");
+  const std::vector<std::string> args = {"spectrum", run, "--k", "4", "--estimator", "exact"};
+  noisegeom(args + std::vector<std::string>{"--name", "one"}, 1);
+  const Job j = noisegeom(args + std::vector<std::string>{"--name", "two"}, 2);
+  EXPECT_NE(j.out(0).find("each of the 2 ranks builds them"), std::string::npos) << j.out(0);
+  EXPECT_EQ(j.out(1), "");
+  const std::string a = run + "/spectra/one/", b = run + "/spectra/two/";
+  for (const char* f : {"eigenvalues.csv", "alignment.csv", "eigenvectors.pt"})
+    EXPECT_EQ(ngtest::read_file(b + f), ngtest::read_file(a + f)) << f;
+  const ng::json two = ng::read_json(b + "summary.json");
+  EXPECT_EQ(two["world_size"], 2);
+  EXPECT_EQ(two["sharded"], false);
+  EXPECT_EQ(two["spectra"]["G"]["storage"], "rows");
+  EXPECT_EQ(two["metrics_method"], "gram");
 }
 
 TEST(DistCommands, EscapeSweepOnTwoRanksWritesOneProcesssFiles) {
@@ -602,6 +624,45 @@ TEST(DistCommands, EscapeSweepOnTwoRanksWritesOneProcesssFiles) {
   EXPECT_NE(resumed.out(0).find("reused 3 finished run(s), computed 2"), std::string::npos)
       << resumed.out(0);
   same_files();
+}
+
+// `reproduce` under a launcher through every stage (training reused, spectra, learning-rate
+// searches, escape sweeps, figure) on a small Figure 6: rank 0 writes one process's files, with
+// its numbers. The training runs are one process's, copied: two ranks' training matches it to
+// rounding only (above), and escapes from theta* amplify rounding.
+TEST(DistCommands, ReproduceFigure6OnTwoRanksWritesOneProcesssFiles) {
+  if (!ngtest::python_has("matplotlib"))
+    GTEST_SKIP() << "Python's matplotlib is not installed (apt-get install python3-matplotlib)";
+  const std::vector<std::string> args = {"reproduce",  "fig6",
+                                         "--scale",    "quick",
+                                         "--data-dir", ngtest::synthetic_cifar_dir(100, 11),
+                                         "--set",      "data.max_samples=40",
+                                         "--set",      "train.max_steps=20",
+                                         "--set",      "train.target_loss=0",
+                                         "--set",      "spectrum.k=3",
+                                         "--set",      "spectrum.probes=4",
+                                         "--set",      "escape.ks=1,3",
+                                         "--set",      "escape.runs=3",
+                                         "--set",      "escape.steps=30",
+                                         "--set",      "escape.escape-factor=2"};
+  const std::string one = ngtest::temp_dir("dist-repro1"), two = ngtest::temp_dir("dist-repro2");
+  noisegeom(args + std::vector<std::string>{"--out", one, "--quiet"}, 1);
+  const std::vector<std::string> runs = {"/runs/quick_cnn/", "/runs/quick_fig6_fnn/"};
+  for (const std::string& r : runs) {
+    std::filesystem::create_directories(two + r);
+    for (const auto& e : std::filesystem::directory_iterator(one + r))
+      if (e.is_regular_file())
+        std::filesystem::copy_file(e.path(), two + r + e.path().filename().string());
+  }
+  const Job j = noisegeom(args + std::vector<std::string>{"--out", two}, 2);
+  EXPECT_EQ(j.out(1), "");
+  EXPECT_NE(j.out(0).find("reused (max_steps)"), std::string::npos) << j.out(0);
+  EXPECT_TRUE(std::filesystem::exists(two + "/figures/fig6.png"));
+  for (const std::string& r : runs)
+    for (const std::string f : {"spectra/default/eigenvalues.csv", "spectra/default/alignment.csv",
+                                "escapes/gd/trajectories.csv", "escapes/gd/summary.csv",
+                                "escapes/sgd/trajectories.csv", "escapes/sgd/summary.csv"})
+      EXPECT_EQ(ngtest::read_file(two + r + f), ngtest::read_file(one + r + f)) << r << f;
 }
 
 }  // namespace

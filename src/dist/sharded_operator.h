@@ -33,6 +33,7 @@ class ShardedOperator : public LinearOperator {
   int64_t num_samples() const { return n_; }
   const Range& samples() const { return range_; }  // this rank's shard
   CurvatureOperator& local() { return *local_; }
+  const CurvatureOperator& local() const { return *local_; }
   double loss() const { return loss_; }                 // L over all n samples
   const at::Tensor& gradient() const { return grad_; }  // grad L over all n samples
 

@@ -129,28 +129,6 @@ void check_pairs(Eigenpairs& e, const std::string& name, const SpectrumOptions& 
   if (!keep_vectors) e.vectors = at::Tensor();
 }
 
-MatrixSpectrum solve(CurvatureOperator& op, MatrixKind m, const SpectrumOptions& opt, bool quiet,
-                     bool keep_vectors) {
-  const std::string& name = matrix_names().name(m);
-  const EigenOptions eo = eigen_options(opt);
-  // G's exact metrics need K = B B^T / b whenever there are fewer rows than parameters
-  // (tr G^2 = |K|_F^2): formed first, it leaves the Gram solver only its eigh.
-  if (m == MatrixKind::G && op.has_rows() && op.rows().size(0) <= op.dim()) op.gram_matrix();
-  const std::string solver = opt.solver != "auto" ? opt.solver : choose_solver(op, eo);
-  if (solver == "gram" && !op.has_rows())
-    fail(
-        "--solver gram: {} has no per-sample rows ({} estimator, {} samples: over --row-budget "
-        "{:.2f} GiB); raise --row-budget or use --solver lanczos",
-        name, estimator_names().name(opt.estimator), op.num_samples(),
-        static_cast<double>(opt.row_budget) / (1 << 30));
-  if (!quiet) fmt::print(stderr, "noisegeom spectrum: {} top-{} by {} ...\n", name, opt.k, solver);
-  Eigenpairs e =
-      solver == "gram" ? gram_top_k(op, opt.k) : lanczos_with_progress(op, name, opt, quiet);
-  check_pairs(e, name, opt, solver, quiet, keep_vectors);
-  return {m, std::move(e), op.storage(),
-          op.has_rows() ? rows_method_names().name(op.rows_method()) : std::string()};
-}
-
 // The samples the operators use, checked against what the matrices' ranks allow.
 struct Samples {
   at::Tensor x, y;
@@ -213,66 +191,199 @@ void place_theta(LoadedRun& run, const SpectrumOptions& opt, SpectrumResult& r) 
   for (size_t j = 0; j < parts.size(); ++j) layout.tensors[j].copy_(parts[j]);
 }
 
-// Several ranks with the exact estimator: every operator is sharded over the ranks, and every rank
-// runs the same Lanczos (same seed, same all-reduced products), so all hold the same eigenpairs.
-// The rows and the Gram solver need every sample's rows in one process: they stay the one-process
-// route.
-void sharded_spectra(LoadedRun& run, const Samples& s, CurvatureOptions co,
-                     const SpectrumOptions& opt, bool quiet, SpectrumResult& r) {
-  const int world = dist().world;
-  if (opt.solver == "gram")
+// What differs between one process (LocalSource) and the exact estimator over several ranks
+// (ShardedSource), behind what run_flow asks of a source S:
+// - S::Operator& make(m) / derive(from, m): matrix m's operator, fresh or from `from`'s rows
+//   where the source can (its progress line said);
+// - solver(op, m) / gram(op): the solver allowed for op (--solver checked), the Gram solver;
+// - alignment(g, sigma, eig): the metrics along G's eigenvectors;
+// - storage(op), rows_method(op), where(): the results' labels, the progress lines' " over N
+//   ranks"; matvecs(): every product of its operators so far.
+// An operator's products, its probe's included, as one process counts them: a sharded operator's
+// own count leaves out the probe of its rank's local operator.
+int64_t products(const CurvatureOperator& op) {
+  return op.matvecs();
+}
+int64_t products(const ShardedOperator& op) {
+  return op.local().matvecs();
+}
+
+template <class Op>
+class OperatorSource {
+ public:
+  using Operator = Op;
+  const std::string& where() const { return where_; }
+  int64_t matvecs() const {
+    int64_t n = 0;
+    for (const auto& op : ops_) n += products(*op);
+    return n;
+  }
+
+ protected:
+  OperatorSource(const LoadedRun& run, const Samples& s, const CurvatureOptions& co,
+                 const SpectrumOptions& opt, bool quiet, std::string where)
+      : model_(run.model), s_(s), co_(co), opt_(opt), quiet_(quiet), where_(std::move(where)) {}
+  CurvatureOptions options_of(MatrixKind m) const {
+    CurvatureOptions o = co_;
+    o.matrix = m;
+    return o;
+  }
+  // Keeps `op` alive for the flow and says what it is; `storage`: how it holds its samples.
+  Op& keep(std::unique_ptr<Op> op, MatrixKind m, Clock::time_point t, const std::string& storage) {
+    ops_.push_back(std::move(op));
+    if (!quiet_)
+      fmt::print(stderr,
+                 "noisegeom spectrum: {} operator ({}, {} samples{}, {}, {}) | matvecs {} | "
+                 "{:.1f}s\n",
+                 matrix_names().name(m), estimator_names().name(opt_.estimator), opt_.samples,
+                 where_, dtype_names().name(opt_.dtype), storage, products(*ops_.back()),
+                 seconds_since(t));
+    return *ops_.back();
+  }
+
+  Net model_;
+  const Samples& s_;
+  CurvatureOptions co_;
+  const SpectrumOptions& opt_;
+  bool quiet_;
+
+ private:
+  std::string where_;
+  std::vector<std::unique_ptr<Op>> ops_;
+};
+
+// One process (or the per-sample estimator, which every rank runs alike: it is cheap): rows
+// where they fit, Sigma and Sigma0 derived from G's, either solver, exact metrics from rows.
+class LocalSource : public OperatorSource<CurvatureOperator> {
+ public:
+  LocalSource(const LoadedRun& run, const Samples& s, const CurvatureOptions& co,
+              const SpectrumOptions& opt, bool quiet)
+      : OperatorSource(run, s, co, opt, quiet, "") {}
+
+  CurvatureOperator& make(MatrixKind m) {
+    const auto t = Clock::now();
+    auto op = std::make_unique<CurvatureOperator>(model_, s_.x, s_.y, options_of(m));
+    const std::string storage = storage_line(*op, m);
+    return keep(std::move(op), m, t, storage);
+  }
+  // Sigma and Sigma0 on G's samples: from G's rows or Jacobians where it holds them.
+  CurvatureOperator& derive(const CurvatureOperator& from, MatrixKind m) {
+    if (!from.has_rows() || m == MatrixKind::Hessian) return make(m);
+    const auto t = Clock::now();
+    auto op = std::make_unique<CurvatureOperator>(from, m);
+    const std::string storage = storage_line(*op, m);
+    return keep(std::move(op), m, t, storage);
+  }
+  std::string solver(CurvatureOperator& op, MatrixKind m) const {
+    // G's exact metrics need K = B B^T / b whenever there are fewer rows than parameters
+    // (tr G^2 = |K|_F^2): formed first, it leaves the Gram solver only its eigh.
+    if (m == MatrixKind::G && op.has_rows() && op.rows().size(0) <= op.dim()) op.gram_matrix();
+    const std::string solver =
+        opt_.solver != "auto" ? opt_.solver : choose_solver(op, eigen_options(opt_));
+    if (solver == "gram" && !op.has_rows())
+      fail(
+          "--solver gram: {} has no per-sample rows ({} estimator, {} samples: over --row-budget "
+          "{:.2f} GiB); raise --row-budget or use --solver lanczos",
+          matrix_names().name(m), estimator_names().name(opt_.estimator), op.num_samples(),
+          gib(opt_.row_budget));
+    return solver;
+  }
+  Eigenpairs gram(CurvatureOperator& op) const { return gram_top_k(op, opt_.k); }
+  Alignment alignment(CurvatureOperator& g, CurvatureOperator& sigma, const Eigenpairs& e) const {
+    return compute_alignment(g, sigma, e, {opt_.probes, opt_.seed});
+  }
+  std::string storage(const CurvatureOperator& op) const { return op.storage(); }
+  std::string rows_method(const CurvatureOperator& op) const {
+    return op.has_rows() ? rows_method_names().name(op.rows_method()) : std::string();
+  }
+
+ private:
+  static double gib(int64_t bytes) { return static_cast<double>(bytes) / (1 << 30); }
+  std::string storage_line(const CurvatureOperator& op, MatrixKind m) const {
+    if (op.has_rows())
+      return fmt::format("{} rows, {:.2f} GiB, {}", op.rows().size(0),
+                         gib(op.rows().numel() * op.rows().element_size()),
+                         rows_method_names().name(op.rows_method()));
+    if (opt_.estimator == Estimator::Exact && m != MatrixKind::Hessian)
+      return fmt::format("streamed: rows over --row-budget {:.2f} GiB", gib(opt_.row_budget));
+    return "streamed";
+  }
+};
+
+// Several ranks with the exact estimator where one process would stream: every operator is
+// sharded over the ranks, and every rank runs the same Lanczos (same seed, same all-reduced
+// products), so all hold the same eigenpairs. The metrics are Hutchinson's, as one process's
+// streamed operators give them; the Gram solver needs every sample's rows in one process.
+class ShardedSource : public OperatorSource<ShardedOperator> {
+ public:
+  ShardedSource(const LoadedRun& run, const Samples& s, const CurvatureOptions& co,
+                const SpectrumOptions& opt, bool quiet)
+      : OperatorSource(run, s, streamed(co), opt, quiet,
+                       fmt::format(" over {} ranks", dist().world)) {
+    if (opt.solver == "gram") gram_refused();
+  }
+
+  ShardedOperator& make(MatrixKind m) {
+    const auto t = Clock::now();
+    return keep(std::make_unique<ShardedOperator>(model_, s_.x, s_.y, options_of(m)), m, t,
+                "sharded");
+  }
+  // The rows that another operator could be derived from never meet in one process.
+  ShardedOperator& derive(const ShardedOperator&, MatrixKind m) { return make(m); }
+  std::string solver(ShardedOperator&, MatrixKind) const { return "lanczos"; }
+  Eigenpairs gram(ShardedOperator&) const { gram_refused(); }
+  Alignment alignment(ShardedOperator& g, ShardedOperator& sigma, const Eigenpairs& e) const {
+    return sharded_alignment(g, sigma, e, {opt_.probes, opt_.seed});
+  }
+  std::string storage(const ShardedOperator&) const { return "sharded"; }
+  std::string rows_method(const ShardedOperator&) const { return ""; }
+
+ private:
+  static CurvatureOptions streamed(CurvatureOptions co) {
+    co.row_budget = 0;
+    co.keep_jacobian = false;
+    return co;
+  }
+  [[noreturn]] static void gram_refused() {
     fail(
         "--solver gram: the Gram solver needs every sample's rows in one process; with "
         "WORLD_SIZE={} the exact estimator runs Lanczos on sharded products (use --solver "
         "lanczos or auto, or run one process)",
-        world);
-  const bool ce = co.loss == LossKind::CrossEntropy;
-  if (!quiet && exact_rows_fit(opt.samples, r.outputs, r.p, opt.dtype, ce, opt.row_budget))
-    fmt::print(stderr,
-               "noisegeom spectrum: the rows fit --row-budget, but rows and the Gram solver are "
-               "the one-process route: {} ranks stream the products of their shards\n",
-               world);
-  co.row_budget = 0;
-  co.keep_jacobian = false;
-  r.world_size = world;
-  r.sharded = true;
-  std::vector<std::unique_ptr<ShardedOperator>> ops;
-  auto make = [&](MatrixKind m) -> ShardedOperator& {
-    const auto t = Clock::now();
-    CurvatureOptions o = co;
-    o.matrix = m;
-    ops.push_back(std::make_unique<ShardedOperator>(run.model, s.x, s.y, o));
-    if (!quiet)
-      fmt::print(stderr,
-                 "noisegeom spectrum: {} operator (exact, {} samples over {} ranks, {}, sharded) "
-                 "| {:.1f}s\n",
-                 matrix_names().name(m), opt.samples, world, dtype_names().name(opt.dtype),
-                 seconds_since(t));
-    return *ops.back();
-  };
-  auto solve_sharded = [&](ShardedOperator& op, MatrixKind m, bool keep_vectors) {
-    const std::string& name = matrix_names().name(m);
-    if (!quiet)
-      fmt::print(stderr, "noisegeom spectrum: {} top-{} by lanczos over {} ranks ...\n", name,
-                 opt.k, world);
-    Eigenpairs e = lanczos_with_progress(op, name, opt, quiet);
-    check_pairs(e, name, opt, "lanczos", quiet, keep_vectors);
-    return MatrixSpectrum{m, std::move(e), "sharded", ""};
-  };
-  ShardedOperator& g = make(MatrixKind::G);
-  r.spectra.push_back(solve_sharded(g, MatrixKind::G, true));
-  ShardedOperator& sigma = make(MatrixKind::Sigma);
-  const auto ta = Clock::now();
-  r.alignment = sharded_alignment(g, sigma, r.spectra[0].pairs, {opt.probes, opt.seed});
+        dist().world);
+  }
+};
+
+template <class Source>
+MatrixSpectrum solve(Source& src, typename Source::Operator& op, MatrixKind m,
+                     const SpectrumOptions& opt, bool quiet, bool keep_vectors) {
+  const std::string& name = matrix_names().name(m);
+  const std::string solver = src.solver(op, m);
   if (!quiet)
-    fmt::print(stderr,
-               "noisegeom spectrum: alignment (hutchinson, sharded) | mu {:.4g} | {:.1f}s\n",
-               r.alignment.mu.value, seconds_since(ta));
+    fmt::print(stderr, "noisegeom spectrum: {} top-{} by {}{} ...\n", name, opt.k, solver,
+               src.where());
+  Eigenpairs e = solver == "gram" ? src.gram(op) : lanczos_with_progress(op, name, opt, quiet);
+  check_pairs(e, name, opt, solver, quiet, keep_vectors);
+  return {m, std::move(e), src.storage(op), src.rows_method(op)};
+}
+
+// The one flow, whichever source makes the operators: G's top-k with its eigenvectors, Sigma on
+// G's samples, the alignment along G's eigenvectors, then the other requested matrices.
+template <class Source>
+void run_flow(Source& src, const SpectrumOptions& opt, bool quiet, SpectrumResult& r) {
+  auto& g = src.make(MatrixKind::G);
+  r.spectra.push_back(solve(src, g, MatrixKind::G, opt, quiet, true));
+  auto& sigma = src.derive(g, MatrixKind::Sigma);
+  const auto t = Clock::now();
+  r.alignment = src.alignment(g, sigma, r.spectra[0].pairs);
+  if (!quiet)
+    fmt::print(stderr, "noisegeom spectrum: alignment ({}{}) | mu {:.4g} | {:.1f}s\n",
+               r.alignment.method, src.where(), r.alignment.mu.value, seconds_since(t));
   for (MatrixKind m : opt.matrices) {
     if (m == MatrixKind::G) continue;
-    r.spectra.push_back(solve_sharded(m == MatrixKind::Sigma ? sigma : make(m), m, false));
+    auto& op = m == MatrixKind::Sigma ? sigma : src.derive(sigma, m);
+    r.spectra.push_back(solve(src, op, m, opt, quiet, false));
   }
-  for (const auto& op : ops) r.matvecs += op->matvecs();
+  r.matvecs = src.matvecs();
 }
 
 }  // namespace
@@ -343,62 +454,28 @@ SpectrumResult compute_spectrum(LoadedRun& run, const SpectrumOptions& options, 
   } else {
     co.keep_jacobian = ce;
   }
-  std::vector<std::unique_ptr<CurvatureOperator>> ops;
-  auto report = [&](CurvatureOperator& op, MatrixKind m, Clock::time_point t) {
-    if (quiet) return;
-    std::string storage = "streamed";
-    if (op.has_rows())
-      storage =
-          fmt::format("{} rows, {:.2f} GiB, {}", op.rows().size(0),
-                      static_cast<double>(op.rows().numel() * op.rows().element_size()) / (1 << 30),
-                      rows_method_names().name(op.rows_method()));
-    else if (opt.estimator == Estimator::Exact && m != MatrixKind::Hessian)
-      storage += fmt::format(": rows over --row-budget {:.2f} GiB",
-                             static_cast<double>(opt.row_budget) / (1 << 30));
-    fmt::print(stderr,
-               "noisegeom spectrum: {} operator ({}, {} samples, {}, {}) | matvecs {} | {:.1f}s\n",
-               matrix_names().name(m), estimator_names().name(opt.estimator), opt.samples,
-               dtype_names().name(opt.dtype), storage, op.matvecs(), seconds_since(t));
-  };
-  auto make_op = [&](MatrixKind m) -> CurvatureOperator& {
-    const auto t = Clock::now();
-    CurvatureOptions o = co;
-    o.matrix = m;
-    ops.push_back(std::make_unique<CurvatureOperator>(run.model, s.x, s.y, o));
-    report(*ops.back(), m, t);
-    return *ops.back();
-  };
-  // Sigma and Sigma0 on G's samples: from G's rows or Jacobians where it holds them.
-  auto derive_op = [&](const CurvatureOperator& from, MatrixKind m) -> CurvatureOperator& {
-    if (!from.has_rows() || m == MatrixKind::Hessian) return make_op(m);
-    const auto t = Clock::now();
-    ops.push_back(std::make_unique<CurvatureOperator>(from, m));
-    report(*ops.back(), m, t);
-    return *ops.back();
-  };
-
   if (!quiet)
     fmt::print(stderr, "noisegeom spectrum: {} | p = {} | theta {} | {} of {} samples | k = {}\n",
                run.dir, r.p, opt.theta, opt.samples, r.n_train, opt.k);
-  if (dist().active() && opt.estimator == Estimator::Exact) {
-    sharded_spectra(run, s, co, opt, quiet, r);
+  // Several ranks shard the exact estimator only where one process would stream G's products:
+  // where G's rows fit, every rank runs one process's route on them, so that the numbers (exact
+  // metrics, the Gram solver's eigenvectors, and the escape learning-rate searches that start
+  // from |G|_F) do not depend on WORLD_SIZE.
+  const bool g_rows = opt.estimator == Estimator::Exact && opt.row_budget > 0 &&
+                      row_bytes(opt.samples * r.outputs, r.p, opt.dtype) <= opt.row_budget;
+  r.world_size = dist().world;
+  r.sharded = dist().active() && opt.estimator == Estimator::Exact && !g_rows;
+  if (!quiet && dist().active() && g_rows)
+    fmt::print(stderr,
+               "noisegeom spectrum: G's rows fit --row-budget: each of the {} ranks builds them "
+               "and runs one process's route\n",
+               dist().world);
+  if (r.sharded) {
+    ShardedSource src(run, s, co, opt, quiet);
+    run_flow(src, opt, quiet, r);
   } else {
-    // One process, or the per-sample estimator, which every rank runs alike (it is cheap).
-    r.world_size = dist().world;
-    CurvatureOperator& gop = make_op(MatrixKind::G);
-    r.spectra.push_back(solve(gop, MatrixKind::G, opt, quiet, true));
-    CurvatureOperator& sop = derive_op(gop, MatrixKind::Sigma);
-    const auto ta = Clock::now();
-    r.alignment = compute_alignment(gop, sop, r.spectra[0].pairs, {opt.probes, opt.seed});
-    if (!quiet)
-      fmt::print(stderr, "noisegeom spectrum: alignment ({}) | mu {:.4g} | {:.1f}s\n",
-                 r.alignment.method, r.alignment.mu.value, seconds_since(ta));
-    for (MatrixKind m : opt.matrices) {
-      if (m == MatrixKind::G) continue;
-      CurvatureOperator& op = m == MatrixKind::Sigma ? sop : derive_op(sop, m);
-      r.spectra.push_back(solve(op, m, opt, quiet, false));
-    }
-    for (const auto& op : ops) r.matvecs += op->matvecs();
+    LocalSource src(run, s, co, opt, quiet);
+    run_flow(src, opt, quiet, r);
   }
   for (const auto& sp : r.spectra)
     r.max_residual = std::max(r.max_residual, sp.pairs.max_residual());

@@ -53,7 +53,7 @@ double residual_limit(at::ScalarType dtype);
 struct MatrixSpectrum {
   MatrixKind matrix;
   Eigenpairs pairs;     // vectors kept for G only (p x k each: too large to hold for every matrix)
-  std::string storage;  // the operator's: "rows" or "streamed"
+  std::string storage;  // the operator's: "rows", "streamed" or "sharded" (over several ranks)
   std::string rows_method;  // how its rows were built: "batched", "loop" ("" when streamed)
 };
 
