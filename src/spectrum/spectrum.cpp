@@ -470,13 +470,20 @@ SpectrumResult compute_spectrum(LoadedRun& run, const SpectrumOptions& options, 
                "noisegeom spectrum: G's rows fit --row-budget: each of the {} ranks builds them "
                "and runs one process's route\n",
                dist().world);
-  if (r.sharded) {
-    ShardedSource src(run, s, co, opt, quiet);
-    run_flow(src, opt, quiet, r);
-  } else {
-    LocalSource src(run, s, co, opt, quiet);
-    run_flow(src, opt, quiet, r);
-  }
+  // Memory the checks before it could not foresee (a GPU shared with other jobs, a model's
+  // activations) runs out as one line naming the options that shrink it.
+  const std::string what = fmt::format("the spectrum's products ({} samples in batches of {}, {})",
+                                       opt.samples, opt.batch_size, dtype_names().name(opt.dtype));
+  const std::string fix = "lower --batch-size, --row-budget or --samples";
+  with_memory_use(what, fix, [&] {
+    if (r.sharded) {
+      ShardedSource src(run, s, co, opt, quiet);
+      run_flow(src, opt, quiet, r);
+    } else {
+      LocalSource src(run, s, co, opt, quiet);
+      run_flow(src, opt, quiet, r);
+    }
+  });
   for (const auto& sp : r.spectra)
     r.max_residual = std::max(r.max_residual, sp.pairs.max_residual());
   r.options = opt;
