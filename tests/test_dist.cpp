@@ -326,12 +326,15 @@ TEST(DistWorker, DISABLED_Run) {
     ngtest::write_file(fmt::format("{}/rank{}.done", dir, d.rank), std::to_string(compared));
 }
 
+// The ranks' TMPDIR when not empty (RanksTmpDir), else this process's.
+std::string ranks_tmpdir;
+
 // The environment of a rank: this process's, with the launcher's variables replaced.
 std::vector<std::string> rank_env(int rank, int world, int port, const std::string& dir) {
   std::vector<std::string> env;
-  const std::vector<std::string> ours = {
-      "RANK=",        "WORLD_SIZE=",  "LOCAL_RANK=",
-      "MASTER_ADDR=", "MASTER_PORT=", std::string(kWorkerDir) + "="};
+  std::vector<std::string> ours = {"RANK=",        "WORLD_SIZE=",  "LOCAL_RANK=",
+                                   "MASTER_ADDR=", "MASTER_PORT=", std::string(kWorkerDir) + "="};
+  if (!ranks_tmpdir.empty()) ours.push_back("TMPDIR=");
   for (char** e = environ; *e; ++e) {
     const std::string kv = *e;
     bool replaced = false;
@@ -344,6 +347,7 @@ std::vector<std::string> rank_env(int rank, int world, int port, const std::stri
         "MASTER_PORT=" + std::to_string(port), std::string(kWorkerDir) + "=" + dir,
         std::string("OMP_NUM_THREADS=1")})
     env.push_back(kv);
+  if (!ranks_tmpdir.empty()) env.push_back("TMPDIR=" + ranks_tmpdir);
   return env;
 }
 
@@ -497,6 +501,28 @@ double max_relative_difference(const std::map<std::string, at::Tensor>& a,
   return worst;
 }
 
+// The names in `dir`, sorted.
+std::vector<std::string> entries(const std::string& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    out.push_back(e.path().filename().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// While it lives, the ranks started by this process have TMPDIR pointed at a fresh empty folder
+// (where std::filesystem::temp_directory_path and mkstemp-style helpers put their files), so that
+// a test sees whatever they leave there.
+class RanksTmpDir {
+ public:
+  RanksTmpDir() : dir_(ngtest::temp_dir("dist-tmpdir")) { ranks_tmpdir = dir_; }
+  ~RanksTmpDir() { ranks_tmpdir.clear(); }
+  std::vector<std::string> leftovers() const { return entries(dir_); }
+
+ private:
+  std::string dir_;
+};
+
 // The same global batches in the same order, each split over the ranks and the gradients summed:
 // theta after 300 steps agrees with one process's to rounding. The sums run in another order
 // (two half-batch means, weighted, then added), so the bits differ; 300 steps of a contracting
@@ -506,10 +532,15 @@ TEST(DistCommands, TrainingOnTwoRanksGivesOneProcesssTheta) {
   const std::string cfg = tiny_config();
   const std::string one = ngtest::temp_dir("dist-train1") + "/run";
   noisegeom({"train", cfg, "--out", one, "--quiet"}, 1);
-  const std::string two = ngtest::temp_dir("dist-train2") + "/run";
+  const std::string parent = ngtest::temp_dir("dist-train2");
+  const std::string two = parent + "/run";
+  const RanksTmpDir tmp;
   const Job j = noisegeom({"train", cfg, "--out", two}, 2);
   EXPECT_NE(j.out(0).find("noisegeom train: max_steps"), std::string::npos) << j.out(0);
   EXPECT_EQ(j.out(1), "");  // rank 1 computes and stays silent
+  // ... and writes nothing: rank 0's run directory is the job's only output.
+  EXPECT_EQ(tmp.leftovers(), std::vector<std::string>{});
+  EXPECT_EQ(entries(parent), std::vector<std::string>{"run"});
   EXPECT_LT(max_relative_difference(theta_of(one), theta_of(two)), 1e-12);
   EXPECT_GT(ngtest::read_file(two + "/train_log.csv").size(), 0u);
   EXPECT_EQ(ngtest::read_csv(two + "/train_log.csv").size(),
@@ -517,12 +548,17 @@ TEST(DistCommands, TrainingOnTwoRanksGivesOneProcesssTheta) {
 }
 
 // A spent budget stops every rank at the same step (else they would wait for each other's next
-// step); --resume continues from rank 0's checkpoint and ends at one process's theta.
+// step); --resume continues from rank 0's checkpoint, which rank 0 alone reads (rank 1 has no
+// copy), and ends at an uninterrupted two-rank run's theta bit for bit (the same theta, step and
+// batches on every rank) and at one process's to rounding.
 TEST(DistCommands, TrainingStoppedAndResumedOnTwoRanksEndsAtOneProcesssTheta) {
   const std::string cfg = tiny_config(1500);
   const std::string one = ngtest::temp_dir("dist-long1") + "/run";
   noisegeom({"train", cfg, "--out", one, "--quiet"}, 1);
-  const std::string two = ngtest::temp_dir("dist-long2") + "/run";
+  const std::string whole = ngtest::temp_dir("dist-long2") + "/run";
+  noisegeom({"train", cfg, "--out", whole, "--quiet"}, 2);
+  const RanksTmpDir tmp;
+  const std::string two = ngtest::temp_dir("dist-long3") + "/run";
   // Two ranks on this machine take well over 2 s for 1,500 steps (two all-reduces per step).
   const Job cut =
       noisegeom({"train", cfg, "--out", two, "--budget", "2s"}, 2, ng::kExitBudgetSpent);
@@ -532,7 +568,34 @@ TEST(DistCommands, TrainingStoppedAndResumedOnTwoRanksEndsAtOneProcesssTheta) {
   EXPECT_NE(cut.out(0).find("spent at step"), std::string::npos) << cut.out(0);
   noisegeom({"train", cfg, "--out", two, "--resume", "--quiet"}, 2);
   EXPECT_EQ(ng::read_json(two + "/manifest.json")["resumed_from_step"], m["steps"]);
+  EXPECT_EQ(max_relative_difference(theta_of(whole), theta_of(two)), 0);
   EXPECT_LT(max_relative_difference(theta_of(one), theta_of(two)), 1e-12);
+  EXPECT_EQ(tmp.leftovers(), std::vector<std::string>{});
+}
+
+// A job killed mid-run (no exit handler runs) leaves rank 0's run directory and nothing else:
+// rank 1 never wrote a copy of the checkpoints, not even a temporary one to clean up.
+TEST(DistCommands, KilledTrainingLeavesOnlyRankZerosRunDirectory) {
+  const std::string cfg = tiny_config(100000000);
+  const std::string parent = ngtest::temp_dir("dist-kill");
+  const std::string run = parent + "/run", logs = ngtest::temp_dir("dist-kill-logs");
+  const RanksTmpDir tmp;
+  const int port = free_port();
+  std::vector<pid_t> pids;
+  for (int r = 0; r < 2; ++r)
+    pids.push_back(spawn_rank(NG_BINARY, {"train", cfg, "--out", run}, r, 2, port, logs,
+                              fmt::format("{}/rank{}.log", logs, r)));
+  // Rank 0's first checkpoint (step 100) comes after 100 steps that rank 1 took part in.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!std::filesystem::exists(run + "/checkpoint.pt") &&
+         std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  for (pid_t pid : pids) kill(pid, SIGKILL);
+  for (pid_t pid : pids) waitpid(pid, nullptr, 0);
+  ASSERT_TRUE(std::filesystem::exists(run + "/checkpoint.pt"))
+      << log_of(logs, 0) << log_of(logs, 1);
+  EXPECT_EQ(tmp.leftovers(), std::vector<std::string>{});
+  EXPECT_EQ(entries(parent), std::vector<std::string>{"run"});
 }
 
 // Rows over --row-budget (0 here): one process streams its products, two ranks shard them.

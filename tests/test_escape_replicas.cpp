@@ -17,7 +17,7 @@
 #include "data/dataset.h"
 #include "models/layers.h"
 #include "models/model.h"
-#include "src/curvature/params.h"
+#include "models/params.h"
 #include "src/escape/escape.h"
 #include "src/escape/replicas.h"
 #include "tests/model_specs.h"

@@ -13,8 +13,8 @@
 #include <map>
 
 #include "models/model.h"
+#include "models/params.h"
 #include "src/core/config.h"
-#include "src/curvature/params.h"
 #include "src/io/json.h"
 #include "src/study/spectrum_study.h"
 #include "src/training/train.h"

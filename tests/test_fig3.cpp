@@ -11,7 +11,7 @@
 
 #include "data/dataset.h"
 #include "models/model.h"
-#include "src/curvature/params.h"
+#include "models/params.h"
 #include "src/escape/escape.h"
 #include "src/io/json.h"
 #include "tests/testing.h"

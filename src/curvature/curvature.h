@@ -39,7 +39,7 @@
 //
 // The constructor moves the model to the requested device and dtype and puts it in eval mode
 // (the caller's module is changed), caches the outputs, and runs check_operator unless told not
-// to. Flat vectors follow ParameterLayout (src/curvature/params.h).
+// to. Flat vectors follow ParameterLayout (models/params.h).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -51,9 +51,9 @@
 #include <vector>
 
 #include "models/model.h"
+#include "models/params.h"
 #include "src/core/names.h"
 #include "src/curvature/linear_operator.h"
-#include "src/curvature/params.h"
 #include "src/training/loss.h"
 
 namespace ng {

@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "models/layers.h"
-#include "src/curvature/params.h"
+#include "models/params.h"
 
 namespace ng {
 

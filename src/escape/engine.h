@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "models/params.h"
 #include "src/curvature/curvature.h"
-#include "src/curvature/params.h"
 #include "src/escape/escape.h"
 #include "src/escape/replicas.h"
 #include "src/io/json.h"

@@ -14,7 +14,7 @@
 
 #include "models/layers.h"
 #include "models/model.h"
-#include "src/curvature/params.h"
+#include "models/params.h"
 #include "src/training/loss.h"
 
 namespace ng::escape_detail {

@@ -1,5 +1,5 @@
-// Run directories: their folder, the names of their files, analysis names, the crash-safe CSV
-// log, and the time helpers of progress lines.
+// Run directories: their folder (or, in no-write mode, nothing), the names of their files,
+// analysis names, the crash-safe CSV log, and the time helpers of progress lines.
 #include "src/io/rundir.h"
 
 #include <fmt/format.h>
@@ -19,7 +19,8 @@ namespace fs = std::filesystem;
 
 namespace ng {
 
-RunDir::RunDir(std::string root) : root_(std::move(root)) {
+RunDir::RunDir(std::string root, bool writes) : root_(std::move(root)), writes_(writes) {
+  if (!writes_) return;
   std::error_code ec;
   fs::create_directories(root_, ec);
   if (ec) fail("{}: cannot create the run directory ({})", root_, ec.message());
@@ -27,6 +28,17 @@ RunDir::RunDir(std::string root) : root_(std::move(root)) {
 
 std::string RunDir::path(const std::string& name) const {
   return (fs::path(root_) / name).string();
+}
+
+void RunDir::write(const std::string& name,
+                   const std::function<void(const std::string&)>& write) const {
+  if (writes_) write(path(name));
+}
+
+std::optional<CsvLog> RunDir::log(const std::string& name, const std::string& header,
+                                  int64_t keep_until_step) const {
+  if (!writes_) return std::nullopt;
+  return std::optional<CsvLog>(std::in_place, path(name), header, keep_until_step);
 }
 
 std::string RunPaths::file(const char* name) const {

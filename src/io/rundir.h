@@ -11,20 +11,12 @@
 #include <chrono>
 #include <cstdint>
 #include <fstream>
+#include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 namespace ng {
-
-class RunDir {
- public:
-  explicit RunDir(std::string root);
-  const std::string& root() const { return root_; }
-  std::string path(const std::string& name) const;  // root/name
-
- private:
-  std::string root_;
-};
 
 // File names inside a run directory.
 namespace run_files {
@@ -67,6 +59,29 @@ class CsvLog {
   std::string path_;
   int64_t data_rows_ = -1;  // the header is not a data row
   std::ofstream out_;
+};
+
+// The run directory a training writes. Under a launcher only rank 0 writes it: the other ranks
+// compute the same run and hold a RunDir in no-write mode, which creates nothing and whose writes
+// and logs do nothing, so that a job leaves no copies of its checkpoints on the other nodes (not
+// even after a kill).
+class RunDir {
+ public:
+  // `writes` false: the no-write mode.
+  explicit RunDir(std::string root, bool writes = true);
+  const std::string& root() const { return root_; }
+  bool writes() const { return writes_; }
+  std::string path(const std::string& name) const;  // root/name
+
+  // write(path(name)), unless in no-write mode: the work of building a file is skipped there too.
+  void write(const std::string& name, const std::function<void(const std::string&)>& write) const;
+  // The CsvLog `name`; none in no-write mode.
+  std::optional<CsvLog> log(const std::string& name, const std::string& header,
+                            int64_t keep_until_step = -1) const;
+
+ private:
+  std::string root_;
+  bool writes_ = true;
 };
 
 std::string iso_time_now();

@@ -14,13 +14,13 @@
 #include <memory>
 #include <set>
 
+#include "models/params.h"
 #include "src/core/dtypes.h"
 #include "src/core/error.h"
 #include "src/core/memory.h"
 #include "src/core/random.h"
 #include "src/curvature/curvature.h"
 #include "src/curvature/linear_operator.h"
-#include "src/curvature/params.h"
 #include "src/dist/dist.h"
 #include "src/dist/sharded_operator.h"
 #include "src/eigen/eigensolver.h"

@@ -15,10 +15,10 @@
 #include <sstream>
 
 #include "data/sha256.h"
+#include "models/params.h"
 #include "src/core/error.h"
 #include "src/core/memory.h"
 #include "src/core/stop.h"
-#include "src/curvature/params.h"
 #include "src/dist/dist.h"
 #include "src/io/files.h"
 #include "src/io/rundir.h"

@@ -8,9 +8,9 @@
 
 #include <cstdint>
 #include <string>
-#include <vector>
 
 #include "models/model.h"
+#include "models/params.h"
 #include "src/core/stop.h"
 #include "src/training/loss.h"
 
@@ -19,7 +19,7 @@ namespace ng {
 // sgd_gradient of the global batch `idx`: this rank's part of it, then one all-reduce of the
 // gradients and the loss, each part weighted by its share of the batch (batch_loss is a mean).
 // Throws ng::Error when the batch has fewer samples than there are ranks.
-at::Tensor data_parallel_gradient(NetImpl& model, const std::vector<at::Tensor>& params,
+at::Tensor data_parallel_gradient(NetImpl& model, const ParameterLayout& layout,
                                   const at::Tensor& x, const at::Tensor& y,
                                   const at::Tensor& labels, const at::Tensor& idx, LossKind loss);
 
@@ -31,11 +31,10 @@ StopReason agreed_stop(StopReason mine);
 // stop_description() of this rank, or of the stop `agreed` that another rank was asked for.
 std::string agreed_stop_description(StopReason agreed);
 
-// Rank 0's parameters and start counters on every rank (a fresh draw or a resumed checkpoint).
-void share_start(NetImpl& model, int64_t& step, double& initial_loss, double& wall_before);
-
-// Where a rank other than 0 writes what a run directory would hold: a private directory under
-// the system's temp dir, removed at exit. Rank 0 (and one process) writes `root`.
-std::string run_directory_of_rank(const std::string& root);
+// Rank 0's parameters and start counters on every rank (a fresh draw or the checkpoint that rank
+// 0 alone read): with the same step every rank also draws the same batches, and plain SGD has no
+// other state, so every rank continues exactly where one process would.
+void share_start(const ParameterLayout& layout, int64_t& step, double& initial_loss,
+                 double& wall_before);
 
 }  // namespace ng

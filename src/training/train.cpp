@@ -20,6 +20,7 @@
 
 #include "data/dataset.h"
 #include "models/model.h"
+#include "models/params.h"
 #include "src/core/config.h"
 #include "src/core/dtypes.h"
 #include "src/core/error.h"
@@ -151,6 +152,7 @@ class Trainer {
   void build_model();
   void open_run_directory();
   void write_manifest(const std::string& status, const std::string& message, double wall);
+  json manifest(const std::string& status, const std::string& message, double wall) const;
   void check_memory();
   void record(const Eval& e);
   void trace();
@@ -192,10 +194,13 @@ class Trainer {
   int64_t trace_every_ = 0;
   int64_t eval_batch_ = 0;
   std::vector<at::Tensor> params_;
+  ParameterLayout layout_;  // params_ as one flat vector, for the ranks' collectives
   std::optional<CsvLog> log_, trace_;
   std::optional<BatchOrder> batches_;
   std::optional<TrainProgress> progress_;  // none when quiet
   std::unique_ptr<GraphedStep> graphed_;   // CUDA with train.cuda_graphs
+  // No progress lines: asked for, or a rank other than 0 (whose lines would repeat rank 0's).
+  bool quiet_ = false;
   bool tty_ = false;
 
   // The loop's state.
@@ -222,7 +227,7 @@ Trainer::Trainer(const TrainOptions& opt)
   });
   cfg_.set("name=" + name_);
   build_model();
-  share_start(*model_, start_.step, start_.initial_loss, start_.wall_before);
+  share_start(layout_, start_.step, start_.initial_loss, start_.wall_before);
   // Only now, with config, data and model known to be good, does the run directory appear.
   open_run_directory();
 }
@@ -251,13 +256,17 @@ void Trainer::build_model() {
   if (!start_.checkpoint.isNone())
     load_parameters(*model_, start_.checkpoint.toGenericDict().at("model").toGenericDict(),
                     (fs::path(root_) / run_files::kCheckpoint).string());
+  layout_ = ParameterLayout::of(*model_);
 }
 
 void Trainer::open_run_directory() {
-  run_dir_.emplace(run_directory_of_rank(root_));
+  // Under a launcher only rank 0 writes; the others compute the same run and write nothing.
+  run_dir_.emplace(root_, dist().is_root());
   if (!opt_.resume) {
-    write_file_atomic(run_dir_->path(run_files::kConfig), cfg_.to_yaml());
-    write_file_atomic(run_dir_->path(run_files::kSamples), samples_csv(data_));
+    run_dir_->write(run_files::kConfig,
+                    [&](const std::string& path) { write_file_atomic(path, cfg_.to_yaml()); });
+    run_dir_->write(run_files::kSamples,
+                    [&](const std::string& path) { write_file_atomic(path, samples_csv(data_)); });
   }
   loss_kind_ = loss_names().parse(cfg_.s("train.loss"), cfg_.origin() + ": train.loss");
   if (loss_kind_ == LossKind::CrossEntropy && !data_.labels.defined())
@@ -276,12 +285,12 @@ void Trainer::open_run_directory() {
   target_ = cfg_.f("train.target_loss");
   divergence_factor_ = cfg_.f("train.divergence_factor");
   params_ = model_->parameters();
-  log_.emplace(run_dir_->path(run_files::kTrainLog),
-               "step,epoch,loss,accuracy,batch_loss,lr,wall_seconds,steps_per_second",
-               opt_.resume ? start_.step : -1);
+  log_ = run_dir_->log(run_files::kTrainLog,
+                       "step,epoch,loss,accuracy,batch_loss,lr,wall_seconds,steps_per_second",
+                       opt_.resume ? start_.step : -1);
   if (trace_every_ > 0)
-    trace_.emplace(run_dir_->path(run_files::kTrace), trace_header(*model_),
-                   opt_.resume ? start_.step : -1);
+    trace_ =
+        run_dir_->log(run_files::kTrace, trace_header(*model_), opt_.resume ? start_.step : -1);
   batches_.emplace(n_, batch_, seed_, device_);
 }
 
@@ -299,6 +308,12 @@ void Trainer::check_memory() {
 }
 
 void Trainer::write_manifest(const std::string& status, const std::string& message, double wall) {
+  run_dir_->write(run_files::kManifest, [&](const std::string& path) {
+    write_json(path, manifest(status, message, wall));
+  });
+}
+
+json Trainer::manifest(const std::string& status, const std::string& message, double wall) const {
   json j;
   j["tool"] = "noisegeom";
   j["version"] = version();
@@ -328,7 +343,7 @@ void Trainer::write_manifest(const std::string& status, const std::string& messa
   j["schedule"] = schedule_.describe();
   j["status"] = status;
   j["message"] = message;
-  write_json(run_dir_->path(run_files::kManifest), j);
+  return j;
 }
 
 // One row of train_log.csv and, unless quiet, a progress line.
@@ -341,10 +356,11 @@ void Trainer::record(const Eval& e) {
   const double bl = batch_loss_count_ ? batch_loss_sum_ / batch_loss_count_ : NAN;
   batch_loss_sum_ = 0;
   batch_loss_count_ = 0;
-  log_->row(fmt::format("{},{:.4f},{:.8g},{},{:.8g},{},{:.3f},{:.2f}", step_,
-                        double(step_) / per_epoch_, e.loss,
-                        e.accuracy < 0 ? std::string() : fmt::format("{:.6f}", e.accuracy), bl,
-                        schedule_.at(step_), wall(), rate_));
+  if (log_)
+    log_->row(fmt::format("{},{:.4f},{:.8g},{},{:.8g},{},{:.3f},{:.2f}", step_,
+                          double(step_) / per_epoch_, e.loss,
+                          e.accuracy < 0 ? std::string() : fmt::format("{:.6f}", e.accuracy), bl,
+                          schedule_.at(step_), wall(), rate_));
   if (progress_) progress_->evaluation(step_, e.loss, e.accuracy);
 }
 
@@ -403,7 +419,7 @@ void Trainer::update() {
     graphed_ = std::make_unique<GraphedStep>(
         sgd_step_body(*model_, params_, x_, y_, labels_, loss_kind_), params_, true);
   const at::Tensor loss = graphed_ ? graphed_->run({batches_->at(step_)}, schedule_.at(step_))
-                                   : data_parallel_gradient(*model_, params_, x_, y_, labels_,
+                                   : data_parallel_gradient(*model_, layout_, x_, y_, labels_,
                                                             batches_->at(step_), loss_kind_);
   if (!graphed_) sgd_step(params_, schedule_.at(step_));
   ++step_;
@@ -426,20 +442,22 @@ void Trainer::update() {
 }
 
 void Trainer::checkpoint() {
-  save_checkpoint(run_dir_->path(run_files::kCheckpoint), *model_, step_, start_.initial_loss,
-                  wall());
+  run_dir_->write(run_files::kCheckpoint, [&](const std::string& path) {
+    save_checkpoint(path, *model_, step_, start_.initial_loss, wall());
+  });
   if (progress_) progress_->checkpoint_saved(step_);
 }
 
 TrainResult Trainer::run() {
   const StopOnSignals stop_on_signals;
-  tty_ = !opt_.quiet && isatty(STDERR_FILENO);
-  if (!opt_.quiet)
+  quiet_ = opt_.quiet || !dist().is_root();
+  tty_ = !quiet_ && isatty(STDERR_FILENO);
+  if (!quiet_)
     fmt::print(stderr, "noisegeom train: {} | {} | {} params | {} | {} | {} | batch {}\n", name_,
                model_->describe(), p_, data_.description, device_name_, schedule_.describe(),
                batch_);
   step_ = start_.step;
-  if (!opt_.quiet)
+  if (!quiet_)
     progress_.emplace(ProgressSettings{max_steps_, per_epoch_, eval_every_, target_, tty_}, step_,
                       start_.checkpoint.isNone() ? -1 : start_.step);
   try {
@@ -466,7 +484,7 @@ void Trainer::loop() {
   t_rate_ = std::chrono::steady_clock::now();
   rate_step_ = step_;
   // A resumed run's log already holds the rows up to its checkpoint.
-  if (log_->data_rows() == 0) record(ev_);
+  if (log_ && log_->data_rows() == 0) record(ev_);
   if (trace_ && trace_->data_rows() == 0) trace();
   write_manifest("running", "", wall());
 
@@ -479,12 +497,15 @@ TrainResult Trainer::finish() {
   // A stopped run has its checkpoint (stop_now) but no theta.pt, which analyses take for theta*.
   const bool stopped = status_ == "interrupted" || status_ == "budget_spent";
   if (status_ != "diverged" && !stopped) {
-    save_checkpoint(run_dir_->path(run_files::kCheckpoint), *model_, step_, start_.initial_loss,
-                    total);
-    save_tensor_dict(run_dir_->path(run_files::kTheta), named_params(*model_));
+    run_dir_->write(run_files::kCheckpoint, [&](const std::string& path) {
+      save_checkpoint(path, *model_, step_, start_.initial_loss, total);
+    });
+    run_dir_->write(run_files::kTheta, [&](const std::string& path) {
+      save_tensor_dict(path, named_params(*model_));
+    });
   }
   write_manifest(status_, message_, total);
-  if (!opt_.quiet && status_ != "diverged")
+  if (!quiet_ && status_ != "diverged")
     fmt::print(stderr, "noisegeom train: {}: {} ({}) -> {}\n", status_, message_,
                format_duration(total), root_);
   return {root_, status_, step_, ev_.loss, total, message_};

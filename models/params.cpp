@@ -1,5 +1,5 @@
 // ParameterLayout of params.h: a module's trainable parameters as one flat vector.
-#include "src/curvature/params.h"
+#include "models/params.h"
 
 #include <ATen/ATen.h>
 #include <torch/nn/module.h>
@@ -41,6 +41,31 @@ at::Tensor ParameterLayout::values() const {
   for (const auto& t : tensors) flat.push_back(t.detach().reshape(-1));
   if (flat.empty()) return at::zeros({0});
   return at::cat(flat);
+}
+
+void ParameterLayout::set_values(const at::Tensor& v) const {
+  at::NoGradGuard no_grad;
+  const auto parts = split(v);
+  for (size_t k = 0; k < tensors.size(); ++k) tensors[k].detach().copy_(parts[k]);
+}
+
+at::Tensor ParameterLayout::gradients() const {
+  std::vector<at::Tensor> flat;
+  for (const auto& t : tensors)
+    flat.push_back(t.grad().defined() ? t.grad().reshape(-1) : at::zeros_like(t).reshape(-1));
+  if (flat.empty()) return at::zeros({0});
+  return at::cat(flat);
+}
+
+void ParameterLayout::set_gradients(const at::Tensor& g) const {
+  const auto parts = split(g);
+  for (size_t k = 0; k < tensors.size(); ++k) {
+    at::Tensor t = tensors[k];
+    if (t.grad().defined())
+      t.mutable_grad().copy_(parts[k]);
+    else
+      t.mutable_grad() = parts[k].clone();
+  }
 }
 
 }  // namespace ng

@@ -1,7 +1,8 @@
-// Flat parameter vectors. Every p-vector of this tool (eigenvectors, theta - theta*, Lanczos
-// vectors) orders the trainable parameters as Module::named_parameters() lists them (registration
-// order, depth first through submodules), each tensor flattened row-major. Parameters with
-// requires_grad = false are not part of theta and are left out.
+// Flat parameter vectors (the models layer: they describe a model's parameters, and training as
+// well as the curvature operators use them). Every p-vector of this tool (eigenvectors, theta -
+// theta*, Lanczos vectors) orders the trainable parameters as Module::named_parameters() lists them
+// (registration order, depth first through submodules), each tensor flattened row-major. Parameters
+// with requires_grad = false are not part of theta and are left out.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -31,6 +32,13 @@ struct ParameterLayout {
   void add_into(at::Tensor& out, const std::vector<at::Tensor>& parts) const;
   // Current theta as one detached flat copy.
   at::Tensor values() const;
+  // theta <- the flat vector `v` (a copy into the parameters; no autograd history).
+  void set_values(const at::Tensor& v) const;
+  // The gradients as one flat copy, zeros for a parameter without one (it took no part in the
+  // last backward pass).
+  at::Tensor gradients() const;
+  // Every parameter's gradient <- its part of the flat vector `g` (a copy).
+  void set_gradients(const at::Tensor& g) const;
 };
 
 }  // namespace ng
