@@ -584,8 +584,8 @@ TEST(RealCifar10, TrainingSetMatchesPublishedFacts) {
   const ng::Dataset d = ng::load_cifar10_train(opts(dir, true));
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  // Printed, not asserted: the standards keep timings out of tests (a loaded machine took 1.96 s).
   std::printf("[ info ] loading and normalising 50,000 CIFAR-10 images took %.3f s\n", seconds);
-  EXPECT_LT(seconds, 2.0);
 
   ASSERT_EQ(d.size(), 50000);
   const std::vector<int64_t> first = {6, 9, 9, 4, 1, 1, 2, 7, 8, 3};
