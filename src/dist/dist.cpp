@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <memory>
 
@@ -17,6 +18,7 @@ namespace {
 struct State {
   Dist dist;
   std::unique_ptr<detail::Comm> comm;
+  std::atomic<int> solo{0};  // open SoloScopes
 };
 
 State& state() {
@@ -85,7 +87,16 @@ const Dist& init_from_env(const EnvReader& env, std::chrono::milliseconds timeou
 }
 
 const Dist& dist() {
-  return state().dist;
+  static const Dist one;
+  const State& s = state();
+  return s.solo.load() > 0 ? one : s.dist;
+}
+
+SoloScope::SoloScope() {
+  ++state().solo;
+}
+SoloScope::~SoloScope() {
+  --state().solo;
 }
 
 void finalize_dist() {
@@ -137,6 +148,7 @@ std::string decided_by_root(const std::function<std::string()>& decide) {
   std::string mine;
   if (dist().is_root()) {
     try {
+      const SoloScope solo;
       mine = "+" + decide();
     } catch (const Error& e) {
       mine = std::string("!") + e.what();
@@ -149,6 +161,22 @@ std::string decided_by_root(const std::function<std::string()>& decide) {
     fail("{} (rank 0)", root.substr(1));
   }
   return root.substr(1);
+}
+
+void checked_on_every_rank(const std::function<void()>& check) {
+  std::string mine;
+  try {
+    check();
+  } catch (const Error& e) {
+    if (!dist().active()) throw;
+    mine = e.what();
+  }
+  const std::vector<std::string> all = all_gather_strings(mine);
+  for (size_t r = 0; r < all.size(); ++r) {
+    if (all[r].empty()) continue;
+    if (static_cast<int>(r) == dist().rank) throw Error(all[r]);
+    fail("{} (rank {})", all[r], r);
+  }
 }
 
 Range shard(int64_t n, int rank, int world) {

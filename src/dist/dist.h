@@ -65,7 +65,23 @@ std::vector<std::string> all_gather_strings(const std::string& mine);
 // Runs `decide` on rank 0 only and returns its string on every rank: the choices that depend on
 // rank 0's files (what to reuse, what is still to do). An ng::Error thrown by `decide` is thrown
 // on every rank, so that the others fail at once instead of waiting in the next collective.
+// `decide` runs in a SoloScope: what it calls computes as one process.
 std::string decided_by_root(const std::function<std::string()>& decide);
+
+// Runs `check` on every rank; an ng::Error on any rank is thrown on every rank ("rank R: ..."),
+// so that no rank waits in the next collective for one that has failed.
+void checked_on_every_rank(const std::function<void()>& check);
+
+// While one is alive, dist() is one process of one and every collective the identity: for work
+// that rank 0 does alone (reading its files, a figure's summary and plot), which must not wait
+// for ranks that are not there. Process-wide (the escape workers' threads see it too); nests.
+class SoloScope {
+ public:
+  SoloScope();
+  ~SoloScope();
+  SoloScope(const SoloScope&) = delete;
+  SoloScope& operator=(const SoloScope&) = delete;
+};
 
 // A contiguous range of items [begin, end).
 struct Range {

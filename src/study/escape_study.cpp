@@ -303,9 +303,14 @@ void require_same_sweep(const std::string& dir, const std::string& name, const j
 
 // The spectrum's samples (positions into the training set, from its samples.csv); empty when
 // they are all n in order, so that the energy's G uses the data as they are.
-std::vector<int64_t> spectrum_positions(const std::string& spectrum_dir, int64_t n) {
-  const std::string file = (fs::path(spectrum_dir) / spectrum_files::kSamples).string();
-  std::istringstream in(read_file(file));
+std::string spectrum_samples_file(const std::string& spectrum_dir) {
+  return (fs::path(spectrum_dir) / spectrum_files::kSamples).string();
+}
+// `text`: that file's.
+std::vector<int64_t> spectrum_positions(const std::string& spectrum_dir, const std::string& text,
+                                        int64_t n) {
+  const std::string file = spectrum_samples_file(spectrum_dir);
+  std::istringstream in(text);
   std::string line;
   if (!std::getline(in, line) || line.rfind("position,", 0) != 0)
     fail("{}: expected a header starting with 'position,'", file);
@@ -402,10 +407,11 @@ EscapeOutcome run_escape_study(const std::string& run_dir, const EscapeRequest& 
   validate(r);
   const Say say(ctx.quiet);
   const RunPaths paths{run_dir};
-  if (!fs::is_directory(run_dir)) fail("{}: no such run directory", run_dir);
-  if (!fs::exists(paths.file(run_files::kTheta)))
-    fail("{}: missing (did the training finish?)", paths.file(run_files::kTheta));
-  LoadedRun run = load_run(run_dir, ctx.data_dir);
+  decided_by_root([&] {
+    if (!fs::is_directory(run_dir)) fail("{}: no such run directory", run_dir);
+    return std::string();
+  });
+  LoadedRun run = load_run(run_dir, ctx.data_dir);  // rank 0 reads it: see load_run
   Inputs in;
   in.theta_star = ParameterLayout::of(*run.model).values();
   in.data = &run.data;
@@ -423,7 +429,10 @@ EscapeOutcome run_escape_study(const std::string& run_dir, const EscapeRequest& 
   curv.g_frobenius = sp.number("frobenius_G");
   const bool sgd = e.optimizer == Optimizer::Sgd;
   if (r.lr_paper) check_paper_lr(sp, curv, sgd);
-  if (e.energy) e.energy_samples = spectrum_positions(sp.dir, run.data.size());
+  if (e.energy)
+    e.energy_samples = spectrum_positions(
+        sp.dir, decided_by_root([&] { return read_file(spectrum_samples_file(sp.dir)); }),
+        run.data.size());
   if (!r.lr_paper && e.lr == 0 && sgd && !(curv.g_frobenius > 0))
     fail("--lr auto: {} has no frobenius_G to start the SGD search from; give --lr", sp.dir);
   if (!r.lr_paper && e.lr == 0 && !sgd && !(curv.lambda1 > 0))
@@ -431,9 +440,13 @@ EscapeOutcome run_escape_study(const std::string& run_dir, const EscapeRequest& 
 
   const std::string dir = paths.escape(r.sweep_name());
   const json request = sweep_request(r, e);
-  const json old = find_escape_record(dir);  // the sweep's last record: settings, searched lr
+  // The sweep's last record (settings, searched lr) and theta's hash: rank 0's files.
+  const std::string both = decided_by_root([&] {
+    return file_sha256(paths.file(run_files::kTheta)) + "\n" + find_escape_record(dir).dump();
+  });
+  const std::string theta_sha = both.substr(0, both.find('\n'));
+  const json old = json::parse(both.substr(both.find('\n') + 1));
   require_same_sweep(dir, r.sweep_name(), request, old);
-  const std::string theta_sha = file_sha256(paths.file(run_files::kTheta));
   const json lr_search = choose_lr(r, e, in, curv, old, theta_sha, say);
   const std::string opt = optimizer_names().name(e.optimizer);
   say("{}: {} run(s) x {} steps, lr {:.6g}, {}, ks {}, -> {}", opt, e.runs, e.steps, e.lr,

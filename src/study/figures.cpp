@@ -13,6 +13,7 @@
 #include "src/core/config.h"
 #include "src/core/error.h"
 #include "src/core/stop.h"
+#include "src/dist/dist.h"
 #include "src/io/json.h"
 #include "src/io/rundir.h"
 #include "src/study/figure_recipes.h"
@@ -132,7 +133,10 @@ int ensure_trained(const std::string& exp, const std::string& run_dir,
   t.data_dir = s.ctx.data_dir;
   t.quiet = s.ctx.quiet;
   const RunPaths paths{run_dir};
-  if (fs::exists(paths.file(run_files::kConfig))) {
+  // Rank 0's run directory decides for every rank: "" (a fresh run), "resume" or the status of
+  // a finished run to reuse.
+  const std::string found = decided_by_root([&]() -> std::string {
+    if (!fs::exists(paths.file(run_files::kConfig))) return "";
     // The same check as train --resume, made here so that a finished run is never touched.
     const Config want = Config::load(exp, overrides);
     require_same_config(run_dir, want, run_name(want, exp),
@@ -140,20 +144,23 @@ int ensure_trained(const std::string& exp, const std::string& run_dir,
                         "use another --out or the same --set values");
     const std::string status = manifest_status(run_dir);
     if ((status == "converged" || status == "max_steps") &&
-        fs::exists(paths.file(run_files::kTheta))) {
-      *note = "reused (" + status + ")";
-      if (status == "max_steps" && needs_minimum)
-        fmt::print(stderr,
-                   "noisegeom reproduce: warning: {} stopped at its step cap above the target "
-                   "loss; its spectrum is not at a minimum\n",
-                   run_dir);
-      return 0;
-    }
+        fs::exists(paths.file(run_files::kTheta)))
+      return status;
     if (status == "diverged")
       fail("{}: this run diverged; lower train.lr (--set train.lr=...) with another --out",
            paths.file(run_files::kManifest));
-    t.resume = true;
+    return "resume";
+  });
+  if (found == "converged" || found == "max_steps") {
+    *note = "reused (" + found + ")";
+    if (found == "max_steps" && needs_minimum)
+      fmt::print(stderr,
+                 "noisegeom reproduce: warning: {} stopped at its step cap above the target "
+                 "loss; its spectrum is not at a minimum\n",
+                 run_dir);
+    return 0;
   }
+  t.resume = found == "resume";
   const TrainResult r = train(t);
   if (r.status == "diverged") {
     fmt::print(stderr, "noisegeom: error: {}\n", r.message);
@@ -391,6 +398,10 @@ FigureOutcome reproduce_figure(const Figure& fig, const std::vector<FigureRun>& 
       if (e.record.is_null() && stopped()) return out;
     }
   }
+  // The summary and the plot read rank 0's files: under a launcher rank 0 makes them alone, as
+  // one process, and the other ranks are done.
+  if (!dist().is_root()) return out;
+  const SoloScope solo;
   const fs::path figures_dir = fs::path(s.out) / "figures";
   fs::create_directories(figures_dir);
   if (fig.summarize) {

@@ -80,13 +80,14 @@ SpectrumOutcome ensure_spectrum(const std::string& run_dir, const SpectrumReques
   const RunPaths paths{run_dir};
   const std::string dir = paths.spectrum(r.name);
   const std::string theta = paths.file(run_files::kTheta);
-  if (!fs::is_directory(run_dir)) fail("{}: no such run directory", run_dir);
-  if (!fs::exists(theta))
-    fail("{}: missing (train the run to the end first, or --resume it)", theta);
   const json want = request_json(r.options);
-  const std::string sha = file_sha256(theta);
+  std::string sha;  // rank 0's: only it reads and writes the files
   // Whether the spectrum on disk serves: rank 0's files decide for every rank.
   const std::string verdict = decided_by_root([&]() -> std::string {
+    if (!fs::is_directory(run_dir)) fail("{}: no such run directory", run_dir);
+    if (!fs::exists(theta))
+      fail("{}: missing (train the run to the end first, or --resume it)", theta);
+    sha = file_sha256(theta);
     if (!spectrum_complete(dir)) return "compute";
     const std::string summary_file = (fs::path(dir) / spectrum_files::kSummary).string();
     const json have = read_json(summary_file);

@@ -548,34 +548,51 @@ Eval evaluate(NetImpl& model, const at::Tensor& x, const at::Tensor& y, const at
   return {total.item<double>() / n, labels.defined() ? correct.item<double>() / n : -1.0};
 }
 
+// Under a launcher rank 0 alone reads the run directory and the other ranks get what it read
+// over c10d: a node needs its own copy of the data, not of rank 0's disk.
 LoadedRun load_run(const std::string& run_dir, const std::string& data_dir_flag,
                    const std::string& params_file) {
   const fs::path root(run_dir);
   const std::string cfg_path = (root / run_files::kConfig).string();
-  if (!fs::exists(cfg_path)) fail("{}: not a run directory (no config.yaml)", run_dir);
-  LoadedRun r{run_dir, Config::load(cfg_path), {}, nullptr, "cpu", at::kFloat};
+  const std::string cfg_text = decided_by_root([&] {
+    if (!fs::exists(cfg_path)) fail("{}: not a run directory (no config.yaml)", run_dir);
+    return read_file(cfg_path);
+  });
+  LoadedRun r{run_dir, Config::parse(cfg_text, cfg_path), {}, nullptr, "cpu", at::kFloat};
   r.data = load_training_data(r.cfg, data_dir_flag);
   // The samples must be the ones the run trained on, or every number computed here is off.
   const std::string samples_path = (root / run_files::kSamples).string();
-  if (fs::exists(samples_path)) {
-    if (read_file(samples_path) != samples_csv(r.data))
+  const std::string samples = decided_by_root(
+      [&] { return fs::exists(samples_path) ? read_file(samples_path) : std::string(); });
+  checked_on_every_rank([&] {
+    if (!samples.empty() && samples != samples_csv(r.data))
       fail(
-          "{}: the training samples rebuilt from the data directory differ from the run's (another "
-          "copy of CIFAR-10?)",
+          "{}: the training samples rebuilt from the data directory differ from the run's "
+          "(another copy of CIFAR-10?)",
           samples_path);
-  }
+  });
   r.device = resolve_device(r.cfg.s("device"), cfg_path);
   r.dtype = dtype_names().parse(r.cfg.s("dtype"), cfg_path + ": dtype");
   const int64_t input_dim = r.data.x.dim() == 2 ? r.data.x.size(1) : 0;
   at::manual_seed(static_cast<uint64_t>(r.cfg.i("seed")));
   r.model = make_model(model_spec_from_config(r.cfg, r.data.num_classes, input_dim));
   const std::string pfile = (root / params_file).string();
-  if (!fs::exists(pfile)) fail("{}: missing (did the training finish?)", pfile);
-  const c10::IValue saved = load_ivalue(pfile);
-  if (!saved.isGenericDict()) fail("{}: expected a dict of named tensors", pfile);
-  auto dict = saved.toGenericDict();
-  if (dict.contains("model") && dict.contains("step")) dict = dict.at("model").toGenericDict();
-  load_parameters(*r.model, dict, pfile);
+  decided_by_root([&] {
+    if (!fs::exists(pfile)) fail("{}: missing (did the training finish?)", pfile);
+    const c10::IValue saved = load_ivalue(pfile);
+    if (!saved.isGenericDict()) fail("{}: expected a dict of named tensors", pfile);
+    auto dict = saved.toGenericDict();
+    if (dict.contains("model") && dict.contains("step")) dict = dict.at("model").toGenericDict();
+    load_parameters(*r.model, dict, pfile);
+    return std::string();
+  });
+  if (dist().active()) {
+    at::NoGradGuard no_grad;
+    for (at::Tensor p : r.model->parameters()) {
+      at::Tensor t = p.detach();
+      broadcast(t);
+    }
+  }
   r.model->to(torch_device(r.device), r.dtype);
   r.model->eval();
   return r;
