@@ -24,7 +24,8 @@ struct Replica {
   Net model;
   ParameterLayout layout;
   // EscapeOptions::energy: G at theta* over the energy samples, on a model of its own that stays
-  // at theta* (float64; one per worker, so that workers never share autograd state).
+  // at theta* (float64): the engine's one operator when it holds G's rows or G itself, else one
+  // per worker, so that workers never share autograd state.
   std::shared_ptr<CurvatureOperator> energy;
 };
 
@@ -101,7 +102,7 @@ class Engine {
   double eval_loss(Replica& rep) const;
   void load_theta(Replica& rep, const at::Tensor& theta) const;
   void ensure_replicas(size_t count);
-  // The energy samples (float64), each replica's G operator, and lambda_1 = u_1^T G u_1.
+  // The energy samples (float64), G's operator(s), and lambda_1 = u_1^T G u_1.
   void setup_energy();
   Net energy_model() const;  // a float64 replica at theta*
   CurvatureOptions energy_options() const;
@@ -121,11 +122,10 @@ class Engine {
   at::Tensor theta_star64_, U64_;  // float64 on the device
   double loss_star_ = 0, threshold_ = 0;
   at::Tensor energy_x_, energy_y_;  // energy samples, float64 on the device
-  // G's per-sample rows B over the energy samples (v^T G v = |B v|^2 / n), shared read-only by the
-  // workers when they fit in energy_row_bytes; else each replica's operator takes a JVP per point.
-  at::Tensor energy_rows_;
-  at::Tensor energy_dense_;  // G itself (p x p) instead of the rows when p is small and below them
-  static constexpr int64_t kDenseEnergyMaxP = 4096;  // 128 MiB in float64
+  // G over the energy samples as per-sample rows B (v^T G v = |B v|^2 / n), or G itself (p x p)
+  // when p is small and below the rows, shared read-only by the workers when the rows fit in
+  // energy_row_bytes; else null, and each replica's operator takes a JVP per point.
+  std::shared_ptr<CurvatureOperator> energy_shared_;
   double energy_lambda1_ = std::nan("");
   std::string energy_checksum_;
   std::vector<Replica> replicas_;

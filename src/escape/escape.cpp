@@ -201,17 +201,15 @@ void Engine::setup_energy() {
   if (row_bytes <= opt_.energy_row_bytes) {
     CurvatureOptions co = energy_options();
     co.estimator = Estimator::PerSample;
-    energy_rows_ = CurvatureOperator(energy_model(), energy_x_, energy_y_, co).rows();
+    energy_shared_ = std::make_shared<CurvatureOperator>(energy_model(), energy_x_, energy_y_, co);
     // With fewer parameters than rows (Figure 3: p = 1e3 against 1e5 rows) the p x p matrix G
     // itself is smaller than its rows, and every form afterwards costs p^2, not rows x p.
-    if (p_ <= kDenseEnergyMaxP && p_ < energy_rows_.size(0)) {
-      energy_dense_ =
-          at::mm(energy_rows_.t(), energy_rows_) / static_cast<double>(energy_x_.size(0));
-      energy_rows_ = at::Tensor();
+    if (p_ <= CurvatureOperator::kMaxDenseP && p_ < energy_shared_->rows().size(0)) {
+      energy_shared_->dense_matrix();
+      energy_shared_->keep_dense_only();
     }
-  } else {
-    for (auto& rep : replicas_) add_energy_operator(rep);
   }
+  for (auto& rep : replicas_) add_energy_operator(rep);
   // lambda_1 on the energy samples themselves, so that X uses the G that Y uses, whatever the
   // accuracy of the stored eigenvalue.
   energy_lambda1_ = energy_form(replicas_[0], U64_.select(1, 0).contiguous());
@@ -249,16 +247,17 @@ CurvatureOptions Engine::energy_options() const {
 }
 
 void Engine::add_energy_operator(Replica& rep) const {
-  rep.energy =
-      std::make_shared<CurvatureOperator>(energy_model(), energy_x_, energy_y_, energy_options());
+  // A held matrix is only read by its forms, so the workers share it; streamed forms run the
+  // model, so each worker has its own.
+  rep.energy = energy_shared_ ? energy_shared_
+                              : std::make_shared<CurvatureOperator>(energy_model(), energy_x_,
+                                                                    energy_y_, energy_options());
 }
 
 double Engine::energy_form(Replica& rep, const at::Tensor& v) const {
-  // The R-op: forward-mode AD levels are process-wide, and the workers run concurrently.
-  if (energy_dense_.defined()) return at::dot(v, at::mv(energy_dense_, v)).item<double>();
-  if (!energy_rows_.defined()) return rep.energy->quadratic_form(v, JvpMethod::ROp);
-  return at::mv(energy_rows_, v).pow(2).sum().item<double>() /
-         static_cast<double>(energy_x_.size(0));
+  // Streamed: the R-op, as energy_options says (forward-mode AD levels are process-wide, and the
+  // workers run concurrently).
+  return rep.energy->quadratic_form(v);
 }
 
 void Engine::measure_energy(Replica& rep, const at::Tensor& delta, TrajectoryPoint* pt) const {
@@ -326,8 +325,7 @@ void Engine::ensure_replicas(size_t count) {
     if (!replicas_.empty() && r.layout.size != replicas_[0].layout.size)
       fail("escape: the model factory built models of different sizes ({} and {})",
            replicas_[0].layout.size, r.layout.size);
-    if (energy_x_.defined() && !energy_rows_.defined() && !energy_dense_.defined())
-      add_energy_operator(r);
+    if (energy_x_.defined()) add_energy_operator(r);
     replicas_.push_back(std::move(r));
   }
 }
