@@ -5,6 +5,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -17,6 +18,7 @@
 #include "src/escape/escape.h"
 #include "src/escape/replicas.h"
 #include "src/io/json.h"
+#include "src/training/train.h"
 
 namespace ng::escape_detail {
 
@@ -71,12 +73,32 @@ class Engine {
 
   void set_minimum(const at::Tensor& theta_star, const at::Tensor& U);  // theta*, U, K
   void load_data(const Dataset& data);  // all samples, evaluation and GD subsets on the device
-  RunResult simulate(Replica& rep, int64_t run, const EscapeHooks& hooks, bool* cancelled) const;
-  // The runs of `group` together on one ReplicaBatch, `rep` serving their logged points; each
-  // finished run whose `wanted` is set goes to on_done (the others only keep the group whole).
-  void simulate_group(Replica& rep, const std::vector<int64_t>& group,
-                      const std::vector<char>& wanted, const EscapeHooks& hooks,
-                      const std::function<void(RunResult)>& on_done, bool* cancelled) const;
+  // How the step loop advances its runs (escape.cpp): one run on `rep`'s own parameters and
+  // plain ops, or a group on one ReplicaBatch.
+  class Stepper;
+  class SingleStepper;
+  class GroupStepper;
+  // A run being simulated: its batches and its logged points so far.
+  struct Member {
+    int64_t run;
+    bool wanted;
+    BatchOrder order;
+    Trajectory traj;
+  };
+  // The one step loop: the runs of `group` (one run unless `batched`: then together on one
+  // ReplicaBatch, `rep` serving their logged points) from theta_0 to their ends; each finished
+  // run whose `wanted` is set goes to on_done (the others only keep the group whole).
+  void simulate(Replica& rep, const std::vector<int64_t>& group, const std::vector<char>& wanted,
+                bool batched, const EscapeHooks& hooks,
+                const std::function<void(RunResult)>& on_done, bool* cancelled) const;
+  // The loop's logs at `step` (`losses`: GD's, on the host); returns which runs end there.
+  std::vector<char> log_runs(Replica& rep, Stepper& stepper, int64_t step,
+                             std::vector<Member>* live, const at::Tensor& losses,
+                             const EscapeHooks& hooks) const;
+  // Reports the ended runs that are wanted, and drops every ended run from `live` and `stepper`.
+  void drop_ended(const std::vector<char>& ends, std::chrono::steady_clock::time_point t0,
+                  const std::function<void(RunResult)>& on_done, Stepper& stepper,
+                  std::vector<Member>* live) const;
   // The batched forms of sgd_gradient (idx: the replicas' batches, replica-major) and
   // gd_gradient: gradients into `batch`, the per-replica losses returned.
   at::Tensor replica_sgd_gradient(ReplicaBatch& batch, const at::Tensor& idx) const;
