@@ -266,6 +266,23 @@ at::Tensor CurvatureOperator::gram_with(CurvatureOperator& other) {
   return k / static_cast<double>(n_);
 }
 
+const at::Tensor& CurvatureOperator::dense_matrix() {
+  if (dense_.defined()) return dense_;
+  if (dim() > kMaxDenseP)
+    fail("curvature: the dense {} matrix needs p <= {}, but the model has p = {}",
+         to_string(opt_.matrix), kMaxDenseP, dim());
+  const at::Tensor& b = rows();
+  dense_ = at::mm(b.t(), b) / static_cast<double>(n_);
+  return dense_;
+}
+
+void CurvatureOperator::keep_dense_only() {
+  if (!dense_.defined()) fail("curvature: keep_dense_only before dense_matrix()");
+  rows_ = at::Tensor();
+  gram_ = at::Tensor();
+  jac_.reset();
+}
+
 const at::Tensor& CurvatureOperator::jacobian_gram() {
   if (!jac_->gram.defined()) jac_->gram = symmetric_gram(jac_->j.reshape({n_ * c_, layout_.size}));
   return jac_->gram;
@@ -305,9 +322,12 @@ at::Tensor CurvatureOperator::factors(int64_t start, int64_t count) const {
 double CurvatureOperator::quadratic_form(const at::Tensor& v, JvpMethod method) {
   if (opt_.matrix == MatrixKind::Hessian)
     fail("curvature: quadratic_form needs a Gauss-Newton form (G, Sigma, Sigma0), not H");
-  // With rows, |B v|^2 / n is the same form (Sigma0's rows are centred) at no pass.
-  if (rows_.defined() && method == JvpMethod::Auto) {
+  // A held matrix gives the same form (Sigma0's rows are centred) at no pass: p^2 multiply-adds
+  // from A, rows x p from B, whichever is fewer.
+  if (method == JvpMethod::Auto && (dense_.defined() || rows_.defined())) {
     const at::Tensor vv = v.to(options());
+    if (dense_.defined() && (!rows_.defined() || dim() <= rows_.size(0)))
+      return at::dot(vv, at::mv(dense_, vv)).item<double>();
     return at::mv(rows_, vv).pow(2).sum().item<double>() / static_cast<double>(n_);
   }
   const at::Tensor jv = jacobian_vector(v, method);
@@ -584,6 +604,7 @@ const at::Tensor& CurvatureOperator::gradient() {
 }
 
 at::Tensor CurvatureOperator::apply_impl(const at::Tensor& v) {
+  if (dense_.defined() && (!rows_.defined() || dim() <= rows_.size(0))) return at::mv(dense_, v);
   if (rows_.defined()) return at::mv(rows_.t(), at::mv(rows_, v)) / static_cast<double>(n_);
   c10::AutoGradMode grad_on(true);
   if (opt_.matrix == MatrixKind::Hessian) return apply_hessian(v);

@@ -158,8 +158,11 @@ class CurvatureOperator : public LinearOperator {
   // share Jacobians (O(n^2 C^3)), else by one product over the rows. Needs rows on both, on the
   // same samples. tr(A_this A_other) = |gram_with(other)|_F^2.
   at::Tensor gram_with(CurvatureOperator& other);
-  // "rows" (products from B) or "streamed" (products by passes over the samples).
-  std::string storage() const { return rows_.defined() ? "rows" : "streamed"; }
+  // "rows" (products from B), "dense" (from A itself, rows freed) or "streamed" (products by
+  // passes over the samples).
+  std::string storage() const {
+    return rows_.defined() ? "rows" : dense_.defined() ? "dense" : "streamed";
+  }
   // How the rows were built, Batched or Loop (Auto: no rows built here); why not Batched.
   RowsMethod rows_method() const { return rows_method_; }
   const std::string& rows_note() const { return rows_note_; }
@@ -171,9 +174,20 @@ class CurvatureOperator : public LinearOperator {
   }
   // (n, C): row i is J_i v, by the given method (Auto: the operator's). For tests and metrics.
   at::Tensor jacobian_vector(const at::Tensor& v, JvpMethod method = JvpMethod::Auto);
-  // v^T A v from one Jacobian-vector product (half an exact product): (1/n) sum_i
-  // (J_i v)^T W_i (J_i v), minus (grad L . v)^2 for Sigma0. Not for the Hessian.
+  // v^T A v by the cheapest form the operator holds (method Auto): v^T (A v) from the dense
+  // matrix when it is no larger than the rows, |B v|^2 / n from the rows, else one
+  // Jacobian-vector product (half an exact product): (1/n) sum_i (J_i v)^T W_i (J_i v), minus
+  // (grad L . v)^2 for Sigma0. A method other than Auto forces the JVP. Not for the Hessian.
   double quadratic_form(const at::Tensor& v, JvpMethod method = JvpMethod::Auto);
+  // A itself (p x p, the operator's dtype and device) as B^T B / n, formed once from the rows
+  // and kept; products and quadratic forms use it from then on where it is the smaller form.
+  // Needs rows; p over kMaxDenseP is an error (p^2 numbers, and p^3 for anything done with it).
+  static constexpr int64_t kMaxDenseP = 4096;  // 128 MiB in float64
+  const at::Tensor& dense_matrix();
+  bool has_dense() const { return dense_.defined(); }
+  // Frees the rows (and the Gram matrices and raw Jacobians) once dense_matrix() holds A: the
+  // operator then keeps p^2 numbers instead of rows x p.
+  void keep_dense_only();
   // Model outputs f_i (n, C) at the operator's parameters.
   const at::Tensor& outputs() const { return out_; }
 
@@ -213,6 +227,7 @@ class CurvatureOperator : public LinearOperator {
   at::Tensor prob_;   // (n, C) softmax outputs (cross entropy)
   at::Tensor rows_;   // per-sample rows
   at::Tensor gram_;   // gram_matrix(), once asked for
+  at::Tensor dense_;  // dense_matrix(), once asked for
   // The raw Jacobians J (n, C, p) when held (mse G: rows_'s storage), shared by the operators
   // made from one another, with P = J J^T (nC x nC, float64) once someone asked for it.
   struct Jacobian {

@@ -5,6 +5,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -17,6 +18,7 @@
 #include "src/escape/escape.h"
 #include "src/escape/replicas.h"
 #include "src/io/json.h"
+#include "src/training/train.h"
 
 namespace ng::escape_detail {
 
@@ -24,7 +26,8 @@ struct Replica {
   Net model;
   ParameterLayout layout;
   // EscapeOptions::energy: G at theta* over the energy samples, on a model of its own that stays
-  // at theta* (float64; one per worker, so that workers never share autograd state).
+  // at theta* (float64): the engine's one operator when it holds G's rows or G itself, else one
+  // per worker, so that workers never share autograd state.
   std::shared_ptr<CurvatureOperator> energy;
 };
 
@@ -70,12 +73,32 @@ class Engine {
 
   void set_minimum(const at::Tensor& theta_star, const at::Tensor& U);  // theta*, U, K
   void load_data(const Dataset& data);  // all samples, evaluation and GD subsets on the device
-  RunResult simulate(Replica& rep, int64_t run, const EscapeHooks& hooks, bool* cancelled) const;
-  // The runs of `group` together on one ReplicaBatch, `rep` serving their logged points; each
-  // finished run whose `wanted` is set goes to on_done (the others only keep the group whole).
-  void simulate_group(Replica& rep, const std::vector<int64_t>& group,
-                      const std::vector<char>& wanted, const EscapeHooks& hooks,
-                      const std::function<void(RunResult)>& on_done, bool* cancelled) const;
+  // How the step loop advances its runs (escape.cpp): one run on `rep`'s own parameters and
+  // plain ops, or a group on one ReplicaBatch.
+  class Stepper;
+  class SingleStepper;
+  class GroupStepper;
+  // A run being simulated: its batches and its logged points so far.
+  struct Member {
+    int64_t run;
+    bool wanted;
+    BatchOrder order;
+    Trajectory traj;
+  };
+  // The one step loop: the runs of `group` (one run unless `batched`: then together on one
+  // ReplicaBatch, `rep` serving their logged points) from theta_0 to their ends; each finished
+  // run whose `wanted` is set goes to on_done (the others only keep the group whole).
+  void simulate(Replica& rep, const std::vector<int64_t>& group, const std::vector<char>& wanted,
+                bool batched, const EscapeHooks& hooks,
+                const std::function<void(RunResult)>& on_done, bool* cancelled) const;
+  // The loop's logs at `step` (`losses`: GD's, on the host); returns which runs end there.
+  std::vector<char> log_runs(Replica& rep, Stepper& stepper, int64_t step,
+                             std::vector<Member>* live, const at::Tensor& losses,
+                             const EscapeHooks& hooks) const;
+  // Reports the ended runs that are wanted, and drops every ended run from `live` and `stepper`.
+  void drop_ended(const std::vector<char>& ends, std::chrono::steady_clock::time_point t0,
+                  const std::function<void(RunResult)>& on_done, Stepper& stepper,
+                  std::vector<Member>* live) const;
   // The batched forms of sgd_gradient (idx: the replicas' batches, replica-major) and
   // gd_gradient: gradients into `batch`, the per-replica losses returned.
   at::Tensor replica_sgd_gradient(ReplicaBatch& batch, const at::Tensor& idx) const;
@@ -101,7 +124,7 @@ class Engine {
   double eval_loss(Replica& rep) const;
   void load_theta(Replica& rep, const at::Tensor& theta) const;
   void ensure_replicas(size_t count);
-  // The energy samples (float64), each replica's G operator, and lambda_1 = u_1^T G u_1.
+  // The energy samples (float64), G's operator(s), and lambda_1 = u_1^T G u_1.
   void setup_energy();
   Net energy_model() const;  // a float64 replica at theta*
   CurvatureOptions energy_options() const;
@@ -121,11 +144,10 @@ class Engine {
   at::Tensor theta_star64_, U64_;  // float64 on the device
   double loss_star_ = 0, threshold_ = 0;
   at::Tensor energy_x_, energy_y_;  // energy samples, float64 on the device
-  // G's per-sample rows B over the energy samples (v^T G v = |B v|^2 / n), shared read-only by the
-  // workers when they fit in energy_row_bytes; else each replica's operator takes a JVP per point.
-  at::Tensor energy_rows_;
-  at::Tensor energy_dense_;  // G itself (p x p) instead of the rows when p is small and below them
-  static constexpr int64_t kDenseEnergyMaxP = 4096;  // 128 MiB in float64
+  // G over the energy samples as per-sample rows B (v^T G v = |B v|^2 / n), or G itself (p x p)
+  // when p is small and below the rows, shared read-only by the workers when the rows fit in
+  // energy_row_bytes; else null, and each replica's operator takes a JVP per point.
+  std::shared_ptr<CurvatureOperator> energy_shared_;
   double energy_lambda1_ = std::nan("");
   std::string energy_checksum_;
   std::vector<Replica> replicas_;

@@ -1,6 +1,7 @@
 // The escape runs of escape.h: the prepared Engine (data, theta*, U, threshold, model replicas),
-// one run's SGD or GD trajectory, a group's trajectories on one batched model, the worker pool,
-// and the resumable sweep directory (escape.json, run_NNNN.csv, summary.csv).
+// the one SGD/GD step loop (one run on a replica model's own parameters, or a group of runs on
+// one batched model), the worker pool, and the resumable sweep directory (escape.json,
+// run_NNNN.csv, summary.csv).
 #include "src/escape/escape.h"
 
 #include <ATen/ATen.h>
@@ -201,17 +202,15 @@ void Engine::setup_energy() {
   if (row_bytes <= opt_.energy_row_bytes) {
     CurvatureOptions co = energy_options();
     co.estimator = Estimator::PerSample;
-    energy_rows_ = CurvatureOperator(energy_model(), energy_x_, energy_y_, co).rows();
+    energy_shared_ = std::make_shared<CurvatureOperator>(energy_model(), energy_x_, energy_y_, co);
     // With fewer parameters than rows (Figure 3: p = 1e3 against 1e5 rows) the p x p matrix G
     // itself is smaller than its rows, and every form afterwards costs p^2, not rows x p.
-    if (p_ <= kDenseEnergyMaxP && p_ < energy_rows_.size(0)) {
-      energy_dense_ =
-          at::mm(energy_rows_.t(), energy_rows_) / static_cast<double>(energy_x_.size(0));
-      energy_rows_ = at::Tensor();
+    if (p_ <= CurvatureOperator::kMaxDenseP && p_ < energy_shared_->rows().size(0)) {
+      energy_shared_->dense_matrix();
+      energy_shared_->keep_dense_only();
     }
-  } else {
-    for (auto& rep : replicas_) add_energy_operator(rep);
   }
+  for (auto& rep : replicas_) add_energy_operator(rep);
   // lambda_1 on the energy samples themselves, so that X uses the G that Y uses, whatever the
   // accuracy of the stored eigenvalue.
   energy_lambda1_ = energy_form(replicas_[0], U64_.select(1, 0).contiguous());
@@ -249,16 +248,17 @@ CurvatureOptions Engine::energy_options() const {
 }
 
 void Engine::add_energy_operator(Replica& rep) const {
-  rep.energy =
-      std::make_shared<CurvatureOperator>(energy_model(), energy_x_, energy_y_, energy_options());
+  // A held matrix is only read by its forms, so the workers share it; streamed forms run the
+  // model, so each worker has its own.
+  rep.energy = energy_shared_ ? energy_shared_
+                              : std::make_shared<CurvatureOperator>(energy_model(), energy_x_,
+                                                                    energy_y_, energy_options());
 }
 
 double Engine::energy_form(Replica& rep, const at::Tensor& v) const {
-  // The R-op: forward-mode AD levels are process-wide, and the workers run concurrently.
-  if (energy_dense_.defined()) return at::dot(v, at::mv(energy_dense_, v)).item<double>();
-  if (!energy_rows_.defined()) return rep.energy->quadratic_form(v, JvpMethod::ROp);
-  return at::mv(energy_rows_, v).pow(2).sum().item<double>() /
-         static_cast<double>(energy_x_.size(0));
+  // Streamed: the R-op, as energy_options says (forward-mode AD levels are process-wide, and the
+  // workers run concurrently).
+  return rep.energy->quadratic_form(v);
 }
 
 void Engine::measure_energy(Replica& rep, const at::Tensor& delta, TrajectoryPoint* pt) const {
@@ -326,8 +326,7 @@ void Engine::ensure_replicas(size_t count) {
     if (!replicas_.empty() && r.layout.size != replicas_[0].layout.size)
       fail("escape: the model factory built models of different sizes ({} and {})",
            replicas_[0].layout.size, r.layout.size);
-    if (energy_x_.defined() && !energy_rows_.defined() && !energy_dense_.defined())
-      add_energy_operator(r);
+    if (energy_x_.defined()) add_energy_operator(r);
     replicas_.push_back(std::move(r));
   }
 }
@@ -443,36 +442,6 @@ bool Engine::log_if_due(Replica& rep, int64_t run, int64_t step, const at::Tenso
   return log_point(rep, run, step, known, hooks, traj);
 }
 
-RunResult Engine::simulate(Replica& rep, int64_t run, const EscapeHooks& hooks,
-                           bool* cancelled) const {
-  const auto t0 = std::chrono::steady_clock::now();
-  *cancelled = false;
-  start_run(rep, run);
-  BatchOrder batches(n_, opt_.batch, escape_run_seed(opt_.seed, run), opt_.device);
-  Trajectory traj;
-  // Iteration `step` takes the gradient at theta_step, logs theta_step when due, then updates.
-  for (int64_t step = 0;; ++step) {
-    if (hooks.should_stop && hooks.should_stop()) {
-      *cancelled = true;
-      return {};
-    }
-    if (step == opt_.steps) {
-      log_point(rep, run, step, std::nan(""), hooks, &traj);
-      break;
-    }
-    // The loss the gradient is taken of, at theta_step.
-    const at::Tensor step_loss = opt_.optimizer == Optimizer::Sgd
-                                     ? sgd_gradient(*rep.model, rep.layout.tensors, x_, y_, labels_,
-                                                    batches.at(step), opt_.loss)
-                                     : gd_gradient(rep);
-    if (log_if_due(rep, run, step, step_loss, hooks, &traj)) break;
-    sgd_step(rep.layout.tensors, opt_.lr);
-  }
-  RunResult r = summarize(run, std::move(traj.points));
-  r.seconds = seconds_since(t0);
-  return r;
-}
-
 namespace {
 
 // t (n, ...) repeated for each of `count` replicas: (count * n, ...), replica-major.
@@ -515,90 +484,160 @@ at::Tensor Engine::replica_gd_gradient(ReplicaBatch& batch) const {
   return loss;
 }
 
-void Engine::simulate_group(Replica& rep, const std::vector<int64_t>& group,
-                            const std::vector<char>& wanted, const EscapeHooks& hooks,
-                            const std::function<void(RunResult)>& on_done, bool* cancelled) const {
+// What the step loop asks of the runs it advances (live runs in the loop's order).
+class Engine::Stepper {
+ public:
+  virtual ~Stepper() = default;
+  // GD: each live run's full-batch gradient at its theta; returns their losses.
+  virtual at::Tensor gd_gradient() = 0;
+  virtual void update(double lr) = 0;  // theta <- theta - lr * grad, every live run
+  // SGD: each live run's gradient on its batch `idx[i]`, then the update.
+  virtual void sgd_step(const std::vector<at::Tensor>& idx, double lr) = 0;
+  virtual void load(size_t i) = 0;  // live run i's theta into the replica model, for a log
+  // Keeps only the live runs at `rows` (ascending, not empty).
+  virtual void keep(const std::vector<int64_t>& rows) = 0;
+};
+
+// One run on the replica model itself: its own parameters and the plain ops, so that the CPU
+// default computes exactly what the model alone computes (the reference values, the PyTorch
+// mirror and resumed sweeps hold it to the bit).
+class Engine::SingleStepper : public Engine::Stepper {
+ public:
+  SingleStepper(const Engine& e, Replica& rep, int64_t run) : e_(e), rep_(rep) {
+    e_.start_run(rep_, run);
+  }
+  at::Tensor gd_gradient() override { return e_.gd_gradient(rep_).reshape({1}); }
+  void update(double lr) override { ng::sgd_step(rep_.layout.tensors, lr); }
+  void sgd_step(const std::vector<at::Tensor>& idx, double lr) override {
+    sgd_gradient(*rep_.model, rep_.layout.tensors, e_.x_, e_.y_, e_.labels_, idx.at(0),
+                 e_.opt_.loss);
+    update(lr);
+  }
+  void load(size_t) override {}                       // the model holds the run's theta
+  void keep(const std::vector<int64_t>&) override {}  // its one run is live until the loop ends
+
+ private:
+  const Engine& e_;
+  Replica& rep_;
+};
+
+// The runs of a group on one ReplicaBatch; a log loads its run into the replica model.
+class Engine::GroupStepper : public Engine::Stepper {
+ public:
+  GroupStepper(const Engine& e, Replica& rep, const std::vector<int64_t>& runs)
+      : e_(e),
+        rep_(rep),
+        batch_(*rep.model, rep.layout, static_cast<int64_t>(runs.size())),
+        // An SGD step of the group (gradients and update) on the batches' indices: one CUDA
+        // graph where it can be (GD reads its losses before updating, so it runs eagerly).
+        sgd_(
+            [this](const std::vector<at::Tensor>& in, double lr) {
+              const at::Tensor losses = e_.replica_sgd_gradient(batch_, in.at(0));
+              batch_.step(lr);
+              return losses;
+            },
+            batch_.stacks(), e.opt_.cuda_graphs && e.opt_.optimizer == Optimizer::Sgd) {
+    for (size_t i = 0; i < runs.size(); ++i)
+      batch_.load(static_cast<int64_t>(i), e_.theta0(runs[i]));
+    rep_.model->train();
+  }
+  at::Tensor gd_gradient() override { return e_.replica_gd_gradient(batch_); }
+  void update(double lr) override { batch_.step(lr); }
+  void sgd_step(const std::vector<at::Tensor>& idx, double lr) override {
+    sgd_.run({at::cat(idx)}, lr);
+  }
+  void load(size_t i) override { e_.load_theta(rep_, batch_.values(static_cast<int64_t>(i))); }
+  void keep(const std::vector<int64_t>& rows) override {
+    if (static_cast<int64_t>(rows.size()) == batch_.count()) return;
+    batch_.keep(rows);
+    sgd_.reset(batch_.stacks());
+  }
+
+ private:
+  const Engine& e_;
+  Replica& rep_;
+  ReplicaBatch batch_;
+  GraphedStep sgd_;
+};
+
+// Logs the live runs due at `step` (all of them at the last); `losses`, when defined, are their
+// GD losses on the host. Marks the runs that end there.
+std::vector<char> Engine::log_runs(Replica& rep, Stepper& stepper, int64_t step,
+                                   std::vector<Member>* live, const at::Tensor& losses,
+                                   const EscapeHooks& hooks) const {
+  std::vector<char> ends(live->size(), 1);
+  for (size_t i = 0; i < live->size(); ++i) {
+    Member& m = (*live)[i];
+    if (step == opt_.steps) {
+      stepper.load(i);
+      log_point(rep, m.run, step, std::nan(""), hooks, &m.traj);
+      continue;
+    }
+    const at::Tensor loss = losses.defined() ? losses[static_cast<int64_t>(i)] : at::Tensor();
+    ends[i] =
+        log_if_due(rep, m.run, step, loss, hooks, &m.traj, [&stepper, i] { stepper.load(i); });
+  }
+  return ends;
+}
+
+void Engine::drop_ended(const std::vector<char>& ends, std::chrono::steady_clock::time_point t0,
+                        const std::function<void(RunResult)>& on_done, Stepper& stepper,
+                        std::vector<Member>* live) const {
+  if (std::find(ends.begin(), ends.end(), 1) == ends.end()) return;
+  std::vector<int64_t> rows;
+  std::vector<Member> still;
+  for (size_t i = 0; i < live->size(); ++i) {
+    Member& m = (*live)[i];
+    if (!ends[i]) {
+      rows.push_back(static_cast<int64_t>(i));
+      still.push_back(std::move(m));
+    } else if (m.wanted) {
+      RunResult r = summarize(m.run, std::move(m.traj.points));
+      r.seconds = seconds_since(t0);
+      on_done(std::move(r));
+    }
+  }
+  *live = std::move(still);
+  if (!rows.empty()) stepper.keep(rows);
+}
+
+// Iteration `step` logs theta_step when due and ends the runs that end there; the others take
+// their gradients at theta_step and update. GD's logs need the loss of its gradient pass, so GD
+// takes the gradients first (and updates after the logs); SGD's gradients do not change theta,
+// so SGD logs first and steps only the runs still live.
+void Engine::simulate(Replica& rep, const std::vector<int64_t>& group,
+                      const std::vector<char>& wanted, bool batched, const EscapeHooks& hooks,
+                      const std::function<void(RunResult)>& on_done, bool* cancelled) const {
   const auto t0 = std::chrono::steady_clock::now();
   *cancelled = false;
-  struct Member {
-    int64_t run;
-    bool wanted;
-    BatchOrder order;
-    Trajectory traj;
-  };
+  std::unique_ptr<Stepper> stepper;
+  if (batched)
+    stepper = std::make_unique<GroupStepper>(*this, rep, group);
+  else
+    stepper = std::make_unique<SingleStepper>(*this, rep, group.at(0));
   std::vector<Member> live;
-  ReplicaBatch batch(*rep.model, rep.layout, static_cast<int64_t>(group.size()));
-  for (size_t i = 0; i < group.size(); ++i) {
-    batch.load(static_cast<int64_t>(i), theta0(group[i]));
+  for (size_t i = 0; i < group.size(); ++i)
     live.push_back({group[i],
                     wanted[i] != 0,
                     BatchOrder(n_, opt_.batch, escape_run_seed(opt_.seed, group[i]), opt_.device),
                     {}});
-  }
-  rep.model->train();
   const bool gd = opt_.optimizer == Optimizer::Gd;
-  // An SGD step of the group (gradients and update) on the batches' indices: one CUDA graph
-  // where it can be (GD reads its losses before updating, so it runs eagerly).
-  GraphedStep sgd(
-      [&](const std::vector<at::Tensor>& in, double lr) {
-        const at::Tensor losses = replica_sgd_gradient(batch, in.at(0));
-        batch.step(lr);
-        return losses;
-      },
-      batch.stacks(), opt_.cuda_graphs && !gd);
-  auto load = [&](size_t i) { return [&, i] { load_theta(rep, batch.values(int64_t(i))); }; };
-  // Reports the runs that `ends` marks and drops them from the group.
-  auto drop = [&](const std::vector<char>& ends) {
-    std::vector<int64_t> rows;
-    std::vector<Member> still;
-    for (size_t i = 0; i < live.size(); ++i) {
-      if (!ends[i]) {
-        rows.push_back(static_cast<int64_t>(i));
-        still.push_back(std::move(live[i]));
-      } else if (live[i].wanted) {
-        RunResult r = summarize(live[i].run, std::move(live[i].traj.points));
-        r.seconds = seconds_since(t0);
-        on_done(std::move(r));
-      }
-    }
-    live = std::move(still);
-    if (!rows.empty() && static_cast<int64_t>(rows.size()) < batch.count()) {
-      batch.keep(rows);
-      sgd.reset(batch.stacks());
-    }
-  };
-  // As in simulate, iteration `step` logs theta_step when due and ends the runs that end there;
-  // the others then take their gradients at theta_step and update. (GD's logs need the loss of
-  // its gradient pass, so GD takes the gradients first; SGD's gradients do not change theta.)
   for (int64_t step = 0; !live.empty(); ++step) {
     if (hooks.should_stop && hooks.should_stop()) {
       *cancelled = true;
       return;
     }
-    std::vector<char> ends(live.size(), 1);
-    if (step == opt_.steps) {
-      for (size_t i = 0; i < live.size(); ++i) {
-        load(i)();
-        log_point(rep, live[i].run, step, std::nan(""), hooks, &live[i].traj);
-      }
-      drop(ends);
-    } else if (gd) {
-      // GD reads its losses every step (log_if_due's trigger): one transfer for the group.
-      const at::Tensor host = replica_gd_gradient(batch).to(at::kCPU, at::kDouble);
-      for (size_t i = 0; i < live.size(); ++i)
-        ends[i] =
-            log_if_due(rep, live[i].run, step, host[int64_t(i)], hooks, &live[i].traj, load(i));
-      batch.step(opt_.lr);
-      drop(ends);
-    } else {
-      for (size_t i = 0; i < live.size(); ++i)
-        ends[i] = log_if_due(rep, live[i].run, step, at::Tensor(), hooks, &live[i].traj, load(i));
-      drop(ends);
-      if (live.empty()) break;
-      std::vector<at::Tensor> idx;
-      for (auto& m : live) idx.push_back(m.order.at(step));
-      sgd.run({at::cat(idx)}, opt_.lr);
-    }
+    const bool last = step == opt_.steps;
+    // GD reads its losses every step (log_if_due's trigger): one transfer for the group.
+    const at::Tensor losses =
+        !last && gd ? stepper->gd_gradient().to(at::kCPU, at::kDouble) : at::Tensor();
+    const std::vector<char> ends = log_runs(rep, *stepper, step, &live, losses, hooks);
+    if (!last && gd) stepper->update(opt_.lr);
+    drop_ended(ends, t0, on_done, *stepper, &live);
+    if (last || gd || live.empty()) continue;
+    std::vector<at::Tensor> idx;
+    for (auto& m : live) idx.push_back(m.order.at(step));
+    stepper->sgd_step(idx, opt_.lr);
   }
 }
 
@@ -699,14 +738,9 @@ std::vector<RunResult> Engine::execute(const std::vector<int64_t>& runs, const E
         const int64_t j = next.fetch_add(1);
         if (j >= todo) break;
         bool cancelled = false;
-        if (group == 1) {
-          RunResult r = simulate(replicas_[w], tasks[j][0], inner, &cancelled);
-          if (!cancelled) report(std::move(r));
-        } else {
-          std::vector<char> wanted;
-          for (int64_t r : tasks[j]) wanted.push_back(position.count(r) ? 1 : 0);
-          simulate_group(replicas_[w], tasks[j], wanted, inner, report, &cancelled);
-        }
+        std::vector<char> wanted;
+        for (int64_t r : tasks[j]) wanted.push_back(position.count(r) ? 1 : 0);
+        simulate(replicas_[w], tasks[j], wanted, group > 1, inner, report, &cancelled);
         if (cancelled) break;
       }
     } catch (...) {

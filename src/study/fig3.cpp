@@ -152,13 +152,13 @@ std::vector<double> dense_g_eigenvalues(const std::string& run_dir, const std::s
   co.estimator = Estimator::PerSample;
   co.dtype = at::kDouble;
   co.probe = false;
+  // Said before the rows are built, and with the run named.
   const int64_t p = ParameterLayout::of(*run.model).size;
-  if (p > 4096)
+  if (p > CurvatureOperator::kMaxDenseP)
     fail("{}: figure 3's summary needs all eigenvalues of G; p = {} is too many", run_dir, p);
   CurvatureOperator op(run.model, run.data.x, run.data.targets, co);
-  const at::Tensor b = op.rows();
-  const at::Tensor g = at::mm(b.t(), b) / static_cast<double>(op.num_samples());
-  const at::Tensor ev = std::get<0>(at::sort(at::linalg_eigvalsh(g), 0, true)).contiguous();
+  const at::Tensor ev =
+      std::get<0>(at::sort(at::linalg_eigvalsh(op.dense_matrix()), 0, true)).contiguous();
   return std::vector<double>(ev.data_ptr<double>(), ev.data_ptr<double>() + ev.numel());
 }
 
