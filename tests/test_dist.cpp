@@ -317,6 +317,26 @@ TEST(DistWorker, DISABLED_Run) {
   EXPECT_EQ(ng::all_gather_strings(text(d.rank)), want);
   EXPECT_EQ(ng::shard(21).begin, ng::shard(21, d.rank, d.world).begin);
   EXPECT_EQ(ng::shard(21).end, ng::shard(21, d.rank, d.world).end);
+  // A check that fails on the last rank only fails on every rank, naming it.
+  std::string failed;
+  try {
+    ng::checked_on_every_rank([&] {
+      if (d.rank == last) ng::fail("data differ here");
+    });
+  } catch (const ng::Error& e) {
+    failed = e.what();
+  }
+  EXPECT_EQ(failed,
+            d.rank == last ? "data differ here" : fmt::format("data differ here (rank {})", last));
+  // Rank 0's decision runs alone: a collective inside it is the identity, not a wait for ranks
+  // that are not there; its answer reaches every rank.
+  const std::string decided = ng::decided_by_root([] {
+    at::Tensor one = at::ones({1}, at::kDouble);
+    ng::all_reduce_sum(one);
+    return fmt::format("{} of {}", one.item<double>(), ng::dist().world);
+  });
+  EXPECT_EQ(decided, "1 of 1");
+  EXPECT_EQ(ng::dist().world, d.world);
   ng::barrier();
 
   const int compared = compare_sharded_with_exact() + compare_sharded_alignment();
@@ -381,14 +401,17 @@ pid_t spawn_rank(const std::string& program, const std::vector<std::string>& arg
 // collective: they are killed at once (unless the test wants their errors); all are killed at
 // `limit`, so a hang fails the test
 // instead of the suite's timeout.
-std::vector<int> run_ranks(const std::string& program, const std::vector<std::string>& args,
-                           int world, const std::string& dir, std::chrono::seconds limit,
+// `args_of_rank[r]`: rank r's arguments (the world is their number).
+std::vector<int> run_ranks(const std::string& program,
+                           const std::vector<std::vector<std::string>>& args_of_rank,
+                           const std::string& dir, std::chrono::seconds limit,
                            bool kill_on_failure = true) {
   const int port = free_port();
+  const int world = static_cast<int>(args_of_rank.size());
   std::vector<pid_t> pids;
   for (int r = 0; r < world; ++r)
-    pids.push_back(
-        spawn_rank(program, args, r, world, port, dir, fmt::format("{}/rank{}.log", dir, r)));
+    pids.push_back(spawn_rank(program, args_of_rank[r], r, world, port, dir,
+                              fmt::format("{}/rank{}.log", dir, r)));
   std::vector<int> status(pids.size(), -1);
   const auto deadline = std::chrono::steady_clock::now() + limit;
   auto kill_running = [&] {
@@ -413,6 +436,13 @@ std::vector<int> run_ranks(const std::string& program, const std::vector<std::st
   for (size_t i = 0; i < pids.size(); ++i)
     if (status[i] == -1) waitpid(pids[i], &status[i], 0);
   return status;
+}
+
+std::vector<int> run_ranks(const std::string& program, const std::vector<std::string>& args,
+                           int world, const std::string& dir, std::chrono::seconds limit,
+                           bool kill_on_failure = true) {
+  return run_ranks(program, std::vector<std::vector<std::string>>(world, args), dir, limit,
+                   kill_on_failure);
 }
 
 std::string log_of(const std::string& dir, int rank) {
@@ -450,14 +480,19 @@ struct Job {
   std::string out(int rank) const { return log_of(dir, rank); }
 };
 
-Job noisegeom(const std::vector<std::string>& args, int world, int want_exit = 0) {
+// `noisegeom args_of_rank[r]` as rank r.
+Job noisegeom_ranks(const std::vector<std::vector<std::string>>& args_of_rank, int want_exit = 0) {
   Job j{ngtest::temp_dir("dist-job"), {}};
-  j.status = run_ranks(NG_BINARY, args, world, j.dir, std::chrono::seconds(120), want_exit == 0);
-  for (int r = 0; r < world; ++r)
+  j.status = run_ranks(NG_BINARY, args_of_rank, j.dir, std::chrono::seconds(120), want_exit == 0);
+  for (size_t r = 0; r < args_of_rank.size(); ++r)
     EXPECT_TRUE(WIFEXITED(j.status[r]) && WEXITSTATUS(j.status[r]) == want_exit)
-        << "rank " << r << " of " << world << ":\n"
+        << "rank " << r << " of " << args_of_rank.size() << ":\n"
         << j.out(r);
   return j;
+}
+
+Job noisegeom(const std::vector<std::string>& args, int world, int want_exit = 0) {
+  return noisegeom_ranks(std::vector<std::vector<std::string>>(world, args), want_exit);
 }
 
 std::vector<std::string> operator+(std::vector<std::string> a, const std::vector<std::string>& b) {
@@ -689,6 +724,22 @@ TEST(DistCommands, EscapeSweepOnTwoRanksWritesOneProcesssFiles) {
   same_files();
 }
 
+// A small quick Figure 6 that goes through every stage in seconds.
+std::vector<std::string> small_fig6_args() {
+  return {"reproduce",  "fig6",
+          "--scale",    "quick",
+          "--data-dir", ngtest::synthetic_cifar_dir(100, 11),
+          "--set",      "data.max_samples=40",
+          "--set",      "train.max_steps=20",
+          "--set",      "train.target_loss=0",
+          "--set",      "spectrum.k=3",
+          "--set",      "spectrum.probes=4",
+          "--set",      "escape.ks=1,3",
+          "--set",      "escape.runs=3",
+          "--set",      "escape.steps=30",
+          "--set",      "escape.escape-factor=2"};
+}
+
 // `reproduce` under a launcher through every stage (training reused, spectra, learning-rate
 // searches, escape sweeps, figure) on a small Figure 6: rank 0 writes one process's files, with
 // its numbers. The training runs are one process's, copied: two ranks' training matches it to
@@ -696,18 +747,7 @@ TEST(DistCommands, EscapeSweepOnTwoRanksWritesOneProcesssFiles) {
 TEST(DistCommands, ReproduceFigure6OnTwoRanksWritesOneProcesssFiles) {
   if (!ngtest::python_has("matplotlib"))
     GTEST_SKIP() << "Python's matplotlib is not installed (apt-get install python3-matplotlib)";
-  const std::vector<std::string> args = {"reproduce",  "fig6",
-                                         "--scale",    "quick",
-                                         "--data-dir", ngtest::synthetic_cifar_dir(100, 11),
-                                         "--set",      "data.max_samples=40",
-                                         "--set",      "train.max_steps=20",
-                                         "--set",      "train.target_loss=0",
-                                         "--set",      "spectrum.k=3",
-                                         "--set",      "spectrum.probes=4",
-                                         "--set",      "escape.ks=1,3",
-                                         "--set",      "escape.runs=3",
-                                         "--set",      "escape.steps=30",
-                                         "--set",      "escape.escape-factor=2"};
+  const std::vector<std::string> args = small_fig6_args();
   const std::string one = ngtest::temp_dir("dist-repro1"), two = ngtest::temp_dir("dist-repro2");
   noisegeom(args + std::vector<std::string>{"--out", one, "--quiet"}, 1);
   const std::vector<std::string> runs = {"/runs/quick_cnn/", "/runs/quick_fig6_fnn/"};
@@ -726,6 +766,30 @@ TEST(DistCommands, ReproduceFigure6OnTwoRanksWritesOneProcesssFiles) {
                                 "escapes/gd/trajectories.csv", "escapes/gd/summary.csv",
                                 "escapes/sgd/trajectories.csv", "escapes/sgd/summary.csv"})
       EXPECT_EQ(ngtest::read_file(two + r + f), ngtest::read_file(one + r + f)) << r << f;
+}
+
+// A node that sees none of rank 0's files: rank 1's --out is an empty folder of its own. Every
+// stage (training, spectra, learning-rate searches, escape sweeps, the figure) gets what it
+// needs from rank 0 over c10d, and rank 1 writes nothing, also when a second call reuses it all.
+TEST(DistCommands, ReproduceNeedsNoSharedFilesystem) {
+  if (!ngtest::python_has("matplotlib"))
+    GTEST_SKIP() << "Python's matplotlib is not installed (apt-get install python3-matplotlib)";
+  const std::vector<std::string> args = small_fig6_args();
+  const std::string node0 = ngtest::temp_dir("dist-node0"), node1 = ngtest::temp_dir("dist-node1");
+  const std::vector<std::vector<std::string>> ranks = {
+      args + std::vector<std::string>{"--out", node0},
+      args + std::vector<std::string>{"--out", node1}};
+  const RanksTmpDir tmp;
+  const Job j = noisegeom_ranks(ranks);
+  EXPECT_EQ(j.out(1), "");
+  EXPECT_TRUE(std::filesystem::exists(node0 + "/figures/fig6.png")) << j.out(0);
+  EXPECT_TRUE(std::filesystem::exists(node0 + "/runs/quick_cnn/escapes/sgd/trajectories.csv"));
+  EXPECT_EQ(entries(node1), std::vector<std::string>{});
+  const Job again = noisegeom_ranks(ranks);
+  EXPECT_NE(again.out(0).find("reused (max_steps)"), std::string::npos) << again.out(0);
+  EXPECT_EQ(again.out(1), "");
+  EXPECT_EQ(entries(node1), std::vector<std::string>{});
+  EXPECT_EQ(tmp.leftovers(), std::vector<std::string>{});
 }
 
 }  // namespace

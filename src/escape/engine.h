@@ -63,6 +63,9 @@ class Engine {
   std::string to_csv(const RunResult& r) const;
   // Parses a run file written by to_csv; throws ng::Error naming `path` when it is not one.
   std::vector<TrajectoryPoint> parse_csv(const std::string& path, int64_t run) const;
+  // The same from the file's text; `path` names it in errors.
+  std::vector<TrajectoryPoint> parse_csv_text(const std::string& text, const std::string& path,
+                                              int64_t run) const;
 
  private:
   // The logged points of a run so far.

@@ -7,7 +7,6 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -819,7 +818,12 @@ std::string Engine::to_csv(const RunResult& r) const {
 }
 
 std::vector<TrajectoryPoint> Engine::parse_csv(const std::string& path, int64_t run) const {
-  std::istringstream in(read_file(path));
+  return parse_csv_text(read_file(path), path, run);
+}
+
+std::vector<TrajectoryPoint> Engine::parse_csv_text(const std::string& text,
+                                                    const std::string& path, int64_t run) const {
+  std::istringstream in(text);
   std::string line;
   if (!std::getline(in, line) || line != csv_header())
     fail("{}: not a run file of this sweep (header '{}', expected '{}')", path, line, csv_header());
@@ -1016,32 +1020,26 @@ EscapeResult run_escape_sweep(const std::string& dir, const ModelFactory& factor
 
 namespace {
 
-// The runs other ranks hold, read the way a resumed sweep reads its files: rank 0 writes them
-// (and reports the computed ones), the other ranks parse them from a private scratch copy.
+// The runs other ranks hold, read the way a resumed sweep reads its files (parsed from their text,
+// so every rank summarizes the same numbers); rank 0 writes them and reports the computed ones.
 void collect_other_ranks_runs(const escape_detail::Engine& engine,
                               const std::function<std::string(int64_t)>& run_path,
                               const std::vector<sweep_ranks::RunText>& all,
                               const EscapeHooks& hooks, std::vector<RunResult>& by_run,
                               std::vector<char>& have, EscapeResult& res) {
   const bool writer = dist().is_root();
-  const fs::path scratch =
-      writer ? fs::path()
-             : fs::temp_directory_path() / fmt::format("noisegeom-rank{}-{}", dist().rank,
-                                                       static_cast<int64_t>(::getpid()));
   for (const sweep_ranks::RunText& t : all) {
     if (t.run < 0 || t.run >= static_cast<int64_t>(have.size()))
       fail("escape sweep: run {} from another rank is not in this sweep", t.run);
     if (have[t.run]) continue;
-    const std::string path =
-        writer ? run_path(t.run) : (scratch / sweep_files::run_file(t.run)).string();
-    write_file_atomic(path, t.text);
-    by_run[t.run] = engine.summarize(t.run, engine.parse_csv(path, t.run));
+    const std::string path = run_path(t.run);
+    if (writer) write_file_atomic(path, t.text);
+    by_run[t.run] = engine.summarize(t.run, engine.parse_csv_text(t.text, path, t.run));
     by_run[t.run].reused = t.reused;
     have[t.run] = 1;
     ++(t.reused ? res.reused : res.computed);
     if (writer && hooks.on_run_done) hooks.on_run_done(by_run[t.run]);
   }
-  if (!writer) remove_tree(scratch.string());
 }
 
 }  // namespace

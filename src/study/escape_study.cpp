@@ -61,7 +61,7 @@ StoredSpectrum directions(LoadedRun& run, const EscapeRequest& r, int64_t p,
                           const StudyContext& ctx) {
   const std::string& run_dir = run.dir;
   const std::string dir = RunPaths{run_dir}.spectrum(r.spectrum);
-  if (spectrum_complete(dir)) return load_spectrum(dir, p);
+  if (std::optional<StoredSpectrum> sp = find_spectrum(dir, p)) return *sp;
   SpectrumRequest s;
   s.name = r.spectrum;
   s.options.k = r.options.ks.back();

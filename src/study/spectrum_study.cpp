@@ -50,6 +50,12 @@ StoredSpectrum shared_spectrum(const std::string& dir,
 
 }  // namespace
 
+std::optional<StoredSpectrum> find_spectrum(const std::string& dir, int64_t p) {
+  if (decided_by_root([&] { return spectrum_complete(dir) ? "yes" : "no"; }) == "no")
+    return std::nullopt;
+  return shared_spectrum(dir, [&] { return load_spectrum(dir, p); });
+}
+
 void validate(const SpectrumRequest& r) {
   check_analysis_name(r.name, "--name");
   validate_spectrum_options(r.options);

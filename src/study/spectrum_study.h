@@ -3,6 +3,7 @@
 // setting, unless the caller says to replace it.
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include "src/io/json.h"
@@ -28,6 +29,10 @@ struct SpectrumOutcome {
   StoredSpectrum spectrum;
   bool reused = false;  // found with the same settings at the same theta.pt
 };
+
+// The complete spectrum in `dir`, or none; under a launcher rank 0 reads it and every rank gets
+// it. `p`: the model's parameter count, checked against U when not 0.
+std::optional<StoredSpectrum> find_spectrum(const std::string& dir, int64_t p = 0);
 
 // Reuses RUN/spectra/NAME when it holds this request at the run's current theta.pt; else computes
 // and writes it. Other settings under the name: ng::Error naming the setting, or, with `replace`,
