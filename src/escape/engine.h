@@ -38,7 +38,8 @@ class Engine {
 
   // Runs the given run indices on the worker pool; returns the finished runs in the order of
   // `runs` (runs dropped by should_stop are missing). lr, runs, steps, stop_at_escape and the
-  // concurrency settings of `options()` may change between calls.
+  // concurrency settings of `options()` may change between calls. Running out of memory is one
+  // line naming the options that shrink the runs.
   std::vector<RunResult> execute(const std::vector<int64_t>& runs, const EscapeHooks& hooks);
 
   EscapeOptions& options() { return opt_; }
@@ -68,6 +69,7 @@ class Engine {
                                               int64_t run) const;
 
  private:
+  std::vector<RunResult> execute_runs(const std::vector<int64_t>& runs, const EscapeHooks& hooks);
   // The logged points of a run so far.
   struct Trajectory {
     std::vector<TrajectoryPoint> points;

@@ -23,6 +23,7 @@
 #include "data/dataset.h"
 #include "src/core/dtypes.h"
 #include "src/core/error.h"
+#include "src/core/memory.h"
 #include "src/core/random.h"
 #include "src/core/threads.h"
 #include "src/curvature/curvature.h"
@@ -681,6 +682,16 @@ std::vector<std::vector<int64_t>> tasks_of(const std::vector<int64_t>& runs, int
 }  // namespace
 
 std::vector<RunResult> Engine::execute(const std::vector<int64_t>& runs, const EscapeHooks& hooks) {
+  const std::string what = fmt::format(
+      "{} escape runs ({} replicas a group, {})", optimizer_names().name(opt_.optimizer),
+      group_size(),
+      opt_.optimizer == Optimizer::Sgd ? fmt::format("batch {}", opt_.batch) : "full batch");
+  return with_memory_use(what, "lower --replicas, --batch, --gd-samples or --eval-samples",
+                         [&] { return execute_runs(runs, hooks); });
+}
+
+std::vector<RunResult> Engine::execute_runs(const std::vector<int64_t>& runs,
+                                            const EscapeHooks& hooks) {
   check_options(opt_);
   const int64_t group = group_size();
   group_used_ = group;

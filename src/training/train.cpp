@@ -462,7 +462,8 @@ TrainResult Trainer::run() {
                       start_.checkpoint.isNone() ? -1 : start_.step);
   try {
     loop();
-  } catch (const c10::OutOfMemoryError&) {
+  } catch (const std::exception& e) {
+    if (!is_out_of_memory(e)) throw;
     if (tty_) fmt::print(stderr, "\n");
     fail(
         "{}: {} {}: out of {} memory at step {} ({} free now); lower {} (a new run: --set {}=N "
