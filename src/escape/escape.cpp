@@ -683,7 +683,7 @@ std::vector<std::vector<int64_t>> tasks_of(const std::vector<int64_t>& runs, int
 
 std::vector<RunResult> Engine::execute(const std::vector<int64_t>& runs, const EscapeHooks& hooks) {
   const std::string what = fmt::format(
-      "{} escape runs ({} replicas a group, {})", optimizer_names().name(opt_.optimizer),
+      "{} escape runs ({} run(s) per batched group, {})", optimizer_names().name(opt_.optimizer),
       group_size(),
       opt_.optimizer == Optimizer::Sgd ? fmt::format("batch {}", opt_.batch) : "full batch");
   return with_memory_use(what, "lower --replicas, --batch, --gd-samples or --eval-samples",
