@@ -23,21 +23,7 @@ using ng::JvpMethod;
 using ng::LossKind;
 using ng::MatrixKind;
 
-constexpr int64_t kN = 37;     // not divisible by the batch size: the last batch is short
-constexpr int64_t kBatch = 8;  // 4 batches of 8 and one of 5
-
-CurvatureOptions options(MatrixKind m, Estimator e, LossKind l = LossKind::Mse,
-                         JvpMethod j = JvpMethod::Auto, int64_t row_budget = 0) {
-  CurvatureOptions o;
-  o.row_budget = row_budget;
-  o.matrix = m;
-  o.estimator = e;
-  o.loss = l;
-  o.jvp = j;
-  o.batch_size = kBatch;
-  o.dtype = at::kDouble;
-  return o;
-}
+constexpr int64_t kN = 37;  // options() takes batches of 8: four and a short one of 5
 
 const at::Tensor& dense_of(const DenseMatrices& d, MatrixKind m) {
   switch (m) {

@@ -21,17 +21,6 @@ using ng::MatrixKind;
 
 constexpr int64_t kN = 37;
 
-CurvatureOptions options(MatrixKind m, Estimator e, LossKind l, int64_t row_budget = 0) {
-  CurvatureOptions o;
-  o.matrix = m;
-  o.estimator = e;
-  o.loss = l;
-  o.row_budget = row_budget;
-  o.batch_size = 8;
-  o.dtype = at::kDouble;
-  return o;
-}
-
 const at::Tensor& oracle(const DenseMatrices& d, MatrixKind m) {
   return m == MatrixKind::G ? d.g : m == MatrixKind::Sigma ? d.sigma : d.sigma0;
 }
@@ -52,7 +41,7 @@ TEST(DenseMatrix, MatchesTheDenseOracleAndGivesTheSameForms) {
         SCOPED_TRACE(model + " " + ng::to_string(l) + " " + ng::to_string(m) +
                      (budget ? " exact with rows" : " per-sample"));
         const Estimator e = budget ? Estimator::Exact : Estimator::PerSample;
-        CurvatureOperator op(pb.net, pb.x, pb.y, options(m, e, l, budget));
+        CurvatureOperator op(pb.net, pb.x, pb.y, options(m, e, l, ng::JvpMethod::Auto, budget));
         const at::Tensor& want = oracle(d, m);
         const at::Tensor v = ng::seeded_normal(op.dim(), 3, at::TensorOptions(at::kDouble));
         const double q = at::dot(v, at::mv(want, v)).item<double>();

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "models/model.h"
+#include "src/curvature/curvature.h"
 
 namespace curvtest {
 
@@ -99,6 +100,21 @@ struct Problem {
   ng::Net net;
   at::Tensor x, y;  // float64; y one-hot for classification problems
 };
+
+// float64 options for the tiny problems, in batches of 8 (37 samples leave a short last batch).
+inline ng::CurvatureOptions options(ng::MatrixKind m, ng::Estimator e,
+                                    ng::LossKind l = ng::LossKind::Mse,
+                                    ng::JvpMethod j = ng::JvpMethod::Auto, int64_t row_budget = 0) {
+  ng::CurvatureOptions o;
+  o.matrix = m;
+  o.estimator = e;
+  o.loss = l;
+  o.jvp = j;
+  o.row_budget = row_budget;
+  o.batch_size = 8;
+  o.dtype = at::kDouble;
+  return o;
+}
 
 inline at::Tensor one_hot(int64_t n, int64_t c) {
   at::Tensor labels = at::randint(0, c, {n}, at::TensorOptions().dtype(at::kLong));

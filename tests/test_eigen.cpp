@@ -18,16 +18,6 @@ using ng::Estimator;
 using ng::LossKind;
 using ng::MatrixKind;
 
-CurvatureOptions options(MatrixKind m, Estimator e, LossKind l = LossKind::Mse) {
-  CurvatureOptions o;
-  o.matrix = m;
-  o.estimator = e;
-  o.loss = l;
-  o.batch_size = 8;
-  o.dtype = at::kDouble;
-  return o;
-}
-
 void expect_matches_dense(const ng::Eigenpairs& r, const std::vector<double>& vals,
                           const at::Tensor& vecs, int64_t k, double tol) {
   ASSERT_EQ(static_cast<int64_t>(r.values.size()), k);
