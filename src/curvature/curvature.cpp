@@ -307,7 +307,7 @@ at::Tensor CurvatureOperator::batch_loss_sum(const at::Tensor& f, int64_t start,
 }
 
 int64_t CurvatureOperator::factor_rows() const {
-  return opt_.matrix == MatrixKind::G ? c_ : 1;
+  return rows_per_sample(opt_.matrix, c_);
 }
 
 at::Tensor CurvatureOperator::factors(int64_t start, int64_t count) const {
@@ -352,8 +352,10 @@ at::Tensor CurvatureOperator::weight(const at::Tensor& jv, int64_t start, int64_
 
 bool CurvatureOperator::wants_rows() const {
   if (opt_.matrix == MatrixKind::Hessian) return false;
+  if (opt_.estimator == Estimator::Exact)
+    return exact_operator_holds_rows(opt_.matrix, n_, c_, layout_.size, opt_.dtype,
+                                     opt_.row_budget);
   const int64_t bytes = row_bytes(n_ * factor_rows(), layout_.size, opt_.dtype);
-  if (opt_.estimator == Estimator::Exact) return opt_.row_budget > 0 && bytes <= opt_.row_budget;
   const std::string what =
       fmt::format("per-sample rows of {} ({} rows x p = {}, {})", to_string(opt_.matrix),
                   n_ * factor_rows(), layout_.size, dtype_names().name(opt_.dtype));
@@ -368,6 +370,16 @@ bool CurvatureOperator::wants_rows() const {
 
 int64_t row_bytes(int64_t rows, int64_t p, at::ScalarType dtype) {
   return rows * p * static_cast<int64_t>(c10::elementSize(dtype));
+}
+
+int64_t rows_per_sample(MatrixKind m, int64_t c) {
+  return m == MatrixKind::G ? c : 1;
+}
+
+bool exact_operator_holds_rows(MatrixKind m, int64_t n, int64_t c, int64_t p, at::ScalarType dtype,
+                               int64_t budget) {
+  return m != MatrixKind::Hessian && budget > 0 &&
+         row_bytes(n * rows_per_sample(m, c), p, dtype) <= budget;
 }
 
 int64_t exact_row_bytes(int64_t n, int64_t c, int64_t p, at::ScalarType dtype, bool cross_entropy) {

@@ -251,6 +251,13 @@ int64_t row_bytes(int64_t rows, int64_t p, at::ScalarType dtype);
 // Bytes of the rows an exact analysis over n samples with C outputs holds: G's n C rows, Sigma's
 // n, and for cross entropy the raw Jacobians (n C) that Sigma's rows are formed from.
 int64_t exact_row_bytes(int64_t n, int64_t c, int64_t p, at::ScalarType dtype, bool cross_entropy);
+// Per-sample rows of matrix m for a model with C outputs: C for G, 1 for Sigma and Sigma0.
+int64_t rows_per_sample(MatrixKind m, int64_t c);
+// Whether the exact estimator's operator for m over n samples holds its n m p rows (within
+// `budget`; 0: never) rather than streaming its products: the operator's own test, for callers
+// that decide before making it (several ranks shard only what one process would stream).
+bool exact_operator_holds_rows(MatrixKind m, int64_t n, int64_t c, int64_t p, at::ScalarType dtype,
+                               int64_t budget);
 // The default row budget: a quarter of the physical memory on the CPU (6 GiB of this project's
 // 24 GiB machine), half of the free device memory on a GPU (40 GiB of an idle 80 GiB H100);
 // 4 GiB where the machine does not say.

@@ -62,11 +62,10 @@ class Engine {
   // Column names of a run's CSV file and its rows.
   std::string csv_header() const;
   std::string to_csv(const RunResult& r) const;
-  // Parses a run file written by to_csv; throws ng::Error naming `path` when it is not one.
-  std::vector<TrajectoryPoint> parse_csv(const std::string& path, int64_t run) const;
-  // The same from the file's text; `path` names it in errors.
-  std::vector<TrajectoryPoint> parse_csv_text(const std::string& text, const std::string& path,
-                                              int64_t run) const;
+  // Parses the text of a run file written by to_csv; throws ng::Error naming `path` (the file
+  // it came from, or will go to) when it is not one.
+  std::vector<TrajectoryPoint> parse_csv(const std::string& text, const std::string& path,
+                                         int64_t run) const;
 
  private:
   std::vector<RunResult> execute_runs(const std::vector<int64_t>& runs, const EscapeHooks& hooks);

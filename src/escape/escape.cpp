@@ -828,12 +828,8 @@ std::string Engine::to_csv(const RunResult& r) const {
   return s;
 }
 
-std::vector<TrajectoryPoint> Engine::parse_csv(const std::string& path, int64_t run) const {
-  return parse_csv_text(read_file(path), path, run);
-}
-
-std::vector<TrajectoryPoint> Engine::parse_csv_text(const std::string& text,
-                                                    const std::string& path, int64_t run) const {
+std::vector<TrajectoryPoint> Engine::parse_csv(const std::string& text, const std::string& path,
+                                               int64_t run) const {
   std::istringstream in(text);
   std::string line;
   if (!std::getline(in, line) || line != csv_header())
@@ -988,11 +984,12 @@ EscapeResult run_escape_sweep(const std::string& dir, const ModelFactory& factor
       ++j;
       continue;
     }
-    by_run[r] = engine.summarize(r, engine.parse_csv(run_path(r), r));
+    std::string text = read_file(run_path(r));
+    by_run[r] = engine.summarize(r, engine.parse_csv(text, run_path(r), r));
     by_run[r].reused = true;
     have[r] = 1;
     ++res.reused;
-    if (dist().active()) texts.push_back({r, true, read_file(run_path(r))});
+    if (dist().active()) texts.push_back({r, true, std::move(text)});
   }
   EscapeHooks inner;
   inner.should_stop = hooks.should_stop;
@@ -1045,7 +1042,7 @@ void collect_other_ranks_runs(const escape_detail::Engine& engine,
     if (have[t.run]) continue;
     const std::string path = run_path(t.run);
     if (writer) write_file_atomic(path, t.text);
-    by_run[t.run] = engine.summarize(t.run, engine.parse_csv_text(t.text, path, t.run));
+    by_run[t.run] = engine.summarize(t.run, engine.parse_csv(t.text, path, t.run));
     by_run[t.run].reused = t.reused;
     have[t.run] = 1;
     ++(t.reused ? res.reused : res.computed);

@@ -461,8 +461,9 @@ SpectrumResult compute_spectrum(LoadedRun& run, const SpectrumOptions& options, 
   // where G's rows fit, every rank runs one process's route on them, so that the numbers (exact
   // metrics, the Gram solver's eigenvectors, and the escape learning-rate searches that start
   // from |G|_F) do not depend on WORLD_SIZE.
-  const bool g_rows = opt.estimator == Estimator::Exact && opt.row_budget > 0 &&
-                      row_bytes(opt.samples * r.outputs, r.p, opt.dtype) <= opt.row_budget;
+  const bool g_rows = opt.estimator == Estimator::Exact &&
+                      exact_operator_holds_rows(MatrixKind::G, opt.samples, r.outputs, r.p,
+                                                opt.dtype, opt.row_budget);
   r.world_size = dist().world;
   r.sharded = dist().active() && opt.estimator == Estimator::Exact && !g_rows;
   if (!quiet && dist().active() && g_rows)

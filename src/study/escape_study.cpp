@@ -407,10 +407,6 @@ EscapeOutcome run_escape_study(const std::string& run_dir, const EscapeRequest& 
   validate(r);
   const Say say(ctx.quiet);
   const RunPaths paths{run_dir};
-  decided_by_root([&] {
-    if (!fs::is_directory(run_dir)) fail("{}: no such run directory", run_dir);
-    return std::string();
-  });
   LoadedRun run = load_run(run_dir, ctx.data_dir);  // rank 0 reads it: see load_run
   Inputs in;
   in.theta_star = ParameterLayout::of(*run.model).values();

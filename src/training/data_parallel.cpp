@@ -58,12 +58,17 @@ std::string agreed_stop_description(StopReason agreed) {
                                       : "another rank's time budget was spent";
 }
 
-void share_start(const ParameterLayout& layout, int64_t& step, double& initial_loss,
-                 double& wall_before) {
+void share_parameters(const ParameterLayout& layout) {
   if (!dist().active()) return;
   at::Tensor theta = layout.values();
   broadcast(theta);
   layout.set_values(theta);
+}
+
+void share_start(const ParameterLayout& layout, int64_t& step, double& initial_loss,
+                 double& wall_before) {
+  if (!dist().active()) return;
+  share_parameters(layout);
   at::Tensor counters = at::tensor({static_cast<double>(step), initial_loss, wall_before},
                                    at::TensorOptions().dtype(at::kDouble));
   broadcast(counters);

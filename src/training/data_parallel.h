@@ -31,6 +31,9 @@ StopReason agreed_stop(StopReason mine);
 // stop_description() of this rank, or of the stop `agreed` that another rank was asked for.
 std::string agreed_stop_description(StopReason agreed);
 
+// Rank 0's values of `layout`'s parameters on every rank (one broadcast); nothing in one process.
+void share_parameters(const ParameterLayout& layout);
+
 // Rank 0's parameters and start counters on every rank (a fresh draw or the checkpoint that rank
 // 0 alone read): with the same step every rank also draws the same batches, and plain SGD has no
 // other state, so every rank continues exactly where one process would.

@@ -53,9 +53,11 @@ std::vector<std::pair<std::string, at::Tensor>> named_params(NetImpl& model) {
 constexpr int64_t kMaxTraceParams = 100;
 
 // The trace's column names: a parameter's name, with [k] per entry when it has several.
-std::string trace_header(NetImpl& model) {
+std::string trace_header(const ParameterLayout& layout) {
   std::string h = "step,lr,loss";
-  for (const auto& [name, t] : named_params(model)) {
+  for (size_t j = 0; j < layout.names.size(); ++j) {
+    const std::string& name = layout.names[j];
+    const at::Tensor& t = layout.tensors[j];
     if (t.numel() == 1) {
       h += "," + name;
       continue;
@@ -193,8 +195,7 @@ class Trainer {
   int64_t batch_ = 0, per_epoch_ = 0, max_steps_ = 0, eval_every_ = 0, ckpt_every_ = 0;
   int64_t trace_every_ = 0;
   int64_t eval_batch_ = 0;
-  std::vector<at::Tensor> params_;
-  ParameterLayout layout_;  // params_ as one flat vector, for the ranks' collectives
+  ParameterLayout layout_;  // the trained parameters, also as one flat vector for the ranks
   std::optional<CsvLog> log_, trace_;
   std::optional<BatchOrder> batches_;
   std::optional<TrainProgress> progress_;  // none when quiet
@@ -284,13 +285,12 @@ void Trainer::open_run_directory() {
   eval_batch_ = cfg_.i("train.eval_batch");
   target_ = cfg_.f("train.target_loss");
   divergence_factor_ = cfg_.f("train.divergence_factor");
-  params_ = model_->parameters();
   log_ = run_dir_->log(run_files::kTrainLog,
                        "step,epoch,loss,accuracy,batch_loss,lr,wall_seconds,steps_per_second",
                        opt_.resume ? start_.step : -1);
   if (trace_every_ > 0)
     trace_ =
-        run_dir_->log(run_files::kTrace, trace_header(*model_), opt_.resume ? start_.step : -1);
+        run_dir_->log(run_files::kTrace, trace_header(layout_), opt_.resume ? start_.step : -1);
   batches_.emplace(n_, batch_, seed_, device_);
 }
 
@@ -369,7 +369,7 @@ void Trainer::record(const Eval& e) {
 void Trainer::trace() {
   std::string row = fmt::format("{},{},{}", step_, g17(schedule_.at(step_)),
                                 g17(evaluate(*model_, x_, y_, labels_, loss_kind_, n_).loss));
-  for (const at::Tensor& p : params_) {
+  for (const at::Tensor& p : layout_.tensors) {
     const at::Tensor v = p.detach().to(at::kCPU, at::kDouble).contiguous().view(-1);
     for (int64_t k = 0; k < v.numel(); ++k) row += "," + g17(v.data_ptr<double>()[k]);
   }
@@ -417,11 +417,12 @@ void Trainer::update() {
   // whose gradients meet between backward and update.
   if (!graphed_ && device_.is_cuda() && cfg_.b("train.cuda_graphs") && !dist().active())
     graphed_ = std::make_unique<GraphedStep>(
-        sgd_step_body(*model_, params_, x_, y_, labels_, loss_kind_), params_, true);
+        sgd_step_body(*model_, layout_.tensors, x_, y_, labels_, loss_kind_), layout_.tensors,
+        true);
   const at::Tensor loss = graphed_ ? graphed_->run({batches_->at(step_)}, schedule_.at(step_))
                                    : data_parallel_gradient(*model_, layout_, x_, y_, labels_,
                                                             batches_->at(step_), loss_kind_);
-  if (!graphed_) sgd_step(params_, schedule_.at(step_));
+  if (!graphed_) sgd_step(layout_.tensors, schedule_.at(step_));
   ++step_;
   if (progress_) progress_->add_batch_loss(loss);
   if (trace_ && (step_ % trace_every_ == 0 || step_ >= max_steps_)) trace();
@@ -556,6 +557,7 @@ LoadedRun load_run(const std::string& run_dir, const std::string& data_dir_flag,
   const fs::path root(run_dir);
   const std::string cfg_path = (root / run_files::kConfig).string();
   const std::string cfg_text = decided_by_root([&] {
+    if (!fs::is_directory(run_dir)) fail("{}: no such run directory", run_dir);
     if (!fs::exists(cfg_path)) fail("{}: not a run directory (no config.yaml)", run_dir);
     return read_file(cfg_path);
   });
@@ -587,13 +589,7 @@ LoadedRun load_run(const std::string& run_dir, const std::string& data_dir_flag,
     load_parameters(*r.model, dict, pfile);
     return std::string();
   });
-  if (dist().active()) {
-    at::NoGradGuard no_grad;
-    for (at::Tensor p : r.model->parameters()) {
-      at::Tensor t = p.detach();
-      broadcast(t);
-    }
-  }
+  share_parameters(ParameterLayout::of(*r.model));
   r.model->to(torch_device(r.device), r.dtype);
   r.model->eval();
   return r;
