@@ -4,6 +4,7 @@
 // streamed one.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -127,6 +128,10 @@ TEST(PerSampleRows, BatchedEqualLoopForEveryFamily) {
             << fast.rows_note();
         ASSERT_GT(loop.rows().norm().item<double>(), 0);
         EXPECT_LT(rel_err(fast.rows(), loop.rows()), 1e-12);
+        // The batched path's outputs come from its own forwards, the loop's from a pass of their
+        // own.
+        EXPECT_LT(rel_err(fast.outputs(), loop.outputs()), 1e-14);
+        EXPECT_NEAR(fast.loss(), loop.loss(), 1e-14 * std::abs(loop.loss()));
       }
     }
   }

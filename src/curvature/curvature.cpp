@@ -9,6 +9,7 @@
 #include <torch/nn/module.h>
 
 #include <algorithm>
+#include <atomic>
 #include <mutex>
 #include <set>
 
@@ -166,24 +167,41 @@ CurvatureOperator::CurvatureOperator(Net model, const at::Tensor& x, const at::T
   x_ = x.to(opt_.device, opt_.dtype).contiguous();
   y_ = targets.to(opt_.device, opt_.dtype).contiguous();
 
-  {
-    c10::NoGradGuard no_grad;
-    std::vector<at::Tensor> outs;
-    for (int64_t s = 0; s < n_; s += opt_.batch_size)
-      outs.push_back(forward(s, std::min(opt_.batch_size, n_ - s)).detach());
-    out_ = at::cat(outs);
-    // The residuals dl_i/df_i in closed form (the loss's value comes from src/training/loss.h).
-    if (opt_.loss == LossKind::CrossEntropy) {
-      prob_ = at::log_softmax(out_, 1).exp();
-      resid_ = prob_ - y_;
-    } else {
-      resid_ = out_ - y_;
-    }
-    loss_ = sample_losses(out_, y_, opt_.loss).to(at::kDouble).sum().item<double>() /
-            static_cast<double>(n_);
-  }
+  // The rows' batched path takes the outputs from its own recorded forward instead of a pass of
+  // its own (in float64 on a CPU the convolutions' forward was a third of the rows' time).
+  outputs_pending_ = wants_rows() && opt_.rows_method != RowsMethod::Loop;
+  if (!outputs_pending_) compute_outputs();
   if (wants_rows()) build_rows();
+  loss_ = sample_losses(out_, y_, opt_.loss).to(at::kDouble).sum().item<double>() /
+          static_cast<double>(n_);
   probe();
+}
+
+void CurvatureOperator::compute_outputs() {
+  c10::NoGradGuard no_grad;
+  for (int64_t s = 0; s < n_; s += opt_.batch_size)
+    set_outputs(s, forward(s, std::min(opt_.batch_size, n_ - s)));
+}
+
+void CurvatureOperator::set_outputs(int64_t start, const at::Tensor& f) {
+  if (!out_.defined()) {
+    out_ = at::empty({n_, c_}, options());
+    resid_ = at::empty({n_, c_}, options());
+    if (opt_.loss == LossKind::CrossEntropy) prob_ = at::empty({n_, c_}, options());
+  }
+  const int64_t count = f.size(0);
+  const at::Tensor out = out_.narrow(0, start, count);
+  out.copy_(f.detach());
+  // The residuals dl_i/df_i in closed form (the loss's value comes from src/training/loss.h).
+  const at::Tensor y = y_.narrow(0, start, count);
+  at::Tensor resid = resid_.narrow(0, start, count);
+  if (opt_.loss == LossKind::CrossEntropy) {
+    const at::Tensor prob = prob_.narrow(0, start, count);
+    prob.copy_(at::log_softmax(out, 1).exp());
+    at::sub_out(resid, prob, y);
+  } else {
+    at::sub_out(resid, out, y);
+  }
 }
 
 CurvatureOperator::CurvatureOperator(const CurvatureOperator& other, MatrixKind matrix)
@@ -417,26 +435,41 @@ void CurvatureOperator::build_rows() {
   else if (g && opt_.keep_jacobian)
     jac = at::zeros({n_, c_, p}, options());
   if (opt_.rows_method == RowsMethod::Loop) rows_method_ = RowsMethod::Loop;
-  c10::AutoGradMode grad_on(true);
-  // One OpenMP thread for the build (process-wide for the calling thread; restored after). The rows
-  // are built from many small ops and per-sample GEMMs: with two OpenMP threads, the idle one
-  // spins between parallel regions while OpenBLAS's own threads want the same cores, and on this
-  // 2-core machine under load that cost 5-10x (bench_gv rows, 1,000 samples, 2 threads: CNN
-  // float64 10-23 s against 1.6-3.2 s with one OpenMP thread; ResNet-8 float32 82 s against
-  // 8.7 s). The BLAS still uses its threads inside every GEMM.
-  const IntraThreads serial(opt_.device.is_cpu() ? 1 : at::get_num_threads());
-  for (int64_t s = 0; s < n_; s += chunk) {
-    const int64_t count = std::min(chunk, n_ - s);
-    // Without raw Jacobians to keep, the cotangents M_i[r] give the rows M_i J_i directly.
-    if (!jac.defined()) {
-      vjp_rows(s, count, factors(s, count), rows.narrow(0, s, count));
-      continue;
-    }
-    // The raw Jacobians (cotangents e_r), then M_i J_i.
-    const at::Tensor js = jac.narrow(0, s, count);
-    vjp_rows(s, count, at::eye(c_, options()).expand({count, c_, c_}), js);
-    if (opt_.loss != LossKind::Mse) rows.narrow(0, s, count).copy_(at::bmm(factors(s, count), js));
+  const int threads = at::get_num_threads();
+  const int64_t chunks = (n_ + chunk - 1) / chunk;
+  // On a CPU, one chunk per thread, each thread running its chunk's ops on its own, with OpenBLAS
+  // at one thread: the rows are made of many small ops and per-sample GEMMs, which lose more to
+  // handing work between threads than they gain from it. With LibTorch's threads inside every op
+  // instead, an idle OpenMP thread spun between parallel regions against OpenBLAS's threads, and
+  // on this 2-core machine under load that had cost 5-10x (bench_gv rows, 1,000 samples).
+  const IntraThreads serial(opt_.device.is_cpu() ? 1 : threads);
+  if (rows_method_ != RowsMethod::Loop) first_chunk_batched(std::min(chunk, n_), rows, jac);
+  if (outputs_pending_ && rows_method_ == RowsMethod::Loop) {
+    compute_outputs();  // the loop's forwards are one sample each
+    outputs_pending_ = false;
   }
+  auto build_chunk = [&](int64_t k) {
+    c10::AutoGradMode grad_on(true);  // thread-local: the workers below start without it
+    const int64_t s = k * chunk, count = std::min(chunk, n_ - s);
+    if (rows_method_ == RowsMethod::Loop) return chunk_rows_loop(s, count, rows, jac);
+    const std::string why = chunk_rows_batched(s, count, /*first=*/false, rows, jac);
+    if (!why.empty()) fail("curvature: rows method batched: {}", why);
+  };
+  const int64_t done = rows_method_ == RowsMethod::Batched ? 1 : 0;
+  if (opt_.device.is_cpu() && threads > 1 && chunks > 2 && rows_method_ == RowsMethod::Batched) {
+    const BlasThreads blas(1);
+    const IntraThreads workers(threads);
+    // Each thread takes the next chunk when done with its last (chunks differ in time, and a
+    // static split left one thread spinning at the end).
+    std::atomic<int64_t> next{done};
+    at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t)
+        for (int64_t k = next++; k < chunks; k = next++) build_chunk(k);
+    });
+  } else {
+    for (int64_t k = done; k < chunks; ++k) build_chunk(k);
+  }
+  outputs_pending_ = false;
   rows_ = rows.view({n_ * m, p});
   if (jac.defined()) jac_ = std::make_shared<Jacobian>(Jacobian{jac, {}});
   // Sigma0 over b samples is (1/b) sum (g_i - mean g)(g_i - mean g)^T: centred rows.
@@ -456,37 +489,58 @@ void CurvatureOperator::rows_from_jacobian(const std::shared_ptr<Jacobian>& shar
   if (opt_.matrix == MatrixKind::Sigma0) rows_ -= rows_.mean(0, true);
 }
 
-void CurvatureOperator::vjp_rows(int64_t start, int64_t count, const at::Tensor& cot,
-                                 at::Tensor out) {
-  if (rows_method_ != RowsMethod::Loop) {
-    const std::string problem = vjp_rows_batched(start, count, cot, out);
-    if (problem.empty()) {
-      rows_method_ = RowsMethod::Batched;
-      return;
-    }
-    if (opt_.rows_method == RowsMethod::Batched)
-      fail("curvature: rows method batched: {} ({})", problem, model_->describe());
-    rows_note_ = problem;
-    say_once(fmt::format("noisegeom: per-sample rows one sample at a time for {}: {}",
-                         model_->describe(), problem));
-    rows_method_ = RowsMethod::Loop;
-    out.zero_();
+void CurvatureOperator::first_chunk_batched(int64_t count, at::Tensor& rows, at::Tensor& jac) {
+  c10::AutoGradMode grad_on(true);
+  const std::string problem = chunk_rows_batched(0, count, /*first=*/true, rows, jac);
+  if (problem.empty()) {
+    rows_method_ = RowsMethod::Batched;
+    return;
   }
-  vjp_rows_loop(start, count, cot, out);
+  if (opt_.rows_method == RowsMethod::Batched)
+    fail("curvature: rows method batched: {} ({})", problem, model_->describe());
+  rows_note_ = problem;
+  say_once(fmt::format("noisegeom: per-sample rows one sample at a time for {}: {}",
+                       model_->describe(), problem));
+  rows_method_ = RowsMethod::Loop;
+  rows.narrow(0, 0, count).zero_();
+  if (jac.defined()) jac.narrow(0, 0, count).zero_();
 }
 
-std::string CurvatureOperator::vjp_rows_batched(int64_t start, int64_t count, const at::Tensor& cot,
-                                                at::Tensor& out) {
+std::string CurvatureOperator::chunk_rows_batched(int64_t start, int64_t count, bool first,
+                                                  at::Tensor& rows, at::Tensor& jac) {
   BatchedGradients bg(layout_);
   const at::Tensor f = bg.record([&] { return forward(start, count); });
-  // The first batch decides: every parameter reached, and the sums agree with the batch
+  if (outputs_pending_) set_outputs(start, f);
+  // The first chunk decides: every parameter reached, and the sums agree with the batch
   // gradient (taken in the same backward).
-  const bool first = rows_method_ == RowsMethod::Auto;
   if (first) {
     std::string why = bg.coverage_problem();
     if (!why.empty()) return why;
   }
-  return bg.accumulate(f, cot, out, first);
+  // Without raw Jacobians to keep, the cotangents M_i[r] give the rows M_i J_i directly.
+  if (!jac.defined()) {
+    at::Tensor out = rows.narrow(0, start, count);
+    return bg.accumulate(f, factors(start, count), out, first);
+  }
+  // The raw Jacobians (cotangents e_r), then M_i J_i.
+  at::Tensor js = jac.narrow(0, start, count);
+  const std::string why =
+      bg.accumulate(f, at::eye(c_, options()).expand({count, c_, c_}), js, first);
+  if (why.empty() && opt_.loss != LossKind::Mse)
+    rows.narrow(0, start, count).copy_(at::bmm(factors(start, count), js));
+  return why;
+}
+
+void CurvatureOperator::chunk_rows_loop(int64_t start, int64_t count, at::Tensor& rows,
+                                        at::Tensor& jac) {
+  if (!jac.defined()) {
+    at::Tensor out = rows.narrow(0, start, count);
+    return vjp_rows_loop(start, count, factors(start, count), out);
+  }
+  at::Tensor js = jac.narrow(0, start, count);
+  vjp_rows_loop(start, count, at::eye(c_, options()).expand({count, c_, c_}), js);
+  if (opt_.loss != LossKind::Mse)
+    rows.narrow(0, start, count).copy_(at::bmm(factors(start, count), js));
 }
 
 void CurvatureOperator::vjp_rows_loop(int64_t start, int64_t count, const at::Tensor& cot,

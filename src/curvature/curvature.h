@@ -211,10 +211,18 @@ class CurvatureOperator : public LinearOperator {
   at::Tensor apply_hessian(const at::Tensor& v);
   bool wants_rows() const;  // per-sample (rows too large: an error), or exact within budget
   void build_rows();
+  // out_, resid_ and prob_ by a forward pass of their own, or chunk by chunk from a forward f of
+  // samples [start, start + f.size(0)).
+  void compute_outputs();
+  void set_outputs(int64_t start, const at::Tensor& f);
+  // The rows (n, m, p) of samples [start, start + count), and their raw Jacobians (n, C, p) when
+  // jac is defined. The batched path returns "" or why it cannot serve the model (checked on the
+  // first chunk); first_chunk_batched acts on that (fall back to the loop, or fail).
+  void first_chunk_batched(int64_t count, at::Tensor& rows, at::Tensor& jac);
+  std::string chunk_rows_batched(int64_t start, int64_t count, bool first, at::Tensor& rows,
+                                 at::Tensor& jac);
+  void chunk_rows_loop(int64_t start, int64_t count, at::Tensor& rows, at::Tensor& jac);
   // out (count, m, p) += cot_ir^T J_i for samples [start, start + count), cot (count, m, C).
-  void vjp_rows(int64_t start, int64_t count, const at::Tensor& cot, at::Tensor out);
-  std::string vjp_rows_batched(int64_t start, int64_t count, const at::Tensor& cot,
-                               at::Tensor& out);
   void vjp_rows_loop(int64_t start, int64_t count, const at::Tensor& cot, at::Tensor& out);
   void probe();
 
@@ -239,6 +247,7 @@ class CurvatureOperator : public LinearOperator {
   // F (n, m, C) in float64 with B = F J: this operator's rows from the raw Jacobians.
   at::Tensor jacobian_factors() const;
   RowsMethod rows_method_ = RowsMethod::Auto;
+  bool outputs_pending_ = false;  // out_ etc. still to come from the rows' forward passes
   std::string rows_note_;
   at::Tensor grad_;  // grad L, lazily
   int64_t n_ = 0, c_ = 0;
