@@ -1,4 +1,5 @@
-// The version strings of error.h, built from the compile definitions CMake sets on this file only.
+// The version strings of error.h, built from the compile definitions CMake sets on this file only
+// (git_commit() is written at build time: cmake/git_commit.cmake).
 #include "src/core/error.h"
 
 #include <torch/csrc/api/include/torch/version.h>
@@ -6,16 +7,12 @@
 namespace ng {
 
 std::string version_string() {
-  return fmt::format("noisegeom {} (commit {}, {}, LibTorch {})", NOISEGEOM_VERSION,
-                     NOISEGEOM_GIT_COMMIT, NOISEGEOM_CUDA_BUILD ? "CUDA build" : "CPU build",
-                     TORCH_VERSION);
+  return fmt::format("noisegeom {} (commit {}, {}, LibTorch {})", NOISEGEOM_VERSION, git_commit(),
+                     NOISEGEOM_CUDA_BUILD ? "CUDA build" : "CPU build", TORCH_VERSION);
 }
 
 const char* version() {
   return NOISEGEOM_VERSION;
-}
-const char* git_commit() {
-  return NOISEGEOM_GIT_COMMIT;
 }
 bool cuda_build() {
   return NOISEGEOM_CUDA_BUILD != 0;

@@ -42,8 +42,6 @@ class BlasThreads {
   }
   BlasThreads(const BlasThreads&) = delete;
   BlasThreads& operator=(const BlasThreads&) = delete;
-  // Whether the BLAS's threads are under this scope's control.
-  bool active() const { return set_ != nullptr; }
 
  private:
   using Set = void (*)(int);
