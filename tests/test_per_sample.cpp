@@ -11,6 +11,7 @@
 #include "models/layers.h"
 #include "models/model.h"
 #include "src/core/error.h"
+#include "src/core/threads.h"
 #include "src/curvature/curvature.h"
 #include "tests/model_specs.h"
 #include "tests/test_curvature_nets.h"
@@ -153,6 +154,32 @@ TEST(PerSampleRows, BatchedRowsAreTheDenseJacobian) {
     }
     EXPECT_LT(rel_err(g.rows().t().mm(g.rows()) / kN, dm.g), 1e-12);
     EXPECT_LT(rel_err(s0.rows().t().mm(s0.rows()) / kN, dm.sigma0), 1e-12);
+  }
+}
+
+// On a CPU with several threads the chunks are built concurrently, in whatever order the threads
+// take them: the rows are the same bit for bit from one build to the next, and agree with one
+// thread's build to rounding.
+TEST(PerSampleRows, ConcurrentChunksAreDeterministic) {
+  for (LossKind l : {LossKind::Mse, LossKind::CrossEntropy}) {
+    SCOPED_TRACE(ng::to_string(l));
+    Data d = make_data(resnet_family(), l == LossKind::CrossEntropy, 3, 40);  // 14 chunks
+    const ng::IntraThreads two(2);
+    CurvatureOperator a(d.net, d.x, d.y, options(MatrixKind::G, l, RowsMethod::Batched));
+    CurvatureOperator b(d.net, d.x, d.y, options(MatrixKind::G, l, RowsMethod::Batched));
+    EXPECT_TRUE(a.rows().equal(b.rows()));
+    at::Tensor serial;
+    {
+      const ng::IntraThreads one(1);
+      serial =
+          CurvatureOperator(d.net, d.x, d.y, options(MatrixKind::G, l, RowsMethod::Batched)).rows();
+    }
+    ASSERT_GT(serial.norm().item<double>(), 0);
+    EXPECT_LT(rel_err(a.rows(), serial), 1e-13);
+    EXPECT_LT(rel_err(a.outputs(), CurvatureOperator(d.net, d.x, d.y,
+                                                     options(MatrixKind::G, l, RowsMethod::Loop))
+                                       .outputs()),
+              1e-14);
   }
 }
 
