@@ -417,8 +417,8 @@ bool exact_rows_fit(int64_t n, int64_t c, int64_t p, at::ScalarType dtype, bool 
 }
 
 // Peak memory: the rows (n m p), plus for cross-entropy G with keep_jacobian the raw Jacobians
-// (n C p); plus one chunk's activations and, per layer in turn, ~16 MiB of unfolded inputs and
-// per-sample gradients (src/curvature/per_sample.cpp).
+// (n C p); plus, for each thread building a chunk, the chunk's activations and, per layer in
+// turn, ~16 MiB of unfolded inputs and per-sample gradients (src/curvature/per_sample.cpp).
 void CurvatureOperator::build_rows() {
   const int64_t m = factor_rows(), p = layout_.size;
   const bool g = opt_.matrix == MatrixKind::G;
