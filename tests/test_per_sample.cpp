@@ -101,13 +101,9 @@ Data make_data(const Family& fam, bool cross_entropy, uint64_t seed = 1, int64_t
 
 CurvatureOptions options(MatrixKind m, LossKind l, RowsMethod r,
                          Estimator e = Estimator::PerSample) {
-  CurvatureOptions o;
-  o.matrix = m;
-  o.loss = l;
-  o.estimator = e;
+  CurvatureOptions o = curvtest::options(m, e, l);
   o.rows_method = r;
   o.batch_size = kBatch;
-  o.dtype = at::kDouble;
   return o;
 }
 

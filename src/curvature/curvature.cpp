@@ -169,9 +169,10 @@ CurvatureOperator::CurvatureOperator(Net model, const at::Tensor& x, const at::T
 
   // The rows' batched path takes the outputs from its own recorded forward instead of a pass of
   // its own (in float64 on a CPU the convolutions' forward was a third of the rows' time).
-  outputs_pending_ = wants_rows() && opt_.rows_method != RowsMethod::Loop;
+  const bool rows = wants_rows();  // checks memory: asked once
+  outputs_pending_ = rows && opt_.rows_method != RowsMethod::Loop;
   if (!outputs_pending_) compute_outputs();
-  if (wants_rows()) build_rows();
+  if (rows) build_rows();
   loss_ = sample_losses(out_, y_, opt_.loss).to(at::kDouble).sum().item<double>() /
           static_cast<double>(n_);
   probe();
@@ -508,6 +509,20 @@ void CurvatureOperator::first_chunk_batched(int64_t count, at::Tensor& rows, at:
   if (jac.defined()) jac.narrow(0, 0, count).zero_();
 }
 
+CurvatureOperator::ChunkTarget CurvatureOperator::chunk_target(int64_t start, int64_t count,
+                                                               at::Tensor& rows,
+                                                               at::Tensor& jac) const {
+  // Without raw Jacobians to keep, the cotangents M_i[r] give the rows M_i J_i directly.
+  if (!jac.defined()) return {rows.narrow(0, start, count), factors(start, count)};
+  return {jac.narrow(0, start, count), at::eye(c_, options()).expand({count, c_, c_})};
+}
+
+void CurvatureOperator::rows_from_raw(int64_t start, int64_t count, at::Tensor& rows,
+                                      at::Tensor& jac) const {
+  if (jac.defined() && opt_.loss != LossKind::Mse)
+    rows.narrow(0, start, count).copy_(at::bmm(factors(start, count), jac.narrow(0, start, count)));
+}
+
 std::string CurvatureOperator::chunk_rows_batched(int64_t start, int64_t count, bool first,
                                                   at::Tensor& rows, at::Tensor& jac) {
   BatchedGradients bg(layout_);
@@ -519,30 +534,17 @@ std::string CurvatureOperator::chunk_rows_batched(int64_t start, int64_t count, 
     std::string why = bg.coverage_problem();
     if (!why.empty()) return why;
   }
-  // Without raw Jacobians to keep, the cotangents M_i[r] give the rows M_i J_i directly.
-  if (!jac.defined()) {
-    at::Tensor out = rows.narrow(0, start, count);
-    return bg.accumulate(f, factors(start, count), out, first);
-  }
-  // The raw Jacobians (cotangents e_r), then M_i J_i.
-  at::Tensor js = jac.narrow(0, start, count);
-  const std::string why =
-      bg.accumulate(f, at::eye(c_, options()).expand({count, c_, c_}), js, first);
-  if (why.empty() && opt_.loss != LossKind::Mse)
-    rows.narrow(0, start, count).copy_(at::bmm(factors(start, count), js));
+  ChunkTarget t = chunk_target(start, count, rows, jac);
+  const std::string why = bg.accumulate(f, t.cot, t.out, first);
+  if (why.empty()) rows_from_raw(start, count, rows, jac);
   return why;
 }
 
 void CurvatureOperator::chunk_rows_loop(int64_t start, int64_t count, at::Tensor& rows,
                                         at::Tensor& jac) {
-  if (!jac.defined()) {
-    at::Tensor out = rows.narrow(0, start, count);
-    return vjp_rows_loop(start, count, factors(start, count), out);
-  }
-  at::Tensor js = jac.narrow(0, start, count);
-  vjp_rows_loop(start, count, at::eye(c_, options()).expand({count, c_, c_}), js);
-  if (opt_.loss != LossKind::Mse)
-    rows.narrow(0, start, count).copy_(at::bmm(factors(start, count), js));
+  ChunkTarget t = chunk_target(start, count, rows, jac);
+  vjp_rows_loop(start, count, t.cot, t.out);
+  rows_from_raw(start, count, rows, jac);
 }
 
 void CurvatureOperator::vjp_rows_loop(int64_t start, int64_t count, const at::Tensor& cot,

@@ -218,6 +218,14 @@ class CurvatureOperator : public LinearOperator {
   // The rows (n, m, p) of samples [start, start + count), and their raw Jacobians (n, C, p) when
   // jac is defined. The batched path returns "" or why it cannot serve the model (checked on the
   // first chunk); first_chunk_batched acts on that (fall back to the loop, or fail).
+  // ChunkTarget: where a chunk's backward passes accumulate and with which cotangents (the raw
+  // Jacobians with e_r when jac is kept, else the rows with M_i); rows_from_raw then forms the
+  // rows M_i J_i from the raw Jacobians (cross entropy).
+  struct ChunkTarget {
+    at::Tensor out, cot;
+  };
+  ChunkTarget chunk_target(int64_t start, int64_t count, at::Tensor& rows, at::Tensor& jac) const;
+  void rows_from_raw(int64_t start, int64_t count, at::Tensor& rows, at::Tensor& jac) const;
   void first_chunk_batched(int64_t count, at::Tensor& rows, at::Tensor& jac);
   std::string chunk_rows_batched(int64_t start, int64_t count, bool first, at::Tensor& rows,
                                  at::Tensor& jac);

@@ -437,11 +437,13 @@ EscapeOutcome run_escape_study(const std::string& run_dir, const EscapeRequest& 
   const std::string dir = paths.escape(r.sweep_name());
   const json request = sweep_request(r, e);
   // The sweep's last record (settings, searched lr) and theta's hash: rank 0's files.
-  const std::string both = decided_by_root([&] {
-    return file_sha256(paths.file(run_files::kTheta)) + "\n" + find_escape_record(dir).dump();
-  });
-  const std::string theta_sha = both.substr(0, both.find('\n'));
-  const json old = json::parse(both.substr(both.find('\n') + 1));
+  const json found = json::parse(decided_by_root([&] {
+    return json{{"theta_sha256", file_sha256(paths.file(run_files::kTheta))},
+                {"record", find_escape_record(dir)}}
+        .dump();
+  }));
+  const std::string theta_sha = found.at("theta_sha256");
+  const json old = found.at("record");
   require_same_sweep(dir, r.sweep_name(), request, old);
   const json lr_search = choose_lr(r, e, in, curv, old, theta_sha, say);
   const std::string opt = optimizer_names().name(e.optimizer);
