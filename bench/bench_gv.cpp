@@ -290,15 +290,18 @@ int rows(const std::map<std::string, std::string>& o) {
   net->to(co.device);
   x = x.to(co.device);
   y = y.to(co.device);
+  int threads_used = 0;
   auto build = [&](ng::RowsMethod method, int64_t count) {
     co.rows_method = method;
     const auto t0 = Clock::now();
     ng::CurvatureOperator op(net, x.narrow(0, 0, count), y.narrow(0, 0, count), co);
     sync_device(co.device);
     const double t = since(t0);
+    threads_used = op.rows_threads();
     return std::make_pair(t, op.rows());
   };
   const auto [batched_s, batched_rows] = build(ng::RowsMethod::Batched, b);
+  const int batched_threads = threads_used;
   const auto [loop_part_s, loop_rows] = build(ng::RowsMethod::Loop, loop_n);
   const double loop_s = loop_part_s * static_cast<double>(b) / static_cast<double>(loop_n);
   const at::Tensor head = batched_rows.narrow(0, 0, loop_rows.size(0));
@@ -307,9 +310,12 @@ int rows(const std::map<std::string, std::string>& o) {
       "{} (p = {}), {}, {} rows of {}, {}, batch {}, {}\n", net->describe(),
       ng::count_parameters(*net), data_text, batched_rows.size(0), matrix, dtype, co.batch_size,
       co.device.is_cuda() ? std::string("cuda") : fmt::format("{} threads", at::get_num_threads()));
-  fmt::print("  batched: {:.3f}s   loop: {:.3f}s{}   ratio loop / batched = {:.1f}\n", batched_s,
-             loop_s, loop_n < b ? fmt::format(" (measured on {} samples, scaled)", loop_n) : "",
-             loop_s / batched_s);
+  fmt::print(
+      "  batched: {:.3f}s on {} threads   loop: {:.3f}s on {} threads{}   ratio loop / batched = "
+      "{:.1f}\n",
+      batched_s, batched_threads, loop_s, threads_used,
+      loop_n < b ? fmt::format(" (measured on {} samples, scaled)", loop_n) : "",
+      loop_s / batched_s);
   fmt::print("  relative difference of the rows (first {} samples): {:.2e}\n", loop_n, diff);
   return 0;
 }

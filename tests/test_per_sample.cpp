@@ -2,10 +2,17 @@
 // one-sample loop for every model family, the fallback for models the batched path does not
 // cover, operators made from another's Jacobian, and the exact estimator on rows against the
 // streamed one.
+#include <c10/core/GradMode.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
 #include <cmath>
+#include <mutex>
+#include <set>
+#include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "models/layers.h"
@@ -153,6 +160,54 @@ TEST(PerSampleRows, BatchedRowsAreTheDenseJacobian) {
   }
 }
 
+// run_concurrently: every worker on a thread of its own (the caller is worker 0), all started
+// before any body runs, with the caller's intra-op thread count and grad mode; an exception in one
+// stops the others through `failed` and reaches the caller.
+TEST(Threads, RunConcurrentlyUsesThreadsOfTheirOwn) {
+  const ng::IntraThreads one(1);
+  const c10::AutoGradMode no_grad(false);
+  std::mutex mu;
+  std::set<std::thread::id> ids;
+  std::vector<int> intra(3, 0), grad(3, 1);
+  std::atomic<int> inside{0}, seen_all{0};
+  ng::run_concurrently(3, [&](int64_t w) {
+    // Each body waits (bounded) for the others: one after the other, the first would wait alone.
+    ++inside;
+    for (int k = 0; k < 2000 && inside.load() < 3; ++k)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    if (inside.load() == 3) ++seen_all;
+    intra[w] = at::get_num_threads();
+    grad[w] = c10::GradMode::is_enabled() ? 1 : 0;
+    const std::lock_guard<std::mutex> lock(mu);
+    ids.insert(std::this_thread::get_id());
+  });
+  EXPECT_EQ(ids.size(), 3u);
+  EXPECT_EQ(ids.count(std::this_thread::get_id()), 1u);
+  EXPECT_EQ(seen_all.load(), 3);
+  EXPECT_EQ(intra, std::vector<int>(3, 1));
+  EXPECT_EQ(grad, std::vector<int>(3, 0));
+
+  std::atomic<bool> failed{false};
+  std::atomic<int> stopped{0};
+  auto body = [&](int64_t w) {
+    if (w == 1) throw std::runtime_error("worker 1 failed");
+    for (int k = 0; k < 2000 && !failed.load(); ++k)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    if (failed.load()) ++stopped;
+  };
+  EXPECT_THROW(
+      {
+        try {
+          ng::run_concurrently(2, body, &failed);
+        } catch (const std::runtime_error& e) {
+          EXPECT_STREQ(e.what(), "worker 1 failed");
+          throw;
+        }
+      },
+      std::runtime_error);
+  EXPECT_EQ(stopped.load(), 1);
+}
+
 // On a CPU with several threads the chunks are built concurrently, in whatever order the threads
 // take them: the rows are the same bit for bit from one build to the next, and agree with one
 // thread's build to rounding.
@@ -163,19 +218,21 @@ TEST(PerSampleRows, ConcurrentChunksAreDeterministic) {
     const ng::IntraThreads two(2);
     CurvatureOperator a(d.net, d.x, d.y, options(MatrixKind::G, l, RowsMethod::Batched));
     CurvatureOperator b(d.net, d.x, d.y, options(MatrixKind::G, l, RowsMethod::Batched));
+    EXPECT_EQ(a.rows_threads(), 2);  // really on two threads, not one after the other
     EXPECT_TRUE(a.rows().equal(b.rows()));
+    CurvatureOperator loop(d.net, d.x, d.y, options(MatrixKind::G, l, RowsMethod::Loop));
+    EXPECT_EQ(loop.rows_threads(), 2);
+    EXPECT_LT(rel_err(a.rows(), loop.rows()), 1e-13);
     at::Tensor serial;
     {
       const ng::IntraThreads one(1);
-      serial =
-          CurvatureOperator(d.net, d.x, d.y, options(MatrixKind::G, l, RowsMethod::Batched)).rows();
+      CurvatureOperator s(d.net, d.x, d.y, options(MatrixKind::G, l, RowsMethod::Batched));
+      EXPECT_EQ(s.rows_threads(), 1);
+      serial = s.rows();
     }
     ASSERT_GT(serial.norm().item<double>(), 0);
     EXPECT_LT(rel_err(a.rows(), serial), 1e-13);
-    EXPECT_LT(rel_err(a.outputs(), CurvatureOperator(d.net, d.x, d.y,
-                                                     options(MatrixKind::G, l, RowsMethod::Loop))
-                                       .outputs()),
-              1e-14);
+    EXPECT_LT(rel_err(a.outputs(), loop.outputs()), 1e-14);
   }
 }
 

@@ -1,11 +1,25 @@
 // IntraThreads: LibTorch's (process-wide) intra-op thread count set for a scope and restored after;
-// BlasThreads: the same for OpenBLAS's own thread pool, where OpenBLAS is the BLAS in the process.
+// BlasThreads: the same for OpenBLAS's own thread pool, where OpenBLAS is the BLAS in the process;
+// run_concurrently: one function on several threads at once.
 #pragma once
 
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
 
+#include <atomic>
+#include <cstdint>
+#include <functional>
+
 namespace ng {
+
+// Runs body(w) for w = 0 .. workers - 1 at the same time: w = 0 on the calling thread, the others
+// on threads of their own that carry the caller's LibTorch thread-local state and intra-op thread
+// count. Not at::parallel_for: in our translation units, built without -fopenmp, ATen's inline
+// OpenMP path compiles to a serial loop. Every worker has started before any body runs, so work
+// handed out first come, first served reaches each of them. The first exception is rethrown once
+// all have returned; `failed`, when given, is set as soon as one is thrown, for the others to stop.
+void run_concurrently(int64_t workers, const std::function<void(int64_t)>& body,
+                      std::atomic<bool>* failed = nullptr);
 
 class IntraThreads {
  public:

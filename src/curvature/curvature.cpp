@@ -11,7 +11,9 @@
 #include <algorithm>
 #include <atomic>
 #include <mutex>
+#include <optional>
 #include <set>
+#include <thread>
 
 #include "src/core/dtypes.h"
 #include "src/core/error.h"
@@ -429,12 +431,15 @@ void CurvatureOperator::build_rows() {
   // machine: 5.8 s at 32, 23 s at 256). A GPU takes the whole batch.
   const int64_t chunk =
       opt_.device.is_cpu() ? std::min<int64_t>(opt_.batch_size, 32) : opt_.batch_size;
-  at::Tensor rows = at::zeros({n_, m, p}, options());
+  // Left unwritten here: each chunk zeroes its own part (chunk_target) on the thread that builds
+  // it, so that faulting the rows' pages in is shared by the workers (the CNN's 345 MB of float32
+  // rows took 90 ms to zero on one thread, a quarter of the rows' time).
+  at::Tensor rows = at::empty({n_, m, p}, options());
   at::Tensor jac;
   if (g && opt_.loss == LossKind::Mse)
     jac = rows;  // M_i = I
   else if (g && opt_.keep_jacobian)
-    jac = at::zeros({n_, c_, p}, options());
+    jac = at::empty({n_, c_, p}, options());
   if (opt_.rows_method == RowsMethod::Loop) rows_method_ = RowsMethod::Loop;
   const int threads = at::get_num_threads();
   const int64_t chunks = (n_ + chunk - 1) / chunk;
@@ -451,27 +456,37 @@ void CurvatureOperator::build_rows() {
     compute_outputs();
     outputs_pending_ = false;
   }
+  std::mutex mu;
+  std::set<std::thread::id> builders;  // for rows_threads()
+  if (rows_method_ == RowsMethod::Batched) builders.insert(std::this_thread::get_id());
   auto build_chunk = [&](int64_t k) {
-    c10::AutoGradMode grad_on(true);  // thread-local: the workers below start without it
+    c10::AutoGradMode grad_on(true);
     const int64_t s = k * chunk, count = std::min(chunk, n_ - s);
-    if (rows_method_ == RowsMethod::Loop) return chunk_rows_loop(s, count, rows, jac);
-    const std::string why = chunk_rows_batched(s, count, /*first=*/false, rows, jac);
-    if (!why.empty()) fail("curvature: rows method batched: {}", why);
+    if (rows_method_ == RowsMethod::Loop) {
+      chunk_rows_loop(s, count, rows, jac);
+    } else {
+      const std::string why = chunk_rows_batched(s, count, /*first=*/false, rows, jac);
+      if (!why.empty()) fail("curvature: rows method batched: {}", why);
+    }
+    const std::lock_guard<std::mutex> lock(mu);
+    builders.insert(std::this_thread::get_id());
   };
   const int64_t done = rows_method_ == RowsMethod::Batched ? 1 : 0;
-  if (opt_.device.is_cpu() && threads > 1 && chunks > 2 && rows_method_ == RowsMethod::Batched) {
-    const BlasThreads blas(1);
-    const IntraThreads workers(threads);
-    // Each thread takes the next chunk when done with its last: chunks differ in time, and a
-    // static split had left one thread waiting at the end (ResNet-8 float64: 5.76 s, 5.47 s now).
-    std::atomic<int64_t> next{done};
-    at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t t = begin; t < end; ++t)
-        for (int64_t k = next++; k < chunks; k = next++) build_chunk(k);
-    });
-  } else {
-    for (int64_t k = done; k < chunks; ++k) build_chunk(k);
-  }
+  const int64_t workers =
+      opt_.device.is_cpu() ? std::min<int64_t>(threads, std::max<int64_t>(chunks - done, 1)) : 1;
+  std::optional<BlasThreads> blas;
+  if (workers > 1) blas.emplace(1);
+  // Worker w starts with chunk done + w, then takes the next one free: chunks differ in time, and
+  // every worker gets one.
+  std::atomic<int64_t> next{done + workers};
+  std::atomic<bool> failed{false};
+  run_concurrently(
+      workers,
+      [&](int64_t w) {
+        for (int64_t k = done + w; k < chunks && !failed.load(); k = next++) build_chunk(k);
+      },
+      &failed);
+  rows_threads_ = static_cast<int>(builders.size());
   outputs_pending_ = false;
   rows_ = rows.view({n_ * m, p});
   if (jac.defined()) jac_ = std::make_shared<Jacobian>(Jacobian{jac, {}});
@@ -505,16 +520,14 @@ void CurvatureOperator::first_chunk_batched(int64_t count, at::Tensor& rows, at:
   say_once(fmt::format("noisegeom: per-sample rows one sample at a time for {}: {}",
                        model_->describe(), problem));
   rows_method_ = RowsMethod::Loop;
-  rows.narrow(0, 0, count).zero_();
-  if (jac.defined()) jac.narrow(0, 0, count).zero_();
 }
 
 CurvatureOperator::ChunkTarget CurvatureOperator::chunk_target(int64_t start, int64_t count,
                                                                at::Tensor& rows,
                                                                at::Tensor& jac) const {
   // Without raw Jacobians to keep, the cotangents M_i[r] give the rows M_i J_i directly.
-  if (!jac.defined()) return {rows.narrow(0, start, count), factors(start, count)};
-  return {jac.narrow(0, start, count), at::eye(c_, options()).expand({count, c_, c_})};
+  if (!jac.defined()) return {rows.narrow(0, start, count).zero_(), factors(start, count)};
+  return {jac.narrow(0, start, count).zero_(), at::eye(c_, options()).expand({count, c_, c_})};
 }
 
 void CurvatureOperator::rows_from_raw(int64_t start, int64_t count, at::Tensor& rows,

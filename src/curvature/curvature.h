@@ -166,6 +166,8 @@ class CurvatureOperator : public LinearOperator {
   // How the rows were built, Batched or Loop (Auto: no rows built here); why not Batched.
   RowsMethod rows_method() const { return rows_method_; }
   const std::string& rows_note() const { return rows_note_; }
+  // How many threads built the rows (0 without rows of its own).
+  int rows_threads() const { return rows_threads_; }
   // Raw per-sample Jacobians (n, C, p) held for operators made from this one.
   bool has_jacobian() const { return jac_ != nullptr; }
   // Whether both operators hold the same raw Jacobians (one made from the other).
@@ -218,9 +220,9 @@ class CurvatureOperator : public LinearOperator {
   // The rows (n, m, p) of samples [start, start + count), and their raw Jacobians (n, C, p) when
   // jac is defined. The batched path returns "" or why it cannot serve the model (checked on the
   // first chunk); first_chunk_batched acts on that (fall back to the loop, or fail).
-  // ChunkTarget: where a chunk's backward passes accumulate and with which cotangents (the raw
-  // Jacobians with e_r when jac is kept, else the rows with M_i); rows_from_raw then forms the
-  // rows M_i J_i from the raw Jacobians (cross entropy).
+  // ChunkTarget: where a chunk's backward passes accumulate, zeroed, and with which cotangents (the
+  // raw Jacobians with e_r when jac is kept, else the rows with M_i); rows_from_raw then forms the
+  // rows M_i J_i from the raw Jacobians (cross entropy), overwriting them.
   struct ChunkTarget {
     at::Tensor out, cot;
   };
@@ -257,6 +259,7 @@ class CurvatureOperator : public LinearOperator {
   RowsMethod rows_method_ = RowsMethod::Auto;
   bool outputs_pending_ = false;  // out_ etc. still to come from the rows' forward passes
   std::string rows_note_;
+  int rows_threads_ = 0;
   at::Tensor grad_;  // grad L, lazily
   int64_t n_ = 0, c_ = 0;
   double loss_ = 0;

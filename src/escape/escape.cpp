@@ -13,12 +13,10 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
-#include <exception>
 #include <filesystem>
 #include <map>
 #include <mutex>
 #include <sstream>
-#include <thread>
 
 #include "data/dataset.h"
 #include "src/core/dtypes.h"
@@ -725,7 +723,6 @@ std::vector<RunResult> Engine::execute_runs(const std::vector<int64_t>& runs,
   std::atomic<int64_t> next{0};
   std::atomic<bool> abort{false};
   std::mutex mu;
-  std::exception_ptr error;
   EscapeHooks inner;
   inner.should_stop = [&] { return abort.load() || (hooks.should_stop && hooks.should_stop()); };
   if (hooks.on_point)
@@ -741,32 +738,17 @@ std::vector<RunResult> Engine::execute_runs(const std::vector<int64_t>& runs,
     done[j] = 1;
   };
   auto work = [&](int64_t w) {
-    try {
-      // OpenMP's thread count is per calling thread: a new thread starts from the default.
-      if (workers > 1) at::set_num_threads(static_cast<int>(intra));
-      while (!abort.load()) {
-        const int64_t j = next.fetch_add(1);
-        if (j >= todo) break;
-        bool cancelled = false;
-        std::vector<char> wanted;
-        for (int64_t r : tasks[j]) wanted.push_back(position.count(r) ? 1 : 0);
-        simulate(replicas_[w], tasks[j], wanted, group > 1, inner, report, &cancelled);
-        if (cancelled) break;
-      }
-    } catch (...) {
-      std::lock_guard<std::mutex> lock(mu);
-      if (!error) error = std::current_exception();
-      abort = true;
+    while (!abort.load()) {
+      const int64_t j = next.fetch_add(1);
+      if (j >= todo) break;
+      bool cancelled = false;
+      std::vector<char> wanted;
+      for (int64_t r : tasks[j]) wanted.push_back(position.count(r) ? 1 : 0);
+      simulate(replicas_[w], tasks[j], wanted, group > 1, inner, report, &cancelled);
+      if (cancelled) break;
     }
   };
-  if (workers == 1) {
-    work(0);
-  } else {
-    std::vector<std::thread> pool;
-    for (int64_t w = 0; w < workers; ++w) pool.emplace_back(work, w);
-    for (auto& t : pool) t.join();
-  }
-  if (error) std::rethrow_exception(error);
+  run_concurrently(workers, work, &abort);
   std::vector<RunResult> out;
   for (size_t j = 0; j < results.size(); ++j)
     if (done[j]) out.push_back(std::move(results[j]));
