@@ -20,6 +20,7 @@
 #include "models/params.h"
 #include "src/core/config.h"
 #include "src/core/stop.h"
+#include "src/core/threads.h"
 #include "src/io/files.h"
 #include "src/io/rundir.h"
 #include "src/study/figures.h"
@@ -86,6 +87,37 @@ std::string train_lib(const std::string& cfg, const std::string& out, bool resum
 }
 
 }  // namespace
+
+// Without OMP_NUM_THREADS a command runs on every physical core (Debian's LibTorch 1.13 counts one
+// on some virtual machines), and with it on what it says; the manifest records the count.
+TEST(Train, ThreadsDefaultToEveryPhysicalCore) {
+  if (std::getenv("MKL_NUM_THREADS")) GTEST_SKIP() << "MKL_NUM_THREADS is set";
+  const std::string cfg = write_config(kShort);
+  const char* had = std::getenv("OMP_NUM_THREADS");
+  const std::string saved = had ? had : "";
+  auto threads_of = [&](const char* omp) {
+    if (omp)
+      setenv("OMP_NUM_THREADS", omp, 1);
+    else
+      unsetenv("OMP_NUM_THREADS");
+    const std::string out = ngtest::temp_dir("threads") + "/r";
+    std::string log;
+    const int rc = run_cli(
+        "train '" + cfg + "' --set threads=0 --set train.max_steps=2 --out '" + out + "' --quiet",
+        &log);
+    EXPECT_EQ(rc, 0) << log;
+    return rc == 0 ? ng::read_json(out + "/manifest.json").at("threads").get<int>() : -1;
+  };
+  const int all = threads_of(nullptr), one = threads_of("1");
+  if (had)
+    setenv("OMP_NUM_THREADS", saved.c_str(), 1);
+  else
+    unsetenv("OMP_NUM_THREADS");
+  EXPECT_EQ(all, ng::physical_cores());
+  EXPECT_EQ(one, 1);
+  EXPECT_GE(ng::physical_cores(), 1);
+  EXPECT_LE(ng::physical_cores(), static_cast<int>(std::thread::hardware_concurrency()));
+}
 
 TEST(Train, EpochPermutationIsADeterministicPermutation) {
   const auto a = ng::epoch_permutation(1000, 3, 2), b = ng::epoch_permutation(1000, 3, 2);

@@ -14,6 +14,7 @@
 #include "src/cli/options.h"
 #include "src/core/error.h"
 #include "src/core/memory.h"
+#include "src/core/threads.h"
 #include "src/dist/dist.h"
 
 namespace {
@@ -74,6 +75,7 @@ int main(int argc, char** argv) {
     }
     // One process (no WORLD_SIZE) connects nothing and prints as always.
     if (!ng::init_from_env().is_root()) silence_output();
+    ng::use_all_cores_by_default();
     for (const auto& c : commands)
       if (c.app->parsed()) return c.run();
     return 2;

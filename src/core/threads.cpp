@@ -1,14 +1,54 @@
-// run_concurrently of threads.h: the worker threads, their start barrier and their errors.
+// run_concurrently of threads.h (the worker threads, their start barrier and their errors) and
+// the default thread count.
 #include "src/core/threads.h"
 
 #include <ATen/ThreadLocalState.h>
+#include <sched.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <exception>
+#include <fstream>
 #include <mutex>
+#include <set>
+#include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace ng {
+
+int physical_cores() {
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0)
+    return std::max(1u, std::thread::hardware_concurrency());
+  auto read = [](int cpu, const char* what) {
+    std::ifstream in("/sys/devices/system/cpu/cpu" + std::to_string(cpu) + "/topology/" + what);
+    std::string v;
+    return (in >> v) ? v : std::string();
+  };
+  // Hyperthreads of one core share its (package, core) pair; a CPU without topology counts alone.
+  std::set<std::pair<std::string, std::string>> cores;
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (!CPU_ISSET(cpu, &allowed)) continue;
+    const std::string package = read(cpu, "physical_package_id"), core = read(cpu, "core_id");
+    if (package.empty() || core.empty())
+      cores.insert({"cpu", std::to_string(cpu)});
+    else
+      cores.insert({package, core});
+  }
+  return std::max<int>(1, static_cast<int>(cores.size()));
+}
+
+void use_all_cores_by_default() {
+  if (std::getenv("OMP_NUM_THREADS") || std::getenv("MKL_NUM_THREADS")) return;
+  // Several processes of one launcher on this machine share its cores.
+  const char* local = std::getenv("LOCAL_WORLD_SIZE");
+  const int procs = local ? std::max(1, std::atoi(local)) : 1;
+  const int n = std::max(1, physical_cores() / procs);
+  if (n != at::get_num_threads()) at::set_num_threads(n);
+}
 
 void run_concurrently(int64_t workers, const std::function<void(int64_t)>& body,
                       std::atomic<bool>* failed) {

@@ -1,6 +1,6 @@
 // IntraThreads: LibTorch's (process-wide) intra-op thread count set for a scope and restored after;
 // BlasThreads: the same for OpenBLAS's own thread pool, where OpenBLAS is the BLAS in the process;
-// run_concurrently: one function on several threads at once.
+// run_concurrently: one function on several threads at once; the default thread count.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -11,6 +11,16 @@
 #include <functional>
 
 namespace ng {
+
+// The physical cores this process may run on (sched_getaffinity and the cores' topology in
+// /sys), at least 1.
+int physical_cores();
+
+// LibTorch's intra-op thread count set to physical_cores() (divided among LOCAL_WORLD_SIZE
+// processes under a launcher) unless OMP_NUM_THREADS or MKL_NUM_THREADS says otherwise. Debian's
+// LibTorch 1.13 counts one core on some virtual machines (its cpuinfo), and so ran every command on
+// one of two cores by default.
+void use_all_cores_by_default();
 
 // Runs body(w) for w = 0 .. workers - 1 at the same time: w = 0 on the calling thread, the others
 // on threads of their own that carry the caller's LibTorch thread-local state and intra-op thread

@@ -226,6 +226,7 @@ CurvatureOperator::CurvatureOperator(const CurvatureOperator& other, MatrixKind 
   if (wants_rows()) {
     rows_method_ = other.rows_method_;
     rows_note_ = other.rows_note_;
+    rows_threads_ = other.rows_threads_;
     if (other.jac_) {
       rows_from_jacobian(other.jac_);
     } else if (other.rows_.defined() && other.opt_.matrix == matrix) {

@@ -166,7 +166,7 @@ class CurvatureOperator : public LinearOperator {
   // How the rows were built, Batched or Loop (Auto: no rows built here); why not Batched.
   RowsMethod rows_method() const { return rows_method_; }
   const std::string& rows_note() const { return rows_note_; }
-  // How many threads built the rows (0 without rows of its own).
+  // How many threads built the rows, or the Jacobians they come from (0 without rows).
   int rows_threads() const { return rows_threads_; }
   // Raw per-sample Jacobians (n, C, p) held for operators made from this one.
   bool has_jacobian() const { return jac_ != nullptr; }

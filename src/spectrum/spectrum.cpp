@@ -301,9 +301,11 @@ class LocalSource : public OperatorSource<CurvatureOperator> {
   static double gib(int64_t bytes) { return static_cast<double>(bytes) / (1 << 30); }
   std::string storage_line(const CurvatureOperator& op, MatrixKind m) const {
     if (op.has_rows())
-      return fmt::format("{} rows, {:.2f} GiB, {}", op.rows().size(0),
-                         gib(op.rows().numel() * op.rows().element_size()),
-                         rows_method_names().name(op.rows_method()));
+      return fmt::format(
+          "{} rows, {:.2f} GiB, {}{}", op.rows().size(0),
+          gib(op.rows().numel() * op.rows().element_size()),
+          rows_method_names().name(op.rows_method()),
+          op.rows_threads() > 1 ? fmt::format(" on {} threads", op.rows_threads()) : "");
     if (opt_.estimator == Estimator::Exact && m != MatrixKind::Hessian)
       return fmt::format("streamed: rows over --row-budget {:.2f} GiB", gib(opt_.row_budget));
     return "streamed";
