@@ -28,6 +28,7 @@
 #include "src/dist/dist.h"
 #include "src/dist/sharded_operator.h"
 #include "src/eigen/eigensolver.h"
+#include "src/escape/sweep_ranks.h"
 #include "src/io/files.h"
 #include "src/io/json.h"
 #include "src/metrics/alignment.h"
@@ -698,30 +699,60 @@ TEST(DistCommands, ExactSpectrumWhoseRowsFitIsOneProcesssOnEveryRank) {
   EXPECT_EQ(two["metrics_method"], "gram");
 }
 
+// Also with batched replicas (groups of 2 runs), which the ranks share as whole groups.
 TEST(DistCommands, EscapeSweepOnTwoRanksWritesOneProcesssFiles) {
   const std::string run = one_process_run("dist-esc");
   noisegeom({"spectrum", run, "--k", "2", "--dtype", "float64", "--quiet"}, 1);
-  const std::vector<std::string> args = {"escape",  run,  "--optimizer", "sgd", "--runs", "5",
-                                         "--steps", "20", "--log-every", "5",   "--lr",   "0.1",
-                                         "--batch", "8"};
-  noisegeom(args + std::vector<std::string>{"--name", "one"}, 1);
-  const Job j = noisegeom(args + std::vector<std::string>{"--name", "two"}, 2);
-  EXPECT_EQ(j.out(1), "");
-  const std::string a = run + "/escapes/one/", b = run + "/escapes/two/";
-  auto same_files = [&] {
-    for (const std::string f : {"run_0000.csv", "run_0001.csv", "run_0002.csv", "run_0003.csv",
-                                "run_0004.csv", "summary.csv", "trajectories.csv"})
-      EXPECT_EQ(ngtest::read_file(b + f), ngtest::read_file(a + f)) << f;
-  };
-  same_files();
-  // Rank 0's directory says what is left: two runs lost are computed again, the same.
-  std::filesystem::remove(b + "run_0001.csv");
-  std::filesystem::remove(b + "run_0004.csv");
-  std::filesystem::remove(b + "result.json");
-  const Job resumed = noisegeom(args + std::vector<std::string>{"--name", "two"}, 2);
-  EXPECT_NE(resumed.out(0).find("reused 3 finished run(s), computed 2"), std::string::npos)
-      << resumed.out(0);
-  same_files();
+  for (const std::string replicas : {"1", "2"}) {
+    SCOPED_TRACE("replicas " + replicas);
+    const std::vector<std::string> args = {
+        "escape", run,   "--optimizer", "sgd", "--runs",  "5", "--steps",    "20",
+        "--lr",   "0.1", "--log-every", "5",   "--batch", "8", "--replicas", replicas};
+    const std::string one = "one" + replicas, two = "two" + replicas;
+    noisegeom(args + std::vector<std::string>{"--name", one}, 1);
+    const Job j = noisegeom(args + std::vector<std::string>{"--name", two}, 2);
+    EXPECT_EQ(j.out(1), "");
+    const std::string a = run + "/escapes/" + one + "/", b = run + "/escapes/" + two + "/";
+    auto same_files = [&] {
+      for (const std::string f : {"run_0000.csv", "run_0001.csv", "run_0002.csv", "run_0003.csv",
+                                  "run_0004.csv", "summary.csv", "trajectories.csv"})
+        EXPECT_EQ(ngtest::read_file(b + f), ngtest::read_file(a + f)) << f;
+    };
+    same_files();
+    // Rank 0's directory says what is left: two runs lost are computed again, the same.
+    std::filesystem::remove(b + "run_0001.csv");
+    std::filesystem::remove(b + "run_0004.csv");
+    std::filesystem::remove(b + "result.json");
+    const Job resumed = noisegeom(args + std::vector<std::string>{"--name", two}, 2);
+    EXPECT_NE(resumed.out(0).find("reused 3 finished run(s), computed 2"), std::string::npos)
+        << resumed.out(0);
+    same_files();
+  }
+}
+
+// Whole groups of runs go to the ranks in turn, each run to one rank; resumed sweeps' gaps too.
+TEST(DistShard, EscapeRunsGoToTheRanksInWholeGroups) {
+  using ng::sweep_ranks::share;
+  const std::vector<int64_t> all = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+  EXPECT_EQ(share(all, 1, 0, 2), (std::vector<int64_t>{0, 2, 4, 6, 8}));
+  EXPECT_EQ(share(all, 1, 1, 2), (std::vector<int64_t>{1, 3, 5, 7, 9}));
+  EXPECT_EQ(share(all, 4, 0, 2), (std::vector<int64_t>{0, 1, 2, 3, 8, 9}));
+  EXPECT_EQ(share(all, 4, 1, 2), (std::vector<int64_t>{4, 5, 6, 7}));
+  const std::vector<int64_t> gaps = {1, 2, 5, 9, 10, 11};
+  EXPECT_EQ(share(gaps, 4, 0, 2), (std::vector<int64_t>{1, 2, 9, 10, 11}));
+  EXPECT_EQ(share(gaps, 4, 1, 2), (std::vector<int64_t>{5}));
+  EXPECT_EQ(share(gaps, 4, 0, 1), gaps);
+  for (int64_t group : {1, 2, 3, 8})
+    for (int world : {1, 2, 3, 5}) {
+      std::map<int64_t, int> owner;
+      for (int r = 0; r < world; ++r)
+        for (int64_t run : share(all, group, r, world)) {
+          EXPECT_EQ(owner.count(run), 0u) << run;
+          owner[run] = r;
+        }
+      EXPECT_EQ(owner.size(), all.size());
+      for (int64_t run : all) EXPECT_EQ(owner[run], owner[run / group * group]) << run;
+    }
 }
 
 // A small quick Figure 6 that goes through every stage in seconds.

@@ -53,6 +53,9 @@ class Engine {
   // be batched when it was asked to be ("" otherwise).
   int64_t group_used() const { return group_used_; }
   const std::string& replica_refusal() const { return replica_refusal_; }
+  // Runs per batched group that execute will use: opt_.replicas resolved (1 when the model cannot
+  // run replicated). The groups are fixed ranges of run indices.
+  int64_t group_size();
 
   // Status, escape and final values of a run from its logged points (the one definition used for
   // computed and for reloaded runs).
@@ -107,8 +110,6 @@ class Engine {
   // gd_gradient: gradients into `batch`, the per-replica losses returned.
   at::Tensor replica_sgd_gradient(ReplicaBatch& batch, const at::Tensor& idx) const;
   at::Tensor replica_gd_gradient(ReplicaBatch& batch) const;
-  // opt_.replicas resolved (1 when the model cannot run replicated).
-  int64_t group_size();
   at::Tensor theta0(int64_t run) const;  // theta*, perturbed when asked (model dtype)
   // theta_0 of the run (theta*, perturbed when asked) into the replica.
   void start_run(Replica& rep, int64_t run) const;

@@ -983,7 +983,7 @@ EscapeResult run_escape_sweep(const std::string& dir, const ModelFactory& factor
     if (dist().active()) texts.push_back({r.run, false, text});
     if (hooks.on_run_done) hooks.on_run_done(r);
   };
-  for (auto& r : engine.execute(sweep_ranks::share(todo), inner)) {
+  for (auto& r : engine.execute(sweep_ranks::share(todo, engine.group_size()), inner)) {
     const int64_t k = r.run;
     by_run[k] = std::move(r);
     have[k] = 1;

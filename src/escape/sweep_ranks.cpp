@@ -12,12 +12,22 @@
 
 namespace ng::sweep_ranks {
 
-std::vector<int64_t> share(const std::vector<int64_t>& todo) {
+std::vector<int64_t> share(const std::vector<int64_t>& todo, int64_t group, int rank, int world) {
+  if (group < 1) fail("internal: escape sweep groups of {} runs", group);
   std::vector<int64_t> mine;
-  for (size_t j = static_cast<size_t>(dist().rank); j < todo.size();
-       j += static_cast<size_t>(dist().world))
-    mine.push_back(todo[j]);
+  int64_t groups = 0, last = -1;  // todo is ascending: a group's runs are neighbours
+  for (int64_t r : todo) {
+    if (r / group != last) {
+      last = r / group;
+      ++groups;
+    }
+    if ((groups - 1) % world == rank) mine.push_back(r);
+  }
   return mine;
+}
+
+std::vector<int64_t> share(const std::vector<int64_t>& todo, int64_t group) {
+  return share(todo, group, dist().rank, dist().world);
 }
 
 std::string runs_text(const std::vector<int64_t>& runs) {

@@ -9,9 +9,14 @@
 
 namespace ng::sweep_ranks {
 
-// This rank's runs of `todo`: every world-th one, starting at its rank (runs that stop at their
-// escape are short, so interleaving balances the ranks better than contiguous blocks).
-std::vector<int64_t> share(const std::vector<int64_t>& todo);
+// Rank `rank`'s runs of `todo` among `world` ranks: the fixed groups of `group` run indices
+// ([g group, (g + 1) group), what one batched-replica task computes at once, group 1 without
+// replicas) that hold a run of `todo`, every world-th one starting at the rank's, with all their
+// runs of `todo`. Whole groups: a group split between ranks is computed in full on each. Dealt out
+// in turn: runs that stop at their escape are short, so this balances better than blocks.
+std::vector<int64_t> share(const std::vector<int64_t>& todo, int64_t group, int rank, int world);
+// This process's share under the launcher (src/dist); `todo` itself in one process.
+std::vector<int64_t> share(const std::vector<int64_t>& todo, int64_t group);
 
 // "3 7 12" and back: the list of runs rank 0 found still to do.
 std::string runs_text(const std::vector<int64_t>& runs);
