@@ -2,7 +2,6 @@
 // files, --set overrides and the resolved YAML of run directories.
 #include <gtest/gtest.h>
 
-#include <cstdio>
 #include <string>
 
 #include "src/core/config.h"
@@ -167,16 +166,11 @@ TEST(Config, ShippedExperimentsParse) {
 // The commit a binary reports (--version, a run's git_commit) is the one it was built from: it is
 // looked up at every build, not at the last configure, which an incremental build skips.
 TEST(Version, CommitIsTheSourceTreesHead) {
-  const std::string cmd =
-      "git -C '" + std::string(NG_SOURCE_DIR) + "' rev-parse --short=12 HEAD 2>/dev/null";
   std::string head;
-  if (FILE* pipe = popen(cmd.c_str(), "r")) {
-    char buf[64];
-    while (fgets(buf, sizeof buf, pipe)) head += buf;
-    pclose(pipe);
-  }
+  if (ngtest::run_shell("git -C " + ngtest::quote(NG_SOURCE_DIR) + " rev-parse --short=12 HEAD",
+                        &head) != 0)
+    GTEST_SKIP() << "the source tree is not a git checkout";
   while (!head.empty() && (head.back() == '\n' || head.back() == '\r')) head.pop_back();
-  if (head.empty()) GTEST_SKIP() << "the source tree is not a git checkout";
   const std::string built = ng::git_commit();
   EXPECT_EQ(built.substr(0, head.size()), head) << built;
   EXPECT_NE(ng::version_string().find(built), std::string::npos) << ng::version_string();

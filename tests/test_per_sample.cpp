@@ -1,7 +1,7 @@
 // Per-sample rows built batched (models/layers.h + src/curvature/per_sample.h) against the
 // one-sample loop for every model family, the fallback for models the batched path does not
 // cover, operators made from another's Jacobian, and the exact estimator on rows against the
-// streamed one.
+// streamed one; and run_concurrently (src/core/threads.h), on which the chunks are built.
 #include <c10/core/GradMode.h>
 #include <gtest/gtest.h>
 
@@ -218,7 +218,9 @@ TEST(PerSampleRows, ConcurrentChunksAreDeterministic) {
     const ng::IntraThreads two(2);
     CurvatureOperator a(d.net, d.x, d.y, options(MatrixKind::G, l, RowsMethod::Batched));
     CurvatureOperator b(d.net, d.x, d.y, options(MatrixKind::G, l, RowsMethod::Batched));
-    EXPECT_EQ(a.rows_threads(), 2);  // really on two threads, not one after the other
+    // Two workers (Threads.RunConcurrentlyUsesThreadsOfTheirOwn holds them to threads of their
+    // own).
+    EXPECT_EQ(a.rows_threads(), 2);
     EXPECT_TRUE(a.rows().equal(b.rows()));
     CurvatureOperator loop(d.net, d.x, d.y, options(MatrixKind::G, l, RowsMethod::Loop));
     EXPECT_EQ(loop.rows_threads(), 2);

@@ -75,7 +75,11 @@ void write_synthetic_cifar(const std::string& dir, int64_t per_file, uint64_t se
 }
 
 int run_cli(const std::string& args, std::string* output) {
-  const std::string cmd = std::string("'") + NG_BINARY + "' " + args + " 2>&1";
+  return run_shell(quote(NG_BINARY) + " " + args, output);
+}
+
+int run_shell(const std::string& command, std::string* output) {
+  const std::string cmd = command + " 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) throw std::runtime_error("popen failed");
   std::string out;

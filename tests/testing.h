@@ -19,8 +19,9 @@ std::string temp_dir(const std::string& tag);
 void write_synthetic_cifar(const std::string& dir, int64_t per_file, uint64_t seed,
                            bool with_test = false);
 
-// Runs the built `noisegeom` binary with `args` (a shell-quoted string); returns its exit code
-// and puts stdout+stderr in `output`.
+// Runs the shell command `cmd`; returns its exit code and puts stdout+stderr in `output`.
+int run_shell(const std::string& cmd, std::string* output = nullptr);
+// Runs the built `noisegeom` binary with `args` (a shell-quoted string), as run_shell.
 int run_cli(const std::string& args, std::string* output = nullptr);
 
 // The real CIFAR-10 directory of ../shared/data when present, else "" (tests then skip).

@@ -13,7 +13,6 @@
 #include <mutex>
 #include <optional>
 #include <set>
-#include <thread>
 
 #include "src/core/dtypes.h"
 #include "src/core/error.h"
@@ -172,8 +171,7 @@ CurvatureOperator::CurvatureOperator(Net model, const at::Tensor& x, const at::T
   // The rows' batched path takes the outputs from its own recorded forward instead of a pass of
   // its own (in float64 on a CPU the convolutions' forward was a third of the rows' time).
   const bool rows = wants_rows();  // checks memory: asked once
-  outputs_pending_ = rows && opt_.rows_method != RowsMethod::Loop;
-  if (!outputs_pending_) compute_outputs();
+  if (!rows || opt_.rows_method == RowsMethod::Loop) compute_outputs();
   if (rows) build_rows();
   loss_ = sample_losses(out_, y_, opt_.loss).to(at::kDouble).sum().item<double>() /
           static_cast<double>(n_);
@@ -452,25 +450,21 @@ void CurvatureOperator::build_rows() {
   const IntraThreads serial(opt_.device.is_cpu() ? 1 : threads);
   // The first chunk runs alone: it decides between the batched path and the loop, whose forwards
   // are one sample each (the outputs then come from a pass of their own).
-  if (rows_method_ != RowsMethod::Loop) first_chunk_batched(std::min(chunk, n_), rows, jac);
-  if (outputs_pending_ && rows_method_ == RowsMethod::Loop) {
-    compute_outputs();
-    outputs_pending_ = false;
-  }
-  std::mutex mu;
-  std::set<std::thread::id> builders;  // for rows_threads()
-  if (rows_method_ == RowsMethod::Batched) builders.insert(std::this_thread::get_id());
+  // Outputs not given yet (out_ undefined) come from the batched path's forwards, chunk by chunk.
+  const bool fill_outputs = !out_.defined();
+  if (rows_method_ != RowsMethod::Loop)
+    first_chunk_batched(std::min(chunk, n_), fill_outputs, rows, jac);
+  if (fill_outputs && rows_method_ == RowsMethod::Loop) compute_outputs();
   auto build_chunk = [&](int64_t k) {
     c10::AutoGradMode grad_on(true);
     const int64_t s = k * chunk, count = std::min(chunk, n_ - s);
     if (rows_method_ == RowsMethod::Loop) {
       chunk_rows_loop(s, count, rows, jac);
     } else {
-      const std::string why = chunk_rows_batched(s, count, /*first=*/false, rows, jac);
+      const std::string why =
+          chunk_rows_batched(s, count, /*first=*/false, fill_outputs, rows, jac);
       if (!why.empty()) fail("curvature: rows method batched: {}", why);
     }
-    const std::lock_guard<std::mutex> lock(mu);
-    builders.insert(std::this_thread::get_id());
   };
   const int64_t done = rows_method_ == RowsMethod::Batched ? 1 : 0;
   const int64_t workers =
@@ -487,8 +481,7 @@ void CurvatureOperator::build_rows() {
         for (int64_t k = done + w; k < chunks && !failed.load(); k = next++) build_chunk(k);
       },
       &failed);
-  rows_threads_ = static_cast<int>(builders.size());
-  outputs_pending_ = false;
+  rows_threads_ = static_cast<int>(workers);
   rows_ = rows.view({n_ * m, p});
   if (jac.defined()) jac_ = std::make_shared<Jacobian>(Jacobian{jac, {}});
   // Sigma0 over b samples is (1/b) sum (g_i - mean g)(g_i - mean g)^T: centred rows.
@@ -508,9 +501,10 @@ void CurvatureOperator::rows_from_jacobian(const std::shared_ptr<Jacobian>& shar
   if (opt_.matrix == MatrixKind::Sigma0) rows_ -= rows_.mean(0, true);
 }
 
-void CurvatureOperator::first_chunk_batched(int64_t count, at::Tensor& rows, at::Tensor& jac) {
+void CurvatureOperator::first_chunk_batched(int64_t count, bool fill_outputs, at::Tensor& rows,
+                                            at::Tensor& jac) {
   c10::AutoGradMode grad_on(true);
-  const std::string problem = chunk_rows_batched(0, count, /*first=*/true, rows, jac);
+  const std::string problem = chunk_rows_batched(0, count, /*first=*/true, fill_outputs, rows, jac);
   if (problem.empty()) {
     rows_method_ = RowsMethod::Batched;
     return;
@@ -538,10 +532,11 @@ void CurvatureOperator::rows_from_raw(int64_t start, int64_t count, at::Tensor& 
 }
 
 std::string CurvatureOperator::chunk_rows_batched(int64_t start, int64_t count, bool first,
-                                                  at::Tensor& rows, at::Tensor& jac) {
+                                                  bool fill_outputs, at::Tensor& rows,
+                                                  at::Tensor& jac) {
   BatchedGradients bg(layout_);
   const at::Tensor f = bg.record([&] { return forward(start, count); });
-  if (outputs_pending_) set_outputs(start, f);
+  if (fill_outputs) set_outputs(start, f);
   // The first chunk decides: every parameter reached, and the sums agree with the batch
   // gradient (taken in the same backward).
   if (first) {

@@ -166,7 +166,7 @@ class CurvatureOperator : public LinearOperator {
   // How the rows were built, Batched or Loop (Auto: no rows built here); why not Batched.
   RowsMethod rows_method() const { return rows_method_; }
   const std::string& rows_note() const { return rows_note_; }
-  // How many threads built the rows, or the Jacobians they come from (0 without rows).
+  // How many workers built the rows, or the Jacobians they come from (0 without rows).
   int rows_threads() const { return rows_threads_; }
   // Raw per-sample Jacobians (n, C, p) held for operators made from this one.
   bool has_jacobian() const { return jac_ != nullptr; }
@@ -228,9 +228,10 @@ class CurvatureOperator : public LinearOperator {
   };
   ChunkTarget chunk_target(int64_t start, int64_t count, at::Tensor& rows, at::Tensor& jac) const;
   void rows_from_raw(int64_t start, int64_t count, at::Tensor& rows, at::Tensor& jac) const;
-  void first_chunk_batched(int64_t count, at::Tensor& rows, at::Tensor& jac);
-  std::string chunk_rows_batched(int64_t start, int64_t count, bool first, at::Tensor& rows,
-                                 at::Tensor& jac);
+  // fill_outputs: out_ etc. are set from the chunks' recorded forwards.
+  void first_chunk_batched(int64_t count, bool fill_outputs, at::Tensor& rows, at::Tensor& jac);
+  std::string chunk_rows_batched(int64_t start, int64_t count, bool first, bool fill_outputs,
+                                 at::Tensor& rows, at::Tensor& jac);
   void chunk_rows_loop(int64_t start, int64_t count, at::Tensor& rows, at::Tensor& jac);
   // out (count, m, p) += cot_ir^T J_i for samples [start, start + count), cot (count, m, C).
   void vjp_rows_loop(int64_t start, int64_t count, const at::Tensor& cot, at::Tensor& out);
@@ -257,7 +258,6 @@ class CurvatureOperator : public LinearOperator {
   // F (n, m, C) in float64 with B = F J: this operator's rows from the raw Jacobians.
   at::Tensor jacobian_factors() const;
   RowsMethod rows_method_ = RowsMethod::Auto;
-  bool outputs_pending_ = false;  // out_ etc. still to come from the rows' forward passes
   std::string rows_note_;
   int rows_threads_ = 0;
   at::Tensor grad_;  // grad L, lazily
