@@ -730,6 +730,57 @@ TEST(DistCommands, EscapeSweepOnTwoRanksWritesOneProcesssFiles) {
   }
 }
 
+// Ranks that see rank 0's directory write their runs as they finish: with rank 0 killed after its
+// first run, rank 1's runs are on disk all the same (they used to reach rank 0 only at the end),
+// the same bytes as one process's, and a resumed sweep reuses them.
+TEST(DistCommands, EscapeRunsOfRankOneOutliveAKilledRankZero) {
+  const std::string run = one_process_run("dist-esc-kill");
+  noisegeom({"spectrum", run, "--k", "2", "--dtype", "float64", "--quiet"}, 1);
+  const std::vector<std::string> args = {"escape",      run,       "--optimizer", "sgd",  "--runs",
+                                         "4",           "--steps", "400",         "--lr", "0.1",
+                                         "--log-every", "5",       "--batch",     "8"};
+  noisegeom(args + std::vector<std::string>{"--name", "one"}, 1);
+  const std::string one = run + "/escapes/one/", two = run + "/escapes/two/";
+  const std::string logs = ngtest::temp_dir("dist-esc-kill-logs");
+  const int port = free_port();
+  std::vector<pid_t> pids;
+  for (int r = 0; r < 2; ++r)
+    pids.push_back(spawn_rank(NG_BINARY, args + std::vector<std::string>{"--name", "two"}, r, 2,
+                              port, logs, fmt::format("{}/rank{}.log", logs, r)));
+  auto wait_for = [](const std::vector<std::string>& files) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    auto all_there = [&] {
+      for (const std::string& f : files)
+        if (!std::filesystem::exists(f)) return false;
+      return true;
+    };
+    while (!all_there() && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return all_there();
+  };
+  const bool first = wait_for({two + "run_0000.csv"});
+  kill(pids[0], SIGKILL);  // rank 1 goes on with its runs, 1 and 3, and then waits for rank 0
+  const bool rank1s = wait_for({two + "run_0001.csv", two + "run_0003.csv"});
+  kill(pids[1], SIGKILL);
+  for (pid_t pid : pids) waitpid(pid, nullptr, 0);
+  ASSERT_TRUE(first) << log_of(logs, 0);
+  ASSERT_TRUE(rank1s) << log_of(logs, 1);
+  for (const std::string f : {"run_0001.csv", "run_0003.csv"})
+    EXPECT_EQ(ngtest::read_file(two + f), ngtest::read_file(one + f)) << f;
+  int64_t on_disk = 0;
+  for (int r = 0; r < 4; ++r)
+    on_disk += std::filesystem::exists(two + fmt::format("run_{:04d}.csv", r));
+  const Job resumed = noisegeom(args + std::vector<std::string>{"--name", "two"}, 2);
+  EXPECT_NE(resumed.out(0).find(
+                fmt::format("reused {} finished run(s), computed {}", on_disk, 4 - on_disk)),
+            std::string::npos)
+      << resumed.out(0);
+  for (const std::string f : {"run_0000.csv", "run_0001.csv", "run_0002.csv", "run_0003.csv",
+                              "summary.csv", "trajectories.csv"})
+    EXPECT_EQ(ngtest::read_file(two + f), ngtest::read_file(one + f)) << f;
+  EXPECT_FALSE(std::filesystem::exists(two + ".noisegeom-rank0"));
+}
+
 // Whole groups of runs go to the ranks in turn, each run to one rank; resumed sweeps' gaps too.
 TEST(DistShard, EscapeRunsGoToTheRanksInWholeGroups) {
   using ng::sweep_ranks::share;

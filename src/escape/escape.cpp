@@ -946,7 +946,7 @@ EscapeResult run_escape_sweep(const std::string& dir, const ModelFactory& factor
   escape_detail::Engine engine(factory, theta_star, U, data, opt);
   const fs::path root(dir);
   // Under a launcher (src/dist), rank 0's directory says what is left, the ranks split it, and
-  // every finished run's text reaches rank 0, which alone writes files. One process: as before.
+  // every finished run's text reaches rank 0, which writes the summaries. One process: as before.
   const bool writer = dist().is_root();
   sweep_ranks::require_same_settings(engine.settings().dump());
   auto run_path = [&](int64_t r) { return (root / sweep_files::run_file(r)).string(); };
@@ -973,13 +973,17 @@ EscapeResult run_escape_sweep(const std::string& dir, const ModelFactory& factor
     ++res.reused;
     if (dist().active()) texts.push_back({r, true, std::move(text)});
   }
+  // A rank that sees rank 0's directory writes its runs there as they finish, so that a rank
+  // killed mid-sweep (SIGKILL, a crash) loses none of them; without a shared filesystem the
+  // runs of the others reach rank 0 only at the end (or at a stop), when it writes them.
+  const bool writes_runs = sweep_ranks::sees_roots_directory(dir);
   EscapeHooks inner;
   inner.should_stop = hooks.should_stop;
   inner.on_point = hooks.on_point;
   inner.on_run_done = [&](const RunResult& r) {
     // Written before anyone hears of the run, so a reported run is always on disk.
     const std::string text = engine.to_csv(r);
-    if (writer) write_file_atomic(run_path(r.run), text);
+    if (writes_runs) write_file_atomic(run_path(r.run), text);
     if (dist().active()) texts.push_back({r.run, false, text});
     if (hooks.on_run_done) hooks.on_run_done(r);
   };
@@ -1023,7 +1027,7 @@ void collect_other_ranks_runs(const escape_detail::Engine& engine,
       fail("escape sweep: run {} from another rank is not in this sweep", t.run);
     if (have[t.run]) continue;
     const std::string path = run_path(t.run);
-    if (writer) write_file_atomic(path, t.text);
+    if (writer && !fs::exists(path)) write_file_atomic(path, t.text);  // the rank's own copy
     by_run[t.run] = engine.summarize(t.run, engine.parse_csv(t.text, path, t.run));
     by_run[t.run].reused = t.reused;
     have[t.run] = 1;

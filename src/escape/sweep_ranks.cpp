@@ -3,11 +3,15 @@
 #include "src/escape/sweep_ranks.h"
 
 #include <fmt/format.h>
+#include <unistd.h>
 
+#include <filesystem>
+#include <random>
 #include <sstream>
 
 #include "src/core/error.h"
 #include "src/dist/dist.h"
+#include "src/io/files.h"
 #include "src/io/json.h"
 
 namespace ng::sweep_ranks {
@@ -52,6 +56,29 @@ void require_same_settings(const std::string& settings_json) {
           "escape sweep: rank {} made other settings than rank 0 ({} differs); every rank needs "
           "the same run directory, data and options",
           r, first_difference(json::parse(all[r]), json::parse(all[0])));
+}
+
+bool sees_roots_directory(const std::string& dir) {
+  if (!dist().active()) return true;
+  namespace fs = std::filesystem;
+  const std::string marker = (fs::path(dir) / ".noisegeom-rank0").string();
+  const std::string token = decided_by_root([&] {
+    std::random_device rd;
+    const std::string t = fmt::format("{:08x}{:08x}-{}", rd(), rd(), ::getpid());
+    write_file_atomic(marker, t);
+    return t;
+  });
+  std::error_code ec;
+  bool sees = false;
+  if (fs::is_regular_file(marker, ec)) {
+    try {
+      sees = read_file(marker) == token;
+    } catch (const Error&) {  // gone or unreadable: not rank 0's directory as far as we know
+    }
+  }
+  all_gather_strings(sees ? "1" : "0");  // every rank has looked before the token goes
+  if (dist().is_root()) fs::remove(marker, ec);
+  return sees;
 }
 
 std::vector<RunText> gather(const std::vector<RunText>& mine) {

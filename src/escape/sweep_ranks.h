@@ -26,6 +26,11 @@ std::vector<int64_t> runs_from_text(const std::string& text);
 // settings (a rank whose lr search or data differs would compute other runs than it claims).
 void require_same_settings(const std::string& settings_json);
 
+// Whether this rank sees rank 0's directory `dir` (the same machine, or a filesystem the
+// machines share): rank 0 leaves a fresh token in it, every rank looks for that token, and rank 0
+// removes it once all have looked. Collective; true in one process.
+bool sees_roots_directory(const std::string& dir);
+
 struct RunText {
   int64_t run = 0;
   bool reused = false;  // a file rank 0 already had, rather than a run computed now
