@@ -2,16 +2,19 @@
 # Everything worth seeing on a CUDA GPU within GPU_CHECK_BUDGET seconds (default 420), ending with a
 # table, stages in order of importance:
 #   1. the test suite on the CUDA build;
-#   2. training steps/s at batch 32 for ResNet-38, VGG-13 and VGG-19: noisegeom with CUDA graphs
+#   2. per-sample rows of 1,000 images batched against the one-sample loop (CNN, ResNet-8: the one
+#      acceptance line of issue 10 that needs a GPU);
+#   3. training steps/s at batch 32 for ResNet-38, VGG-13 and VGG-19: noisegeom with CUDA graphs
 #      (train.cuda_graphs, the default) and without, against the same loop in PyTorch for Python
 #      (bench/train_pytorch.py), eager and torch.compile(mode="reduce-overhead"), on the same GPU
 #      and the same samples;
-#   3. SGD escape steps/s, 50 runs on the ResNet-38 run of stage 2: batched replicas with CUDA
+#   4. SGD escape steps/s, 50 runs on the ResNet-38 run of stage 3: batched replicas with CUDA
 #      graphs (the default), without graphs, and one run at a time (--replicas 1);
-#   4. matvecs/s of the exact operator G v (ResNet-38, bench_gv), and per-sample rows of 1,000
-#      images batched against the one-sample loop (CNN, ResNet-8);
-#   5. as much of the paper-scale Figure 5 as the rest of the budget allows (reproduce --budget),
+#   5. matvecs/s of the exact operator G v (ResNet-38, bench_gv);
+#   6. as much of the paper-scale Figure 5 as the rest of the budget allows (reproduce --budget),
 #      continuing what an earlier call left in GPU_CHECK_PAPER_DIR.
+# GPU_CHECK_STAGES picks some of them by name (default all: ctest,rows,train,escape,gv,paper), e.g.
+# GPU_CHECK_STAGES=rows for issue 10's line alone in about a minute after the build.
 #
 # On the GPU machine (see ../shared/gpu/README.md):
 #   bash .device/device-build.sh && NOISEGEOM_DATA=$PWD/.device/cifar-10-batches-bin scripts/gpu-check.sh
@@ -70,6 +73,9 @@ if [ ! -f "$data/data_batch_5.bin" ]; then
 fi
 export NOISEGEOM_DATA=$data
 
+want() {  # want NAME: whether GPU_CHECK_STAGES names stage NAME
+  [[ ",${GPU_CHECK_STAGES:-ctest,rows,train,escape,gv,paper}," == *",$1,"* ]]
+}
 stages=()   # "name rc seconds" per stage
 results=()  # lines of the closing table
 stage() {  # stage NAME LIMIT_S COMMAND...: runs it within LIMIT_S and what is left of the budget
@@ -97,12 +103,27 @@ echo "gpu-check: $gpu | $version | Python PyTorch $torch_version | budget ${budg
 
 # 1. The suite, one intra-op thread per test (a test per core, each with a thread per core,
 # oversubscribes the cores tenfold).
-stage ctest 150 env OMP_NUM_THREADS=1 ctest --test-dir "$build" -j "$(nproc)" --output-on-failure \
+want ctest && stage ctest 150 env OMP_NUM_THREADS=1 ctest --test-dir "$build" -j "$(nproc)" --output-on-failure \
   --timeout 140
-tests=$(grep -h "tests passed" "$logs/ctest.log" 2>/dev/null | tail -n 1)
-results+=("test suite (CUDA build): ${tests:-see $logs/ctest.log}")
+if want ctest; then
+  tests=$(grep -h "tests passed" "$logs/ctest.log" 2>/dev/null | tail -n 1)
+  results+=("test suite (CUDA build): ${tests:-see $logs/ctest.log}")
+fi
 
-# 2. Training speed. Each side times the second half of the steps plus one full-loss evaluation
+# 2. Per-sample rows of 1,000 images (issue 10's goal: batched at least 10x the one-sample
+# loop), float32, the loop timed on 100 samples and scaled.
+for m in cnn resnet; do
+  want rows || break
+  stage "rows_$m" 90 "$build/bench_gv" rows --model "$m" --depth 8 --n 1000 --loop-n 100 \
+    --dtype float32 --device cuda --data-dir "$data" || true
+  # bench_gv prints "batched: 0.123s on 1 threads   loop: 4.567s on 1 threads (...)   ratio
+  # loop / batched = 37.1".
+  line=$(sed -n 's/^ *batched: \([0-9.]*s\)[^:]*loop: \([0-9.]*s\).*= \([0-9.]*\)$/batched \1, loop \2: \3x/p' \
+    "$logs/rows_$m.log" 2>/dev/null)
+  results+=("per-sample rows, $m (ResNet-8 for resnet), 1,000 images, float32: ${line:-see $logs/rows_$m.log}")
+done
+
+# 3. Training speed. Each side times the second half of the steps plus one full-loss evaluation
 # (noisegeom: the train_log.csv row at the last step; PyTorch: --warmup, then the timed loop), so
 # start-up, cuDNN's first calls and torch.compile's compilation are not counted.
 declare -A models=(
@@ -137,6 +158,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a 
 IFS=';' read -r -a variants <<<"${NOISEGEOM_TRAIN_VARIANTS-no_graphs=--set train.cuda_graphs=false}"
 speed_rows=()
 for m in resnet38 vgg13 vgg19; do
+  want train || break
   cfg="$work/speed_$m.yaml"
   train_config "$m" "$cfg"
   rm -rf "$work/speed_$m"
@@ -159,7 +181,7 @@ for m in resnet38 vgg13 vgg19; do
   speed_rows+=("$m|${ng:--}|${eager:--}|$extra")
 done
 # torch.compile last: its compilation takes the longest, and the other numbers matter more.
-if [ "${GPU_CHECK_COMPILE:-1}" = 1 ]; then
+if want train && [ "${GPU_CHECK_COMPILE:-1}" = 1 ]; then
   for k in "${!speed_rows[@]}"; do
     IFS='|' read -r m ng eager extra <<<"${speed_rows[$k]}"
     compiled=""
@@ -171,9 +193,9 @@ if [ "${GPU_CHECK_COMPILE:-1}" = 1 ]; then
     speed_rows[k]="$m|$ng|$eager|$extra|${compiled:--}"
   done
 fi
-results+=("training steps/s, batch 32, $half timed steps + one evaluation (10,000 images);")
-results+=("noisegeom with CUDA graphs, the variants in brackets:")
-results+=("$(printf '  %-9s %10s %14s %16s %9s %11s' model noisegeom pytorch-eager pytorch-compile \
+want train && results+=("training steps/s, batch 32, $half timed steps + one evaluation (10,000 images);")
+want train && results+=("noisegeom with CUDA graphs, the variants in brackets:")
+want train && results+=("$(printf '  %-9s %10s %14s %16s %9s %11s' model noisegeom pytorch-eager pytorch-compile \
   ng/eager ng/compile)")
 for row in "${speed_rows[@]}"; do
   IFS='|' read -r m ng eager extra compiled <<<"$row"
@@ -181,7 +203,7 @@ for row in "${speed_rows[@]}"; do
     "$(ratio "$ng" "$eager")" "$(ratio "$ng" "${compiled:-0}")" "${extra:+  (noisegeom$extra)}")")
 done
 
-# 3. Escapes: 50 SGD runs from the ResNet-38 run's end (its spectrum is computed first), batched
+# 4. Escapes: 50 SGD runs from the ResNet-38 run's end (its spectrum is computed first), batched
 # with graphs (the default), batched without graphs, and one run at a time.
 run=$work/speed_resnet38
 escape_rate() {  # escape_rate NAME: "N runs, S steps in Ts: R steps/s" of RUN/escapes/NAME
@@ -194,7 +216,7 @@ print(f"{r['runs']} runs, {steps} steps in {r['sweep_wall_seconds']:.1f}s: "
       f"{steps / r['sweep_wall_seconds']:.0f} steps/s")
 PY
 }
-if [ -f "$run/theta.pt" ]; then
+if want escape && [ -f "$run/theta.pt" ]; then
   for v in "speed|" "speed_nographs|--cuda-graphs off" "speed_single|--replicas 1"; do
     name=${v%%|*}
     read -r -a args <<<"${v#*|}"
@@ -206,8 +228,8 @@ if [ -f "$run/theta.pt" ]; then
   done
 fi
 
-# 4. The exact operator: one G v over n samples, and its cost in training passes.
-stage gv_resnet38 90 "$build/bench_gv" ratio --model resnet --depth 38 --batch 256 --n 2048 \
+# 5. The exact operator: one G v over n samples, and its cost in training passes.
+want gv && stage gv_resnet38 90 "$build/bench_gv" ratio --model resnet --depth 38 --batch 256 --n 2048 \
   --reps 5 --device cuda --data-dir "$data" || true
 # bench_gv prints "exact G v (METHOD) over n: 0.1234s   ratio G v / training pass = 1.40".
 gv=$(awk '/exact G v/ {
@@ -216,18 +238,7 @@ gv=$(awk '/exact G v/ {
   gsub(/ /, "", method)
   if (t > 0) printf "%s%s %.1f matvecs/s (%s training passes)", sep, method, 1 / t, $NF; sep = "; " }' \
   "$logs/gv_resnet38.log" 2>/dev/null)
-results+=("exact G v, ResNet-38, n = 2,048, batch 256: ${gv:-see $logs/gv_resnet38.log}")
-
-# 4b. Per-sample rows of 1,000 images (issue 10's goal: batched at least 10x the one-sample
-# loop), float32, the loop timed on 100 samples and scaled.
-for m in cnn resnet; do
-  stage "rows_$m" 90 "$build/bench_gv" rows --model "$m" --depth 8 --n 1000 --loop-n 100 \
-    --dtype float32 --device cuda --data-dir "$data" || true
-  # bench_gv prints "batched: 0.123s   loop: 4.567s (...)   ratio loop / batched = 37.1".
-  line=$(sed -n 's/^ *batched: \([0-9.]*s\) *loop: \([0-9.]*s\).*= \([0-9.]*\)$/batched \1, loop \2: \3x/p' \
-    "$logs/rows_$m.log" 2>/dev/null)
-  results+=("per-sample rows, $m (ResNet-8 for resnet), 1,000 images, float32: ${line:-see $logs/rows_$m.log}")
-done
+want gv && results+=("exact G v, ResNet-38, n = 2,048, batch 256: ${gv:-see $logs/gv_resnet38.log}")
 
 if [ "${GPU_CHECK_QUICK:-0}" = 1 ]; then
   stage fig5_quick 100 "$build/noisegeom" reproduce fig5 --scale quick --out "$work/repro" --quiet || true
@@ -235,10 +246,10 @@ if [ "${GPU_CHECK_QUICK:-0}" = 1 ]; then
   cp "$work"/repro/figures/*.png "$out"/ 2>/dev/null || true
 fi
 
-# 5. Figure 5 at the paper's scale, in pieces: reproduce stops at its budget with exit status 75
+# 6. Figure 5 at the paper's scale, in pieces: reproduce stops at its budget with exit status 75
 # after checkpointing, and the next call continues from there.
 left=$((budget - SECONDS - 30))
-if [ "$left" -ge 30 ]; then
+if want paper && [ "$left" -ge 30 ]; then
   stage fig5_paper $((left + 25)) "$build/noisegeom" reproduce fig5 --scale paper --out "$paper" \
     --budget "${left}s" || true
 fi
@@ -257,7 +268,7 @@ done = os.path.exists(os.path.join(sys.argv[1], "figures", "fig5.png"))
 print("; ".join(parts) + ("; figure drawn" if done else ""))
 PY
 )
-results+=("Figure 5, paper scale ($paper): ${fig5:-nothing yet}")
+want paper && results+=("Figure 5, paper scale ($paper): ${fig5:-nothing yet}")
 mkdir -p "$out/paper-fig5"
 cp -r "$paper"/. "$out/paper-fig5"/ 2>/dev/null || true
 cp "$paper"/figures/*.png "$out"/ 2>/dev/null || true
