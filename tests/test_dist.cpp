@@ -781,6 +781,82 @@ TEST(DistCommands, EscapeRunsOfRankOneOutliveAKilledRankZero) {
   EXPECT_FALSE(std::filesystem::exists(two + ".noisegeom-rank0"));
 }
 
+// Without a shared filesystem (rank 1 given a run directory of its own, which does not exist)
+// the runs reach rank 0 in rounds: rank 1's first run is on rank 0's disk while rank 0 is still
+// at its second (it used to arrive with all the others at the end), rank 1 writes nothing, and
+// the sweep killed there and resumed ends with one process's files.
+TEST(DistCommands, EscapeRunsReachRankZeroInRoundsWithoutSharedFiles) {
+  const std::string run = one_process_run("dist-esc-rounds");
+  noisegeom({"spectrum", run, "--k", "2", "--dtype", "float64", "--quiet"}, 1);
+  // Runs of 2,000 steps (a few hundred ms): the test looks for rank 0's second run right after
+  // rank 1's first appears, and that must not be long enough for a whole run.
+  const std::vector<std::string> opts = {
+      "--optimizer", "sgd",         "--runs", "8",       "--steps", "2000",       "--lr",
+      "0.1",         "--log-every", "25",     "--batch", "8",       "--replicas", "1"};
+  const std::vector<std::string> mine = std::vector<std::string>{"escape", run} + opts;
+  noisegeom(mine + std::vector<std::string>{"--name", "one"}, 1);
+  const std::string node1 = ngtest::temp_dir("dist-esc-rounds-node1");
+  const std::vector<std::vector<std::string>> ranks = {
+      mine + std::vector<std::string>{"--name", "two"},
+      std::vector<std::string>{"escape", node1 + "/run"} + opts +
+          std::vector<std::string>{"--name", "two"}};
+  const std::string one = run + "/escapes/one/", two = run + "/escapes/two/";
+  const std::string logs = ngtest::temp_dir("dist-esc-rounds-logs");
+  const int port = free_port();
+  std::vector<pid_t> pids;
+  for (int r = 0; r < 2; ++r)
+    pids.push_back(
+        spawn_rank(NG_BINARY, ranks[r], r, 2, port, logs, fmt::format("{}/rank{}.log", logs, r)));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!std::filesystem::exists(two + "run_0001.csv") &&
+         std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  const bool second_of_rank0 = std::filesystem::exists(two + "run_0002.csv");
+  for (pid_t pid : pids) kill(pid, SIGKILL);
+  for (pid_t pid : pids) waitpid(pid, nullptr, 0);
+  ASSERT_TRUE(std::filesystem::exists(two + "run_0001.csv")) << log_of(logs, 0) << log_of(logs, 1);
+  EXPECT_FALSE(second_of_rank0);
+  EXPECT_EQ(ngtest::read_file(two + "run_0001.csv"), ngtest::read_file(one + "run_0001.csv"));
+  EXPECT_EQ(entries(node1), std::vector<std::string>{});
+  const Job resumed = noisegeom_ranks(ranks);
+  EXPECT_NE(resumed.out(0).find("reused"), std::string::npos) << resumed.out(0);
+  for (int r = 0; r < 8; ++r) {
+    const std::string f = fmt::format("run_{:04d}.csv", r);
+    EXPECT_EQ(ngtest::read_file(two + f), ngtest::read_file(one + f)) << f;
+  }
+  for (const std::string f : {"summary.csv", "trajectories.csv"})
+    EXPECT_EQ(ngtest::read_file(two + f), ngtest::read_file(one + f)) << f;
+  EXPECT_EQ(entries(node1), std::vector<std::string>{});
+}
+
+// Rounds of whole groups, at least `per_round` groups each and at most `max_rounds` of them.
+TEST(DistShard, EscapeRoundsHoldWholeGroups) {
+  using ng::sweep_ranks::in_rounds;
+  using Rounds = std::vector<std::vector<int64_t>>;
+  EXPECT_EQ(in_rounds({}, 1, 1, 8), Rounds{});
+  EXPECT_EQ(in_rounds({0, 2, 4, 6}, 1, 1, 8), (Rounds{{0}, {2}, {4}, {6}}));
+  EXPECT_EQ(in_rounds({0, 2, 4, 6}, 1, 2, 8), (Rounds{{0, 2}, {4, 6}}));
+  EXPECT_EQ(in_rounds({0, 2, 4, 6}, 1, 3, 8), (Rounds{{0, 2, 4, 6}}));
+  EXPECT_EQ(in_rounds({0, 2, 4, 6}, 1, 1, 3), (Rounds{{0}, {2}, {4, 6}}));
+  // Groups of 4 with a resumed sweep's gaps: {1, 2} {9, 10, 11} {17}.
+  EXPECT_EQ(in_rounds({1, 2, 9, 10, 11, 17}, 4, 1, 8), (Rounds{{1, 2}, {9, 10, 11}, {17}}));
+  EXPECT_EQ(in_rounds({1, 2, 9, 10, 11, 17}, 4, 1, 2), (Rounds{{1, 2}, {9, 10, 11, 17}}));
+  for (int64_t n : {1, 5, 17, 40})
+    for (int64_t per : {1, 2, 3})
+      for (int64_t most : {1, 4, 8}) {
+        std::vector<int64_t> all;
+        for (int64_t r = 0; r < n; ++r) all.push_back(3 * r);
+        const Rounds rounds = in_rounds(all, 1, per, most);
+        std::vector<int64_t> joined;
+        for (const auto& round : rounds) {
+          EXPECT_GE(static_cast<int64_t>(round.size()), std::min(per, n));
+          joined.insert(joined.end(), round.begin(), round.end());
+        }
+        EXPECT_LE(static_cast<int64_t>(rounds.size()), most);
+        EXPECT_EQ(joined, all);
+      }
+}
+
 // Whole groups of runs go to the ranks in turn, each run to one rank; resumed sweeps' gaps too.
 TEST(DistShard, EscapeRunsGoToTheRanksInWholeGroups) {
   using ng::sweep_ranks::share;

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <sstream>
@@ -679,6 +680,24 @@ std::vector<std::vector<int64_t>> tasks_of(const std::vector<int64_t>& runs, int
 
 }  // namespace
 
+std::pair<int64_t, int64_t> Engine::concurrency(int64_t tasks, int64_t group) const {
+  const int64_t avail = std::max(1, at::get_num_threads());
+  int64_t workers = opt_.workers, intra = opt_.intra_threads;
+  if (opt_.device.is_cuda()) {
+    // One device queue: concurrent host threads would only contend for it.
+    if (workers == 0) workers = 1;
+    if (intra == 0) intra = avail;
+  } else {
+    // From opt.runs, not from the runs left: a resumed sweep then runs with the same intra-op
+    // thread count, and so bit for bit the same arithmetic, as an uninterrupted one.
+    const int64_t units = (opt_.runs + group - 1) / group;
+    if (workers == 0)
+      workers = intra > 0 ? std::max<int64_t>(1, avail / intra) : std::min(avail, units);
+    if (intra == 0) intra = std::max<int64_t>(1, avail / workers);
+  }
+  return {std::max<int64_t>(1, std::min(workers, tasks)), intra};
+}
+
 std::vector<RunResult> Engine::execute(const std::vector<int64_t>& runs, const EscapeHooks& hooks) {
   const std::string what = fmt::format(
       "{} escape runs ({} run(s) per batched group, {})", optimizer_names().name(opt_.optimizer),
@@ -695,21 +714,7 @@ std::vector<RunResult> Engine::execute_runs(const std::vector<int64_t>& runs,
   group_used_ = group;
   const auto tasks = tasks_of(runs, group, opt_.runs);
   const int64_t todo = static_cast<int64_t>(tasks.size());
-  const int64_t avail = std::max(1, at::get_num_threads());
-  int64_t workers = opt_.workers, intra = opt_.intra_threads;
-  if (opt_.device.is_cuda()) {
-    // One device queue: concurrent host threads would only contend for it.
-    if (workers == 0) workers = 1;
-    if (intra == 0) intra = avail;
-  } else {
-    // From opt.runs, not from the runs left: a resumed sweep then runs with the same intra-op
-    // thread count, and so bit for bit the same arithmetic, as an uninterrupted one.
-    const int64_t units = (opt_.runs + group - 1) / group;
-    if (workers == 0)
-      workers = intra > 0 ? std::max<int64_t>(1, avail / intra) : std::min(avail, units);
-    if (intra == 0) intra = std::max<int64_t>(1, avail / workers);
-  }
-  workers = std::max<int64_t>(1, std::min(workers, todo));
+  const auto [workers, intra] = concurrency(todo, group);
   workers_used_ = workers;
   intra_used_ = intra;
   std::vector<RunResult> results(runs.size());
@@ -937,6 +942,9 @@ void collect_other_ranks_runs(const escape_detail::Engine& engine,
 
 }  // namespace
 
+// Rounds of an escape sweep whose ranks do not all see rank 0's directory (at most).
+constexpr int64_t kRoundsWithoutSharedFiles = 8;
+
 EscapeResult run_escape_sweep(const std::string& dir, const ModelFactory& factory,
                               const at::Tensor& theta_star, const at::Tensor& U,
                               const Dataset& data, const EscapeOptions& options,
@@ -974,9 +982,9 @@ EscapeResult run_escape_sweep(const std::string& dir, const ModelFactory& factor
     if (dist().active()) texts.push_back({r, true, std::move(text)});
   }
   // A rank that sees rank 0's directory writes its runs there as they finish, so that a rank
-  // killed mid-sweep (SIGKILL, a crash) loses none of them; without a shared filesystem the
-  // runs of the others reach rank 0 only at the end (or at a stop), when it writes them.
-  const bool writes_runs = sweep_ranks::sees_roots_directory(dir);
+  // killed mid-sweep (SIGKILL, a crash) loses none of them.
+  bool every_rank_writes = true;
+  const bool writes_runs = sweep_ranks::sees_roots_directory(dir, &every_rank_writes);
   EscapeHooks inner;
   inner.should_stop = hooks.should_stop;
   inner.on_point = hooks.on_point;
@@ -987,16 +995,31 @@ EscapeResult run_escape_sweep(const std::string& dir, const ModelFactory& factor
     if (dist().active()) texts.push_back({r.run, false, text});
     if (hooks.on_run_done) hooks.on_run_done(r);
   };
-  for (auto& r : engine.execute(sweep_ranks::share(todo, engine.group_size()), inner)) {
-    const int64_t k = r.run;
-    by_run[k] = std::move(r);
-    have[k] = 1;
-    ++res.computed;
-  }
-  // After a stop too: the runs the other ranks finished are written for the resume.
-  if (dist().active())
+  const int64_t group = engine.group_size();
+  const std::vector<int64_t> mine = sweep_ranks::share(todo, group);
+  // Otherwise the runs reach rank 0 in rounds, each ending in one exchange, so that a rank killed
+  // mid-sweep loses its round at most. A rank that ends its round early waits for the others:
+  // few rounds, each with work for all of a rank's workers.
+  std::vector<std::vector<int64_t>> rounds = {mine};
+  if (!every_rank_writes)
+    rounds = sweep_ranks::padded_to_every_rank(sweep_ranks::in_rounds(
+        mine, group, engine.concurrency(std::numeric_limits<int64_t>::max(), group).first,
+        kRoundsWithoutSharedFiles));
+  for (size_t k = 0; k < rounds.size(); ++k) {
+    if (k == 0 || !rounds[k].empty())
+      for (auto& r : engine.execute(rounds[k], inner)) {
+        const int64_t run = r.run;
+        by_run[run] = std::move(r);
+        have[run] = 1;
+        ++res.computed;
+      }
+    if (!dist().active()) break;
+    // After a stop too: the runs the other ranks finished are written for the resume.
     collect_other_ranks_runs(engine, run_path, sweep_ranks::gather(texts), hooks, by_run, have,
                              res);
+    texts.clear();
+    if (sweep_ranks::on_any_rank(hooks.should_stop && hooks.should_stop())) break;
+  }
 
   for (int64_t r = 0; r < opt.runs; ++r)
     if (have[r]) res.runs.push_back(std::move(by_run[r]));

@@ -34,6 +34,40 @@ std::vector<int64_t> share(const std::vector<int64_t>& todo, int64_t group) {
   return share(todo, group, dist().rank, dist().world);
 }
 
+std::vector<std::vector<int64_t>> in_rounds(const std::vector<int64_t>& mine, int64_t group,
+                                            int64_t per_round, int64_t max_rounds) {
+  std::vector<int64_t> starts;  // index in `mine` of each group's first run
+  for (size_t j = 0; j < mine.size(); ++j)
+    if (j == 0 || mine[j] / group != mine[j - 1] / group) starts.push_back(static_cast<int64_t>(j));
+  const auto groups = static_cast<int64_t>(starts.size());
+  if (groups == 0) return {};
+  const int64_t rounds =
+      std::max<int64_t>(1, std::min(max_rounds, groups / std::max<int64_t>(per_round, 1)));
+  std::vector<std::vector<int64_t>> out;
+  for (int64_t k = 0; k < rounds; ++k) {
+    // Groups [k groups / rounds, (k + 1) groups / rounds): sizes differ by at most one.
+    const int64_t first = k * groups / rounds, last = (k + 1) * groups / rounds;
+    const int64_t from = starts[first];
+    const int64_t to = last < groups ? starts[last] : static_cast<int64_t>(mine.size());
+    out.emplace_back(mine.begin() + from, mine.begin() + to);
+  }
+  return out;
+}
+
+std::vector<std::vector<int64_t>> padded_to_every_rank(std::vector<std::vector<int64_t>> rounds) {
+  size_t most = rounds.size();
+  for (const std::string& n : all_gather_strings(std::to_string(rounds.size())))
+    most = std::max<size_t>(most, std::stoul(n));
+  rounds.resize(std::max<size_t>(most, 1));  // one exchange at least: rank 0's reused runs
+  return rounds;
+}
+
+bool on_any_rank(bool mine) {
+  for (const std::string& s : all_gather_strings(mine ? "1" : "0"))
+    if (s == "1") return true;
+  return false;
+}
+
 std::string runs_text(const std::vector<int64_t>& runs) {
   std::string s;
   for (int64_t r : runs) s += fmt::format("{} ", r);
@@ -58,7 +92,8 @@ void require_same_settings(const std::string& settings_json) {
           r, first_difference(json::parse(all[r]), json::parse(all[0])));
 }
 
-bool sees_roots_directory(const std::string& dir) {
+bool sees_roots_directory(const std::string& dir, bool* every_rank) {
+  if (every_rank) *every_rank = true;
   if (!dist().active()) return true;
   namespace fs = std::filesystem;
   const std::string marker = (fs::path(dir) / ".noisegeom-rank0").string();
@@ -76,8 +111,9 @@ bool sees_roots_directory(const std::string& dir) {
     } catch (const Error&) {  // gone or unreadable: not rank 0's directory as far as we know
     }
   }
-  all_gather_strings(sees ? "1" : "0");  // every rank has looked before the token goes
+  const bool some_do_not = on_any_rank(!sees);  // every rank has looked before the token goes
   if (dist().is_root()) fs::remove(marker, ec);
+  if (every_rank) *every_rank = !some_do_not;
   return sees;
 }
 

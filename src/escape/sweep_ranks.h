@@ -18,6 +18,16 @@ std::vector<int64_t> share(const std::vector<int64_t>& todo, int64_t group, int 
 // This process's share under the launcher (src/dist); `todo` itself in one process.
 std::vector<int64_t> share(const std::vector<int64_t>& todo, int64_t group);
 
+// `mine` (ascending, whole groups of `group` runs) cut into consecutive rounds of at least
+// `per_round` groups each, and at most `max_rounds` rounds; none when `mine` is empty.
+std::vector<std::vector<int64_t>> in_rounds(const std::vector<int64_t>& mine, int64_t group,
+                                            int64_t per_round, int64_t max_rounds);
+// `rounds` followed by empty rounds up to the most that any rank has (collective): every rank
+// then takes part in the same number of exchanges.
+std::vector<std::vector<int64_t>> padded_to_every_rank(std::vector<std::vector<int64_t>> rounds);
+// Whether `mine` is true on any rank (collective; `mine` in one process).
+bool on_any_rank(bool mine);
+
 // "3 7 12" and back: the list of runs rank 0 found still to do.
 std::string runs_text(const std::vector<int64_t>& runs);
 std::vector<int64_t> runs_from_text(const std::string& text);
@@ -28,8 +38,9 @@ void require_same_settings(const std::string& settings_json);
 
 // Whether this rank sees rank 0's directory `dir` (the same machine, or a filesystem the
 // machines share): rank 0 leaves a fresh token in it, every rank looks for that token, and rank 0
-// removes it once all have looked. Collective; true in one process.
-bool sees_roots_directory(const std::string& dir);
+// removes it once all have looked. Collective; true in one process. `every_rank` (the same on
+// all ranks): whether all of them see it.
+bool sees_roots_directory(const std::string& dir, bool* every_rank = nullptr);
 
 struct RunText {
   int64_t run = 0;
