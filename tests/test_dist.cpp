@@ -451,6 +451,20 @@ std::string log_of(const std::string& dir, int rank) {
   return std::filesystem::exists(log) ? ngtest::read_file(log) : "(none)";
 }
 
+// Whether all of `files` exist within a minute (looked for every 5 ms): a job killed once they do
+// stops at a known point.
+bool wait_for_files(const std::vector<std::string>& files) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  auto all_there = [&] {
+    for (const std::string& f : files)
+      if (!std::filesystem::exists(f)) return false;
+    return true;
+  };
+  while (!all_there() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  return all_there();
+}
+
 bool succeeded(int status) {
   return WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
@@ -622,10 +636,7 @@ TEST(DistCommands, KilledTrainingLeavesOnlyRankZerosRunDirectory) {
     pids.push_back(spawn_rank(NG_BINARY, {"train", cfg, "--out", run}, r, 2, port, logs,
                               fmt::format("{}/rank{}.log", logs, r)));
   // Rank 0's first checkpoint (step 100) comes after 100 steps that rank 1 took part in.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (!std::filesystem::exists(run + "/checkpoint.pt") &&
-         std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  wait_for_files({run + "/checkpoint.pt"});
   for (pid_t pid : pids) kill(pid, SIGKILL);
   for (pid_t pid : pids) waitpid(pid, nullptr, 0);
   ASSERT_TRUE(std::filesystem::exists(run + "/checkpoint.pt"))
@@ -747,20 +758,9 @@ TEST(DistCommands, EscapeRunsOfRankOneOutliveAKilledRankZero) {
   for (int r = 0; r < 2; ++r)
     pids.push_back(spawn_rank(NG_BINARY, args + std::vector<std::string>{"--name", "two"}, r, 2,
                               port, logs, fmt::format("{}/rank{}.log", logs, r)));
-  auto wait_for = [](const std::vector<std::string>& files) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    auto all_there = [&] {
-      for (const std::string& f : files)
-        if (!std::filesystem::exists(f)) return false;
-      return true;
-    };
-    while (!all_there() && std::chrono::steady_clock::now() < deadline)
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    return all_there();
-  };
-  const bool first = wait_for({two + "run_0000.csv"});
+  const bool first = wait_for_files({two + "run_0000.csv"});
   kill(pids[0], SIGKILL);  // rank 1 goes on with its runs, 1 and 3, and then waits for rank 0
-  const bool rank1s = wait_for({two + "run_0001.csv", two + "run_0003.csv"});
+  const bool rank1s = wait_for_files({two + "run_0001.csv", two + "run_0003.csv"});
   kill(pids[1], SIGKILL);
   for (pid_t pid : pids) waitpid(pid, nullptr, 0);
   ASSERT_TRUE(first) << log_of(logs, 0);
@@ -807,10 +807,7 @@ TEST(DistCommands, EscapeRunsReachRankZeroInRoundsWithoutSharedFiles) {
   for (int r = 0; r < 2; ++r)
     pids.push_back(
         spawn_rank(NG_BINARY, ranks[r], r, 2, port, logs, fmt::format("{}/rank{}.log", logs, r)));
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (!std::filesystem::exists(two + "run_0001.csv") &&
-         std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  wait_for_files({two + "run_0001.csv"});
   const bool second_of_rank0 = std::filesystem::exists(two + "run_0002.csv");
   for (pid_t pid : pids) kill(pid, SIGKILL);
   for (pid_t pid : pids) waitpid(pid, nullptr, 0);
