@@ -353,8 +353,11 @@ std::string ranks_tmpdir;
 // The environment of a rank: this process's, with the launcher's variables replaced.
 std::vector<std::string> rank_env(int rank, int world, int port, const std::string& dir) {
   std::vector<std::string> env;
-  std::vector<std::string> ours = {"RANK=",        "WORLD_SIZE=",  "LOCAL_RANK=",
-                                   "MASTER_ADDR=", "MASTER_PORT=", std::string(kWorkerDir) + "="};
+  // OMP_NUM_THREADS too: under scripts/test.sh (which exports 2) a second entry appended after
+  // the inherited one was never read, and the ranks ran on two threads each.
+  std::vector<std::string> ours = {"RANK=",           "WORLD_SIZE=",  "LOCAL_RANK=",
+                                   "MASTER_ADDR=",    "MASTER_PORT=", std::string(kWorkerDir) + "=",
+                                   "OMP_NUM_THREADS="};
   if (!ranks_tmpdir.empty()) ours.push_back("TMPDIR=");
   for (char** e = environ; *e; ++e) {
     const std::string kv = *e;
