@@ -392,14 +392,13 @@ TEST(Cifar10, CheckDirReportsCountsAndVerifiesSha256Sums) {
 }
 
 TEST(Cifar10, ResolveDataDir) {
-  const char* old = std::getenv("NOISEGEOM_DATA");
-  const std::string saved = old ? old : "";
-  setenv("NOISEGEOM_DATA", "/from/env", 1);
-  EXPECT_EQ(ng::resolve_data_dir("/from/flag"), "/from/flag");
-  EXPECT_EQ(ng::resolve_data_dir(""), "/from/env");
-  unsetenv("NOISEGEOM_DATA");
+  {
+    const ngtest::ScopedEnv env("NOISEGEOM_DATA", "/from/env");
+    EXPECT_EQ(ng::resolve_data_dir("/from/flag"), "/from/flag");
+    EXPECT_EQ(ng::resolve_data_dir(""), "/from/env");
+  }
+  const ngtest::ScopedEnv none("NOISEGEOM_DATA", nullptr);
   EXPECT_EQ(ng::resolve_data_dir(""), "data/cifar-10-batches-bin");
-  if (old) setenv("NOISEGEOM_DATA", saved.c_str(), 1);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -400,6 +400,26 @@ pid_t spawn_rank(const std::string& program, const std::vector<std::string>& arg
   return pid;
 }
 
+// Starts `program args_of_rank[r]` as rank r of one job on localhost (the world is their number),
+// rank r's output in dir/rank<r>.log; returns their process ids.
+std::vector<pid_t> spawn_ranks(const std::string& program,
+                               const std::vector<std::vector<std::string>>& args_of_rank,
+                               const std::string& dir) {
+  const int port = free_port();
+  const int world = static_cast<int>(args_of_rank.size());
+  std::vector<pid_t> pids;
+  for (int r = 0; r < world; ++r)
+    pids.push_back(spawn_rank(program, args_of_rank[r], r, world, port, dir,
+                              fmt::format("{}/rank{}.log", dir, r)));
+  return pids;
+}
+
+// Ends every process of `pids` with SIGKILL (no exit handler runs) and reaps it.
+void kill_ranks(const std::vector<pid_t>& pids) {
+  for (pid_t pid : pids) kill(pid, SIGKILL);
+  for (pid_t pid : pids) waitpid(pid, nullptr, 0);
+}
+
 // Runs `program args` as ranks 0..world-1 of one job on localhost and returns their wait
 // statuses (rank r's output in dir/rank<r>.log). A rank that fails leaves its peers waiting in a
 // collective: they are killed at once (unless the test wants their errors); all are killed at
@@ -410,12 +430,7 @@ std::vector<int> run_ranks(const std::string& program,
                            const std::vector<std::vector<std::string>>& args_of_rank,
                            const std::string& dir, std::chrono::seconds limit,
                            bool kill_on_failure = true) {
-  const int port = free_port();
-  const int world = static_cast<int>(args_of_rank.size());
-  std::vector<pid_t> pids;
-  for (int r = 0; r < world; ++r)
-    pids.push_back(spawn_rank(program, args_of_rank[r], r, world, port, dir,
-                              fmt::format("{}/rank{}.log", dir, r)));
+  const std::vector<pid_t> pids = spawn_ranks(program, args_of_rank, dir);
   std::vector<int> status(pids.size(), -1);
   const auto deadline = std::chrono::steady_clock::now() + limit;
   auto kill_running = [&] {
@@ -633,15 +648,12 @@ TEST(DistCommands, KilledTrainingLeavesOnlyRankZerosRunDirectory) {
   const std::string parent = ngtest::temp_dir("dist-kill");
   const std::string run = parent + "/run", logs = ngtest::temp_dir("dist-kill-logs");
   const RanksTmpDir tmp;
-  const int port = free_port();
-  std::vector<pid_t> pids;
-  for (int r = 0; r < 2; ++r)
-    pids.push_back(spawn_rank(NG_BINARY, {"train", cfg, "--out", run}, r, 2, port, logs,
-                              fmt::format("{}/rank{}.log", logs, r)));
+  const std::vector<std::string> args = {"train", cfg, "--out", run};
+  const std::vector<pid_t> pids =
+      spawn_ranks(NG_BINARY, std::vector<std::vector<std::string>>(2, args), logs);
   // Rank 0's first checkpoint (step 100) comes after 100 steps that rank 1 took part in.
   wait_for_files({run + "/checkpoint.pt"});
-  for (pid_t pid : pids) kill(pid, SIGKILL);
-  for (pid_t pid : pids) waitpid(pid, nullptr, 0);
+  kill_ranks(pids);
   ASSERT_TRUE(std::filesystem::exists(run + "/checkpoint.pt"))
       << log_of(logs, 0) << log_of(logs, 1);
   EXPECT_EQ(tmp.leftovers(), std::vector<std::string>{});
@@ -756,16 +768,14 @@ TEST(DistCommands, EscapeRunsOfRankOneOutliveAKilledRankZero) {
   noisegeom(args + std::vector<std::string>{"--name", "one"}, 1);
   const std::string one = run + "/escapes/one/", two = run + "/escapes/two/";
   const std::string logs = ngtest::temp_dir("dist-esc-kill-logs");
-  const int port = free_port();
-  std::vector<pid_t> pids;
-  for (int r = 0; r < 2; ++r)
-    pids.push_back(spawn_rank(NG_BINARY, args + std::vector<std::string>{"--name", "two"}, r, 2,
-                              port, logs, fmt::format("{}/rank{}.log", logs, r)));
+  const std::vector<pid_t> pids = spawn_ranks(
+      NG_BINARY,
+      std::vector<std::vector<std::string>>(2, args + std::vector<std::string>{"--name", "two"}),
+      logs);
   const bool first = wait_for_files({two + "run_0000.csv"});
-  kill(pids[0], SIGKILL);  // rank 1 goes on with its runs, 1 and 3, and then waits for rank 0
+  kill_ranks({pids[0]});  // rank 1 goes on with its runs, 1 and 3, and then waits for rank 0
   const bool rank1s = wait_for_files({two + "run_0001.csv", two + "run_0003.csv"});
-  kill(pids[1], SIGKILL);
-  for (pid_t pid : pids) waitpid(pid, nullptr, 0);
+  kill_ranks({pids[1]});
   ASSERT_TRUE(first) << log_of(logs, 0);
   ASSERT_TRUE(rank1s) << log_of(logs, 1);
   for (const std::string f : {"run_0001.csv", "run_0003.csv"})
@@ -805,15 +815,10 @@ TEST(DistCommands, EscapeRunsReachRankZeroInRoundsWithoutSharedFiles) {
           std::vector<std::string>{"--name", "two"}};
   const std::string one = run + "/escapes/one/", two = run + "/escapes/two/";
   const std::string logs = ngtest::temp_dir("dist-esc-rounds-logs");
-  const int port = free_port();
-  std::vector<pid_t> pids;
-  for (int r = 0; r < 2; ++r)
-    pids.push_back(
-        spawn_rank(NG_BINARY, ranks[r], r, 2, port, logs, fmt::format("{}/rank{}.log", logs, r)));
+  const std::vector<pid_t> pids = spawn_ranks(NG_BINARY, ranks, logs);
   wait_for_files({two + "run_0001.csv"});
   const bool second_of_rank0 = std::filesystem::exists(two + "run_0002.csv");
-  for (pid_t pid : pids) kill(pid, SIGKILL);
-  for (pid_t pid : pids) waitpid(pid, nullptr, 0);
+  kill_ranks(pids);
   ASSERT_TRUE(std::filesystem::exists(two + "run_0001.csv")) << log_of(logs, 0) << log_of(logs, 1);
   EXPECT_FALSE(second_of_rank0);
   EXPECT_EQ(ngtest::read_file(two + "run_0001.csv"), ngtest::read_file(one + "run_0001.csv"));

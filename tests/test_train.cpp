@@ -93,13 +93,8 @@ std::string train_lib(const std::string& cfg, const std::string& out, bool resum
 TEST(Train, ThreadsDefaultToEveryPhysicalCore) {
   if (std::getenv("MKL_NUM_THREADS")) GTEST_SKIP() << "MKL_NUM_THREADS is set";
   const std::string cfg = write_config(kShort);
-  const char* had = std::getenv("OMP_NUM_THREADS");
-  const std::string saved = had ? had : "";
   auto threads_of = [&](const char* omp) {
-    if (omp)
-      setenv("OMP_NUM_THREADS", omp, 1);
-    else
-      unsetenv("OMP_NUM_THREADS");
+    const ngtest::ScopedEnv env("OMP_NUM_THREADS", omp);
     const std::string out = ngtest::temp_dir("threads") + "/r";
     std::string log;
     const int rc = run_cli(
@@ -109,10 +104,6 @@ TEST(Train, ThreadsDefaultToEveryPhysicalCore) {
     return rc == 0 ? ng::read_json(out + "/manifest.json").at("threads").get<int>() : -1;
   };
   const int all = threads_of(nullptr), one = threads_of("1");
-  if (had)
-    setenv("OMP_NUM_THREADS", saved.c_str(), 1);
-  else
-    unsetenv("OMP_NUM_THREADS");
   EXPECT_EQ(all, ng::physical_cores());
   EXPECT_EQ(one, 1);
   EXPECT_GE(ng::physical_cores(), 1);

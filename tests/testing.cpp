@@ -78,6 +78,23 @@ int run_cli(const std::string& args, std::string* output) {
   return run_shell(quote(NG_BINARY) + " " + args, output);
 }
 
+ScopedEnv::ScopedEnv(const char* name, const char* value) : name_(name) {
+  const char* old = std::getenv(name);
+  had_ = old != nullptr;
+  if (had_) old_ = old;
+  if (value)
+    setenv(name, value, 1);
+  else
+    unsetenv(name);
+}
+
+ScopedEnv::~ScopedEnv() {
+  if (had_)
+    setenv(name_.c_str(), old_.c_str(), 1);
+  else
+    unsetenv(name_.c_str());
+}
+
 int run_shell(const std::string& command, std::string* output) {
   const std::string cmd = command + " 2>&1";
   FILE* p = popen(cmd.c_str(), "r");

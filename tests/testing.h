@@ -24,6 +24,20 @@ int run_shell(const std::string& cmd, std::string* output = nullptr);
 // Runs the built `noisegeom` binary with `args` (a shell-quoted string), as run_shell.
 int run_cli(const std::string& args, std::string* output = nullptr);
 
+// While it lives, the environment variable `name` is `value` (unset for nullptr); the variable's
+// earlier state comes back at the end of the scope, also when an assertion returns early.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value);
+  ~ScopedEnv();
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  std::string name_, old_;
+  bool had_ = false;
+};
+
 // The real CIFAR-10 directory of ../shared/data when present, else "" (tests then skip).
 std::string real_cifar_dir();
 // Whether Debian's /usr/bin/python3 imports `module` (the plot scripts need matplotlib).

@@ -56,9 +56,9 @@ class Engine {
   // Runs per batched group that execute will use: opt_.replicas resolved (1 when the model cannot
   // run replicated). The groups are fixed ranges of run indices.
   int64_t group_size();
-  // Worker threads and intra-op threads per worker that execute uses for `tasks` tasks (groups,
-  // or single runs): the options resolved against this process's threads.
-  std::pair<int64_t, int64_t> concurrency(int64_t tasks, int64_t group) const;
+  // Worker threads and intra-op threads per worker for groups of `group` runs: the options
+  // resolved against this process's threads (execute uses no more workers than it has tasks).
+  std::pair<int64_t, int64_t> concurrency(int64_t group) const;
 
   // Status, escape and final values of a run from its logged points (the one definition used for
   // computed and for reloaded runs).

@@ -14,7 +14,6 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
-#include <limits>
 #include <map>
 #include <mutex>
 #include <sstream>
@@ -680,7 +679,7 @@ std::vector<std::vector<int64_t>> tasks_of(const std::vector<int64_t>& runs, int
 
 }  // namespace
 
-std::pair<int64_t, int64_t> Engine::concurrency(int64_t tasks, int64_t group) const {
+std::pair<int64_t, int64_t> Engine::concurrency(int64_t group) const {
   const int64_t avail = std::max(1, at::get_num_threads());
   int64_t workers = opt_.workers, intra = opt_.intra_threads;
   if (opt_.device.is_cuda()) {
@@ -695,7 +694,7 @@ std::pair<int64_t, int64_t> Engine::concurrency(int64_t tasks, int64_t group) co
       workers = intra > 0 ? std::max<int64_t>(1, avail / intra) : std::min(avail, units);
     if (intra == 0) intra = std::max<int64_t>(1, avail / workers);
   }
-  return {std::max<int64_t>(1, std::min(workers, tasks)), intra};
+  return {std::max<int64_t>(1, workers), intra};
 }
 
 std::vector<RunResult> Engine::execute(const std::vector<int64_t>& runs, const EscapeHooks& hooks) {
@@ -714,7 +713,8 @@ std::vector<RunResult> Engine::execute_runs(const std::vector<int64_t>& runs,
   group_used_ = group;
   const auto tasks = tasks_of(runs, group, opt_.runs);
   const int64_t todo = static_cast<int64_t>(tasks.size());
-  const auto [workers, intra] = concurrency(todo, group);
+  const auto [planned, intra] = concurrency(group);
+  const int64_t workers = std::max<int64_t>(1, std::min(planned, todo));
   workers_used_ = workers;
   intra_used_ = intra;
   std::vector<RunResult> results(runs.size());
@@ -934,96 +934,88 @@ std::string summary_csv(const std::vector<int64_t>& ks, const std::vector<RunRes
   return summary;
 }
 
-void collect_other_ranks_runs(const escape_detail::Engine& engine,
-                              const std::function<std::string(int64_t)>& run_path,
-                              const std::vector<sweep_ranks::RunText>& all,
-                              const EscapeHooks& hooks, std::vector<RunResult>& by_run,
-                              std::vector<char>& have, EscapeResult& res);
+// The runs a sweep holds so far, each once, with how many were reused and computed, and the
+// texts of this rank's that the other ranks have not seen yet.
+struct SweepRuns {
+  explicit SweepRuns(int64_t runs) : by_run(static_cast<size_t>(runs)), have(runs, 0) {}
+  std::vector<RunResult> by_run;
+  std::vector<char> have;
+  int64_t reused = 0, computed = 0;
+  std::vector<sweep_ranks::RunText> texts;
 
-}  // namespace
+  bool has(int64_t run) const { return have.at(static_cast<size_t>(run)) != 0; }
+  void add(RunResult r, bool was_reused) {
+    const auto k = static_cast<size_t>(r.run);
+    r.reused = was_reused;
+    by_run[k] = std::move(r);
+    have[k] = 1;
+    ++(was_reused ? reused : computed);
+  }
+};
 
-// Rounds of an escape sweep whose ranks do not all see rank 0's directory (at most).
-constexpr int64_t kRoundsWithoutSharedFiles = 8;
-
-EscapeResult run_escape_sweep(const std::string& dir, const ModelFactory& factory,
-                              const at::Tensor& theta_star, const at::Tensor& U,
-                              const Dataset& data, const EscapeOptions& options,
-                              const EscapeHooks& hooks) {
-  const auto t0 = std::chrono::steady_clock::now();
-  const EscapeOptions opt = with_runs(options);
-  escape_detail::Engine engine(factory, theta_star, U, data, opt);
-  const fs::path root(dir);
-  // Under a launcher (src/dist), rank 0's directory says what is left, the ranks split it, and
-  // every finished run's text reaches rank 0, which writes the summaries. One process: as before.
-  const bool writer = dist().is_root();
-  sweep_ranks::require_same_settings(engine.settings().dump());
-  auto run_path = [&](int64_t r) { return (root / sweep_files::run_file(r)).string(); };
-  const std::vector<int64_t> todo = sweep_ranks::runs_from_text(decided_by_root([&] {
-    check_sweep_settings((root / sweep_files::kSettings).string(), engine.settings());
-    std::vector<int64_t> left;
-    for (int64_t r = 0; r < opt.runs; ++r)
-      if (!fs::exists(run_path(r))) left.push_back(r);
-    return sweep_ranks::runs_text(left);
-  }));
-  EscapeResult res;
-  std::vector<RunResult> by_run(opt.runs);
-  std::vector<char> have(opt.runs, 0);
-  std::vector<sweep_ranks::RunText> texts;  // for the other ranks
-  for (int64_t r = 0, j = 0; r < opt.runs && writer; ++r) {
+// Rank 0's finished run files (those not in `todo`), read as a resumed sweep reads them; their
+// texts go to the other ranks too.
+void read_finished_runs(const escape_detail::Engine& engine,
+                        const std::function<std::string(int64_t)>& run_path,
+                        const std::vector<int64_t>& todo, SweepRuns& runs) {
+  if (!dist().is_root()) return;
+  for (int64_t r = 0, j = 0; r < static_cast<int64_t>(runs.have.size()); ++r) {
     if (j < static_cast<int64_t>(todo.size()) && todo[j] == r) {
       ++j;
       continue;
     }
     std::string text = read_file(run_path(r));
-    by_run[r] = engine.summarize(r, engine.parse_csv(text, run_path(r), r));
-    by_run[r].reused = true;
-    have[r] = 1;
-    ++res.reused;
-    if (dist().active()) texts.push_back({r, true, std::move(text)});
+    runs.add(engine.summarize(r, engine.parse_csv(text, run_path(r), r)), true);
+    if (dist().active()) runs.texts.push_back({r, true, std::move(text)});
   }
-  // A rank that sees rank 0's directory writes its runs there as they finish, so that a rank
-  // killed mid-sweep (SIGKILL, a crash) loses none of them.
-  bool every_rank_writes = true;
-  const bool writes_runs = sweep_ranks::sees_roots_directory(dir, &every_rank_writes);
-  EscapeHooks inner;
-  inner.should_stop = hooks.should_stop;
-  inner.on_point = hooks.on_point;
-  inner.on_run_done = [&](const RunResult& r) {
-    // Written before anyone hears of the run, so a reported run is always on disk.
-    const std::string text = engine.to_csv(r);
-    if (writes_runs) write_file_atomic(run_path(r.run), text);
-    if (dist().active()) texts.push_back({r.run, false, text});
-    if (hooks.on_run_done) hooks.on_run_done(r);
-  };
+}
+
+// The runs other ranks hold, read the way a resumed sweep reads its files (parsed from their text,
+// so every rank summarizes the same numbers); rank 0 writes those not on its disk yet and reports
+// the computed ones.
+void collect_other_ranks_runs(const escape_detail::Engine& engine,
+                              const std::function<std::string(int64_t)>& run_path,
+                              const std::vector<sweep_ranks::RunText>& all,
+                              const EscapeHooks& hooks, SweepRuns& runs) {
+  const bool writer = dist().is_root();
+  for (const sweep_ranks::RunText& t : all) {
+    if (t.run < 0 || t.run >= static_cast<int64_t>(runs.have.size()))
+      fail("escape sweep: run {} from another rank is not in this sweep", t.run);
+    if (runs.has(t.run)) continue;
+    const std::string path = run_path(t.run);
+    if (writer && !fs::exists(path)) write_file_atomic(path, t.text);
+    runs.add(engine.summarize(t.run, engine.parse_csv(t.text, path, t.run)), t.reused);
+    if (writer && hooks.on_run_done && !t.reused) hooks.on_run_done(runs.by_run[t.run]);
+  }
+}
+
+// Rounds of a sweep whose ranks do not all see rank 0's directory (at most).
+constexpr int64_t kRoundsWithoutSharedFiles = 8;
+
+// This rank's runs of `todo`, in the rounds that end in an exchange with the other ranks: one
+// round where every rank writes its own run files into rank 0's directory; otherwise up to
+// kRoundsWithoutSharedFiles, so that a rank killed mid-sweep loses its round at most. A rank that
+// ends its round early waits for the others: few rounds, each with work for all its workers.
+std::vector<std::vector<int64_t>> sweep_rounds(escape_detail::Engine& engine,
+                                               const std::vector<int64_t>& todo,
+                                               bool every_rank_writes) {
   const int64_t group = engine.group_size();
   const std::vector<int64_t> mine = sweep_ranks::share(todo, group);
-  // Otherwise the runs reach rank 0 in rounds, each ending in one exchange, so that a rank killed
-  // mid-sweep loses its round at most. A rank that ends its round early waits for the others:
-  // few rounds, each with work for all of a rank's workers.
-  std::vector<std::vector<int64_t>> rounds = {mine};
-  if (!every_rank_writes)
-    rounds = sweep_ranks::padded_to_every_rank(sweep_ranks::in_rounds(
-        mine, group, engine.concurrency(std::numeric_limits<int64_t>::max(), group).first,
-        kRoundsWithoutSharedFiles));
-  for (size_t k = 0; k < rounds.size(); ++k) {
-    if (k == 0 || !rounds[k].empty())
-      for (auto& r : engine.execute(rounds[k], inner)) {
-        const int64_t run = r.run;
-        by_run[run] = std::move(r);
-        have[run] = 1;
-        ++res.computed;
-      }
-    if (!dist().active()) break;
-    // After a stop too: the runs the other ranks finished are written for the resume.
-    collect_other_ranks_runs(engine, run_path, sweep_ranks::gather(texts), hooks, by_run, have,
-                             res);
-    texts.clear();
-    if (sweep_ranks::on_any_rank(hooks.should_stop && hooks.should_stop())) break;
-  }
+  if (every_rank_writes) return {mine};
+  return sweep_ranks::padded_to_every_rank(sweep_ranks::in_rounds(
+      mine, group, engine.concurrency(group).first, kRoundsWithoutSharedFiles));
+}
 
+// The sweep's result from its runs, in run order; rank 0 writes the summary.
+EscapeResult finish_sweep(const escape_detail::Engine& engine, const fs::path& root,
+                          const EscapeOptions& opt, SweepRuns runs,
+                          std::chrono::steady_clock::time_point t0) {
+  EscapeResult res;
+  res.reused = runs.reused;
+  res.computed = runs.computed;
   for (int64_t r = 0; r < opt.runs; ++r)
-    if (have[r]) res.runs.push_back(std::move(by_run[r]));
-  if (writer)
+    if (runs.has(r)) res.runs.push_back(std::move(runs.by_run[r]));
+  if (dist().is_root())
     write_file_atomic((root / sweep_files::kSummary).string(), summary_csv(opt.ks, res.runs));
   res.loss_star = engine.loss_star();
   res.threshold = engine.threshold();
@@ -1035,30 +1027,54 @@ EscapeResult run_escape_sweep(const std::string& dir, const ModelFactory& factor
   return res;
 }
 
-namespace {
-
-// The runs other ranks hold, read the way a resumed sweep reads its files (parsed from their text,
-// so every rank summarizes the same numbers); rank 0 writes them and reports the computed ones.
-void collect_other_ranks_runs(const escape_detail::Engine& engine,
-                              const std::function<std::string(int64_t)>& run_path,
-                              const std::vector<sweep_ranks::RunText>& all,
-                              const EscapeHooks& hooks, std::vector<RunResult>& by_run,
-                              std::vector<char>& have, EscapeResult& res) {
-  const bool writer = dist().is_root();
-  for (const sweep_ranks::RunText& t : all) {
-    if (t.run < 0 || t.run >= static_cast<int64_t>(have.size()))
-      fail("escape sweep: run {} from another rank is not in this sweep", t.run);
-    if (have[t.run]) continue;
-    const std::string path = run_path(t.run);
-    if (writer && !fs::exists(path)) write_file_atomic(path, t.text);  // the rank's own copy
-    by_run[t.run] = engine.summarize(t.run, engine.parse_csv(t.text, path, t.run));
-    by_run[t.run].reused = t.reused;
-    have[t.run] = 1;
-    ++(t.reused ? res.reused : res.computed);
-    if (writer && hooks.on_run_done) hooks.on_run_done(by_run[t.run]);
-  }
-}
-
 }  // namespace
+
+EscapeResult run_escape_sweep(const std::string& dir, const ModelFactory& factory,
+                              const at::Tensor& theta_star, const at::Tensor& U,
+                              const Dataset& data, const EscapeOptions& options,
+                              const EscapeHooks& hooks) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const EscapeOptions opt = with_runs(options);
+  escape_detail::Engine engine(factory, theta_star, U, data, opt);
+  const fs::path root(dir);
+  // Under a launcher (src/dist), rank 0's directory says what is left, the ranks split it, and
+  // every finished run's text reaches rank 0, which writes the summaries. One process: as before.
+  sweep_ranks::require_same_settings(engine.settings().dump());
+  auto run_path = [&](int64_t r) { return (root / sweep_files::run_file(r)).string(); };
+  const std::vector<int64_t> todo = sweep_ranks::runs_from_text(decided_by_root([&] {
+    check_sweep_settings((root / sweep_files::kSettings).string(), engine.settings());
+    std::vector<int64_t> left;
+    for (int64_t r = 0; r < opt.runs; ++r)
+      if (!fs::exists(run_path(r))) left.push_back(r);
+    return sweep_ranks::runs_text(left);
+  }));
+  SweepRuns runs(opt.runs);
+  read_finished_runs(engine, run_path, todo, runs);
+  // A rank that sees rank 0's directory writes its runs there as they finish, so that a rank
+  // killed mid-sweep (SIGKILL, a crash) loses none of them.
+  bool every_rank_writes = true;
+  const bool writes_runs = sweep_ranks::sees_roots_directory(dir, &every_rank_writes);
+  EscapeHooks inner;
+  inner.should_stop = hooks.should_stop;
+  inner.on_point = hooks.on_point;
+  inner.on_run_done = [&](const RunResult& r) {
+    // Written before anyone hears of the run, so a reported run is always on disk.
+    const std::string text = engine.to_csv(r);
+    if (writes_runs) write_file_atomic(run_path(r.run), text);
+    if (dist().active()) runs.texts.push_back({r.run, false, text});
+    if (hooks.on_run_done) hooks.on_run_done(r);
+  };
+  const auto rounds = sweep_rounds(engine, todo, every_rank_writes);
+  for (size_t k = 0; k < rounds.size(); ++k) {
+    if (k == 0 || !rounds[k].empty())
+      for (auto& r : engine.execute(rounds[k], inner)) runs.add(std::move(r), false);
+    if (!dist().active()) break;
+    // After a stop too: the runs the other ranks finished are written for the resume.
+    collect_other_ranks_runs(engine, run_path, sweep_ranks::gather(runs.texts), hooks, runs);
+    runs.texts.clear();
+    if (sweep_ranks::on_any_rank(hooks.should_stop && hooks.should_stop())) break;
+  }
+  return finish_sweep(engine, root, opt, std::move(runs), t0);
+}
 
 }  // namespace ng
