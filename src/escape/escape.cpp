@@ -877,6 +877,25 @@ EscapeOptions with_runs(EscapeOptions o) {
 }
 }  // namespace
 
+namespace {
+
+// A result of `runs`, with the engine's threshold, energy and concurrency, timed from t0.
+EscapeResult engine_result(const escape_detail::Engine& engine, std::vector<RunResult> runs,
+                           std::chrono::steady_clock::time_point t0) {
+  EscapeResult res;
+  res.runs = std::move(runs);
+  res.loss_star = engine.loss_star();
+  res.threshold = engine.threshold();
+  res.energy_lambda1 = engine.energy_lambda1();
+  res.workers = engine.workers_used();
+  res.intra_threads = engine.intra_used();
+  res.replicas = engine.group_used();
+  res.seconds = seconds_since(t0);
+  return res;
+}
+
+}  // namespace
+
 EscapeResult run_escape(const ModelFactory& factory, const at::Tensor& theta_star,
                         const at::Tensor& U, const Dataset& data, const EscapeOptions& options,
                         const EscapeHooks& hooks) {
@@ -885,16 +904,8 @@ EscapeResult run_escape(const ModelFactory& factory, const at::Tensor& theta_sta
   escape_detail::Engine engine(factory, theta_star, U, data, opt);
   std::vector<int64_t> which(opt.runs);
   for (int64_t r = 0; r < opt.runs; ++r) which[r] = r;
-  EscapeResult res;
-  res.runs = engine.execute(which, hooks);
-  res.loss_star = engine.loss_star();
-  res.threshold = engine.threshold();
-  res.energy_lambda1 = engine.energy_lambda1();
-  res.workers = engine.workers_used();
-  res.intra_threads = engine.intra_used();
-  res.replicas = engine.group_used();
+  EscapeResult res = engine_result(engine, engine.execute(which, hooks), t0);
   res.computed = static_cast<int64_t>(res.runs.size());
-  res.seconds = seconds_since(t0);
   return res;
 }
 
@@ -1010,20 +1021,14 @@ std::vector<std::vector<int64_t>> sweep_rounds(escape_detail::Engine& engine,
 EscapeResult finish_sweep(const escape_detail::Engine& engine, const fs::path& root,
                           const EscapeOptions& opt, SweepRuns runs,
                           std::chrono::steady_clock::time_point t0) {
-  EscapeResult res;
+  std::vector<RunResult> in_order;
+  for (int64_t r = 0; r < opt.runs; ++r)
+    if (runs.has(r)) in_order.push_back(std::move(runs.by_run[r]));
+  if (dist().is_root())
+    write_file_atomic((root / sweep_files::kSummary).string(), summary_csv(opt.ks, in_order));
+  EscapeResult res = engine_result(engine, std::move(in_order), t0);
   res.reused = runs.reused;
   res.computed = runs.computed;
-  for (int64_t r = 0; r < opt.runs; ++r)
-    if (runs.has(r)) res.runs.push_back(std::move(runs.by_run[r]));
-  if (dist().is_root())
-    write_file_atomic((root / sweep_files::kSummary).string(), summary_csv(opt.ks, res.runs));
-  res.loss_star = engine.loss_star();
-  res.threshold = engine.threshold();
-  res.energy_lambda1 = engine.energy_lambda1();
-  res.workers = engine.workers_used();
-  res.replicas = engine.group_used();
-  res.intra_threads = engine.intra_used();
-  res.seconds = seconds_since(t0);
   return res;
 }
 
