@@ -137,6 +137,9 @@ TEST(DistOneProcess, CollectivesAreTheIdentity) {
   ng::barrier();
   EXPECT_TRUE(at::equal(t, at::arange(6, at::kDouble)));
   EXPECT_EQ(ng::all_gather_strings("only"), std::vector<std::string>{"only"});
+  EXPECT_EQ(ng::max_over_ranks(-7), -7);
+  EXPECT_TRUE(ng::on_any_rank(true));
+  EXPECT_FALSE(ng::on_any_rank(false));
   EXPECT_EQ(ng::shard(9).size(), 9);
   EXPECT_NE(ngtest::error_of([&] { ng::broadcast(t, 1); }), "");
 }
@@ -316,6 +319,10 @@ TEST(DistWorker, DISABLED_Run) {
   std::vector<std::string> want;
   for (int r = 0; r < d.world; ++r) want.push_back(text(r));
   EXPECT_EQ(ng::all_gather_strings(text(d.rank)), want);
+  // The largest is the last rank's; rank 0's is negative.
+  EXPECT_EQ(ng::max_over_ranks(10 * d.rank - 5), 10 * last - 5);
+  EXPECT_TRUE(ng::on_any_rank(d.rank == last));
+  EXPECT_FALSE(ng::on_any_rank(false));
   EXPECT_EQ(ng::shard(21).begin, ng::shard(21, d.rank, d.world).begin);
   EXPECT_EQ(ng::shard(21).end, ng::shard(21, d.rank, d.world).end);
   // A check that fails on the last rank only fails on every rank, naming it.

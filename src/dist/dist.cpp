@@ -142,6 +142,20 @@ std::vector<std::string> all_gather_strings(const std::string& mine) {
   return out;
 }
 
+int64_t max_over_ranks(int64_t mine) {
+  const Dist& d = dist();
+  if (!d.active()) return mine;
+  // Each rank fills its own entry of zeros, so the sum holds every rank's value exactly.
+  at::Tensor all = at::zeros({d.world}, at::kLong);
+  all[d.rank] = mine;
+  all_reduce_sum(all);
+  return all.max().item<int64_t>();
+}
+
+bool on_any_rank(bool mine) {
+  return max_over_ranks(mine ? 1 : 0) > 0;
+}
+
 std::string decided_by_root(const std::function<std::string()>& decide) {
   if (!dist().active()) return decide();
   // The first byte says whether the rest is the answer or rank 0's error message.

@@ -61,6 +61,10 @@ void broadcast(at::Tensor& t, int root = 0);
 void barrier();
 // Every rank's string, in rank order, on every rank (small payloads: results, messages).
 std::vector<std::string> all_gather_strings(const std::string& mine);
+// The largest of every rank's `mine`, on every rank (one collective; `mine` in one process).
+int64_t max_over_ranks(int64_t mine);
+// Whether `mine` is true on any rank (one collective; `mine` in one process).
+bool on_any_rank(bool mine);
 
 // Runs `decide` on rank 0 only and returns its string on every rank: the choices that depend on
 // rank 0's files (what to reuse, what is still to do). An ng::Error thrown by `decide` is thrown

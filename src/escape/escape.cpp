@@ -1077,7 +1077,7 @@ EscapeResult run_escape_sweep(const std::string& dir, const ModelFactory& factor
     // After a stop too: the runs the other ranks finished are written for the resume.
     collect_other_ranks_runs(engine, run_path, sweep_ranks::gather(runs.texts), hooks, runs);
     runs.texts.clear();
-    if (sweep_ranks::on_any_rank(hooks.should_stop && hooks.should_stop())) break;
+    if (on_any_rank(hooks.should_stop && hooks.should_stop())) break;
   }
   return finish_sweep(engine, root, opt, std::move(runs), t0);
 }

@@ -55,17 +55,10 @@ std::vector<std::vector<int64_t>> in_rounds(const std::vector<int64_t>& mine, in
 }
 
 std::vector<std::vector<int64_t>> padded_to_every_rank(std::vector<std::vector<int64_t>> rounds) {
-  size_t most = rounds.size();
-  for (const std::string& n : all_gather_strings(std::to_string(rounds.size())))
-    most = std::max<size_t>(most, std::stoul(n));
-  rounds.resize(std::max<size_t>(most, 1));  // one exchange at least: rank 0's reused runs
+  const int64_t most = max_over_ranks(static_cast<int64_t>(rounds.size()));
+  // One exchange at least: rank 0's reused runs reach the others in it.
+  rounds.resize(static_cast<size_t>(std::max<int64_t>(most, 1)));
   return rounds;
-}
-
-bool on_any_rank(bool mine) {
-  for (const std::string& s : all_gather_strings(mine ? "1" : "0"))
-    if (s == "1") return true;
-  return false;
 }
 
 std::string runs_text(const std::vector<int64_t>& runs) {

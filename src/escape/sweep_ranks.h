@@ -25,8 +25,6 @@ std::vector<std::vector<int64_t>> in_rounds(const std::vector<int64_t>& mine, in
 // `rounds` followed by empty rounds up to the most that any rank has (collective): every rank
 // then takes part in the same number of exchanges.
 std::vector<std::vector<int64_t>> padded_to_every_rank(std::vector<std::vector<int64_t>> rounds);
-// Whether `mine` is true on any rank (collective; `mine` in one process).
-bool on_any_rank(bool mine);
 
 // "3 7 12" and back: the list of runs rank 0 found still to do.
 std::string runs_text(const std::vector<int64_t>& runs);
