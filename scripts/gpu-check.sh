@@ -193,10 +193,12 @@ if want train && [ "${GPU_CHECK_COMPILE:-1}" = 1 ]; then
     speed_rows[k]="$m|$ng|$eager|$extra|${compiled:--}"
   done
 fi
-want train && results+=("training steps/s, batch 32, $half timed steps + one evaluation (10,000 images);")
-want train && results+=("noisegeom with CUDA graphs, the variants in brackets:")
-want train && results+=("$(printf '  %-9s %10s %14s %16s %9s %11s' model noisegeom pytorch-eager pytorch-compile \
-  ng/eager ng/compile)")
+if want train; then
+  results+=("training steps/s, batch 32, $half timed steps + one evaluation (10,000 images);")
+  results+=("noisegeom with CUDA graphs, the variants in brackets:")
+  results+=("$(printf '  %-9s %10s %14s %16s %9s %11s' model noisegeom pytorch-eager pytorch-compile \
+    ng/eager ng/compile)")
+fi
 for row in "${speed_rows[@]}"; do
   IFS='|' read -r m ng eager extra compiled <<<"$row"
   results+=("$(printf '  %-9s %10s %14s %16s %9s %11s%s' "$m" "$ng" "$eager" "${compiled:--}" \
