@@ -1071,6 +1071,8 @@ EscapeResult run_escape_sweep(const std::string& dir, const ModelFactory& factor
   };
   const auto rounds = sweep_rounds(engine, todo, every_rank_writes);
   for (size_t k = 0; k < rounds.size(); ++k) {
+    // Round 0 runs even when empty: execute checks the options and settles the group, workers
+    // and threads that the result reports.
     if (k == 0 || !rounds[k].empty())
       for (auto& r : engine.execute(rounds[k], inner)) runs.add(std::move(r), false);
     if (!dist().active()) break;
